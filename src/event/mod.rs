@@ -1,0 +1,297 @@
+//! The incident event model: the floor every other module stands on (it imports nothing of ours).
+//!
+//! An [`IncidentEvent`] is the typed form of the reference's incident object. Fields this
+//! version does not know are kept in [`IncidentEvent::extra`] and written back out, so
+//! newer senders' fields are carried through, never rejected.
+
+mod event_type;
+mod field;
+mod sample;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use event_type::{EventKind, EventType, UnknownEventType};
+pub use field::{lookup, EventView, FieldPath, FieldRef, InvalidFieldPath, KnownField};
+pub use sample::{minimal_sample, sample_event};
+
+/// One incident event, as the default webhook payload shows it.
+///
+/// Only `eventType` is required: it is what `triggers` match. Absent optional fields are
+/// left out when the event is written back (a `null` counts as absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentEvent {
+    /// Id of the alert, e.g. `"2983781"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `PENDING`, `ACCEPTED` or `RESOLVED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<AlertStatus>,
+    /// One-line summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Free text, may be long and multi-line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    /// ISO-8601 report time, kept as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_time: Option<String>,
+    /// What happened (the trigger).
+    pub event_type: EventType,
+    /// `HIGH` or `LOW`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Id of the first event that created the alert, e.g. `"zabbix-12345"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_key: Option<String>,
+    /// Link to the alert in the incident tool (the `alertUrl` template variable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_url: Option<String>,
+    /// The alert source that raised the alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_source: Option<AlertSource>,
+    /// Who the alert is assigned to, if anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_to: Option<User>,
+    /// Links attached to the alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Vec<Link>>,
+    /// Responders (newer events); kept as they came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responders: Option<Vec<Value>>,
+    /// Every field this version does not know, in arrival order.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The alert source of an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertSource {
+    /// Numeric id in the reference (`2101194`); a string id is kept as it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    /// Display name, e.g. `"Nagios Network and Hosts"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The source's escalation policy (`escalationPolicyId` / `escalationPolicyName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_policy: Option<EscalationPolicy>,
+    /// Fields this version does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An escalation policy reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscalationPolicy {
+    /// Id, numeric or text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Fields this version does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The user an alert is assigned to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    /// Login name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// First name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    /// Last name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    /// Fields this version does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A link attached to an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// Target address.
+    pub href: String,
+    /// Link text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Fields this version does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Declares a string enum whose unknown values are kept as they came.
+macro_rules! open_string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// A value this version does not know, kept as it came.
+            Other(String),
+        }
+
+        impl $name {
+            /// The value as written in events.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $text,)+
+                    $name::Other(text) => text,
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> Self {
+                match text {
+                    $($text => $name::$variant,)+
+                    other => $name::Other(other.to_string()),
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Ok($name::from(text.as_ref()))
+            }
+        }
+    };
+}
+
+open_string_enum! {
+    /// The state of an alert.
+    AlertStatus {
+        /// Open, nobody has accepted it yet.
+        Pending => "PENDING",
+        /// Someone accepted (acknowledged) it.
+        Accepted => "ACCEPTED",
+        /// Over.
+        Resolved => "RESOLVED",
+    }
+}
+
+open_string_enum! {
+    /// The urgency of an alert.
+    Priority {
+        /// Wakes someone up.
+        High => "HIGH",
+        /// Can wait.
+        Low => "LOW",
+    }
+}
+
+impl IncidentEvent {
+    /// A new event of the given type with every optional field empty.
+    pub fn new(event_type: impl Into<EventType>) -> Self {
+        IncidentEvent {
+            id: None,
+            status: None,
+            summary: None,
+            details: None,
+            report_time: None,
+            event_type: event_type.into(),
+            priority: None,
+            alert_key: None,
+            alert_url: None,
+            alert_source: None,
+            assigned_to: None,
+            links: None,
+            responders: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// The event as a JSON value: the default payload, unknown fields included.
+    pub fn to_json(&self) -> Value {
+        // Serializing plain data into a `Value` cannot fail: every map key is a string.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The key that identifies the alert this event belongs to: `alertKey`, else `id`.
+    pub fn alert_identity(&self) -> Option<&str> {
+        self.alert_key.as_deref().or(self.id.as_deref())
+    }
+}
+
+/// An event travelling through the pipeline: the incident plus what the host knows of it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The incident, shared between the sinks that fan out from one source.
+    pub incident: Arc<IncidentEvent>,
+    /// When the source accepted it (for latency figures).
+    pub received_at: Instant,
+}
+
+impl Event {
+    /// Wraps an incident that was just received.
+    pub fn new(incident: IncidentEvent) -> Self {
+        Event { incident: Arc::new(incident), received_at: Instant::now() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFERENCE: &str = r#"{
+        "id": "2983781",
+        "status": "ACCEPTED",
+        "summary": "PROBLEM Host Alert: app.compute is DOWN",
+        "details": "line 1\nline 2",
+        "reportTime": "2019-08-29T09:52:39.551Z",
+        "eventType": "incident-created",
+        "priority": "HIGH",
+        "alertKey": "zabbix-12345",
+        "alertSource": {"id": 2101194, "name": "Nagios Network and Hosts", "integrationType": "NAGIOS"},
+        "assignedTo": {"username": "abr", "email": "example@example.com", "firstName": "Andreas", "lastName": "farmer"},
+        "links": [{"href": "https://example.com/a", "text": "runbook"}],
+        "futureField": {"nested": [1, 2, 3]}
+    }"#;
+
+    #[test]
+    fn reference_payload_round_trips_with_unknown_fields() {
+        let event: IncidentEvent = serde_json::from_str(REFERENCE).unwrap();
+        assert_eq!(event.event_type.kind(), Some(EventKind::Created));
+        assert_eq!(event.priority, Some(Priority::High));
+        assert_eq!(event.status, Some(AlertStatus::Accepted));
+        let out = event.to_json();
+        let input: Value = serde_json::from_str(REFERENCE).unwrap();
+        assert_eq!(out, input, "every field, known or not, is written back as it came");
+    }
+
+    #[test]
+    fn unknown_status_and_priority_are_kept() {
+        let event: IncidentEvent =
+            serde_json::from_str(r#"{"eventType":"alert-raised","status":"SNOOZED","priority":"MEDIUM"}"#)
+                .unwrap();
+        assert_eq!(event.status, Some(AlertStatus::Other("SNOOZED".into())));
+        assert_eq!(event.to_json()["priority"], "MEDIUM");
+    }
+
+    #[test]
+    fn event_type_is_required() {
+        let err = serde_json::from_str::<IncidentEvent>(r#"{"id":"1"}"#).unwrap_err();
+        assert!(err.to_string().contains("eventType"), "{err}");
+    }
+}
