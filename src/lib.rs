@@ -1,1 +1,15 @@
-//! webhook-sink library.
+//! webhook-sink: turns incident events into webhooks.
+//!
+//! The modules follow the data flow: [`sources`] decode what arrives into [`event`]s,
+//! [`filter`] keeps the ones a sink wants, [`template`] renders their bodies, and
+//! [`sinks::webhook`] builds, sends and reports the requests. [`component`] holds the
+//! Vector-shaped traits a host drives, [`config`] reads the pipeline file and
+//! [`topology`] wires it all together for the binary ([`cli`]).
+
+pub mod component;
+pub mod event;
+pub mod filter;
+pub mod suggest;
+pub mod sinks;
+pub mod sources;
+pub mod template;

@@ -1,0 +1,342 @@
+//! The `webhook` sink's configuration: every field is user documentation, every default
+//! is explicit. `compile` checks it all without touching the network; `build` adds the
+//! HTTP client and returns the running sink.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+use super::client::{build_client, TlsOptions};
+use super::request_builder::RequestBuilder;
+use super::service::WebhookService;
+use super::sink::WebhookSink;
+use super::target::Target;
+use crate::component::{BuildError, FieldError, Healthcheck, SinkConfig, SinkContext, StreamSink};
+use crate::filter::{ConditionConfig, Filter};
+use crate::template::mustache::Escape;
+use crate::template::BodyTemplate;
+
+/// Configuration of a `webhook` sink (`type = "webhook"`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    /// Where webhooks are POSTed: `http://` or `https://`, any port (default 80/443).
+    /// `user:password@` before the host becomes HTTP Basic auth, percent-decoded; it is
+    /// never sent anywhere else and never logged. Required.
+    pub url: SecretUrl,
+    /// Event types that fire this webhook (`alert-created`, `alert-resolved`, …; legacy
+    /// `incident-*` names are accepted). Default: every event type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<Vec<String>>,
+    /// Conditions that must all hold for the webhook to fire (see `docs/filters.md`).
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<ConditionConfig>,
+    /// A mustache body template, e.g. `'{"text": "{{ alertSummary }}"}'`.
+    /// Default: the standard payload (the event as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// A file holding the body template, relative to the config file. Not with `template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_file: Option<PathBuf>,
+    /// `Content-Type` of the requests. Default: `application/json`.
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    /// How template values are escaped: `json` (inside JSON strings; `{{{x}}}` inserts a
+    /// JSON value), `form` (URL-encoded form fields), `html`, or `none`. Default: derived
+    /// from `content_type` (`json` for any JSON type, `form` for
+    /// `application/x-www-form-urlencoded`, `html` for `text/html`, else `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escape: Option<EscapeMode>,
+    /// Extra request headers, e.g. `{ "X-Token" = "${TOKEN}" }`. Values are never logged.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, SecretString>,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Request settings.
+    #[serde(default)]
+    pub request: RequestConfig,
+    /// Buffer between the sink's inputs and its deliveries.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// Start-up check of the endpoint.
+    #[serde(default)]
+    pub healthcheck: HealthcheckConfig,
+}
+
+fn default_content_type() -> String {
+    "application/json".to_string()
+}
+
+/// How values are escaped in a custom template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapeMode {
+    /// JSON string content; `{{{x}}}` inserts a JSON value (missing → `null`).
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// HTML entities for `& " < >`.
+    Html,
+    /// Values inserted as they are.
+    None,
+}
+
+impl From<EscapeMode> for Escape {
+    fn from(mode: EscapeMode) -> Escape {
+        match mode {
+            EscapeMode::Json => Escape::Json,
+            EscapeMode::Form => Escape::Form,
+            EscapeMode::Html => Escape::Html,
+            EscapeMode::None => Escape::None,
+        }
+    }
+}
+
+/// TLS settings of a sink. Certificates are always verified.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file with extra CA certificates to trust, besides the bundled web PKI roots,
+    /// relative to the config file. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Request settings of a sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// Seconds a request may take, from connecting to the end of the answer. Default: 30.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+    /// Requests in flight at once. Default: 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_timeout_secs() -> f64 {
+    30.0
+}
+fn default_concurrency() -> usize {
+    16
+}
+
+impl Default for RequestConfig {
+    fn default() -> Self {
+        RequestConfig { timeout_secs: default_timeout_secs(), concurrency: default_concurrency() }
+    }
+}
+
+/// The in-memory buffer in front of a sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Events held before the sources that feed this sink wait. Default: 1000.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+}
+
+fn default_max_events() -> usize {
+    1000
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig { max_events: default_max_events() }
+    }
+}
+
+/// Start-up check of the endpoint: a TCP connection to its host and port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthcheckConfig {
+    /// Whether to run it. A failed check is logged; the sink starts anyway. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for HealthcheckConfig {
+    fn default() -> Self {
+        HealthcheckConfig { enabled: true }
+    }
+}
+
+/// A URL that may hold a password: shown redacted in debug output.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(pub String);
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Target::parse(&self.0) {
+            Ok(target) => write!(f, "{:?}", target.redacted()),
+            Err(_) => f.write_str("\"<unparsable URL, not shown>\""),
+        }
+    }
+}
+
+/// A string that may be a secret: shown as `***` in debug output.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// Everything a webhook sink needs, checked; what `validate` stops at.
+#[derive(Debug, Clone)]
+pub struct CompiledWebhook {
+    /// Which events fire.
+    pub filter: Filter,
+    /// Event → HTTP request.
+    pub request_builder: RequestBuilder,
+    /// Per-request time limit.
+    pub timeout: Duration,
+    /// TLS settings, paths resolved.
+    pub tls: TlsOptions,
+}
+
+impl WebhookSinkConfig {
+    /// Checks every field without touching the network; reports every problem with its
+    /// field name. `config_dir` anchors relative paths.
+    pub fn compile(&self, config_dir: &Path) -> Result<CompiledWebhook, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let target = Target::parse(&self.url.0)
+            .map_err(|e| errors.push(FieldError::new("url", e.to_string())))
+            .ok();
+        let filter = Filter::compile(self.triggers.as_deref(), &self.conditions)
+            .map_err(|es| errors.extend(es.into_iter().map(|e| FieldError::new("", e.to_string()))))
+            .ok();
+        let body = self.body(config_dir).map_err(|es| errors.extend(es)).ok();
+        let headers = self.header_map().map_err(|es| errors.extend(es)).ok();
+        if !(self.request.timeout_secs.is_finite() && self.request.timeout_secs > 0.0) {
+            errors.push(FieldError::new("request.timeout_secs", "must be a positive number of seconds"));
+        }
+        if self.request.concurrency == 0 {
+            errors.push(FieldError::new("request.concurrency", "must be at least 1"));
+        }
+        if self.buffer.max_events == 0 {
+            errors.push(FieldError::new("buffer.max_events", "must be at least 1"));
+        }
+        let tls = TlsOptions { ca_file: self.tls.ca_file.as_ref().map(|p| config_dir.join(p)) };
+        if let Some(path) = &tls.ca_file {
+            if !path.is_file() {
+                errors.push(FieldError::new("tls.ca_file", format!("no such file: {}", path.display())));
+            }
+        }
+        match (target, filter, body, headers) {
+            (Some(target), Some(filter), Some(body), Some(headers)) if errors.is_empty() => Ok(CompiledWebhook {
+                filter,
+                request_builder: RequestBuilder::new(target, body, headers),
+                timeout: Duration::from_secs_f64(self.request.timeout_secs),
+                tls,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    fn escape(&self) -> Escape {
+        if let Some(mode) = self.escape {
+            return mode.into();
+        }
+        let essence = self.content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if essence == "application/json" || essence.ends_with("+json") {
+            Escape::Json
+        } else if essence == "application/x-www-form-urlencoded" {
+            Escape::Form
+        } else if essence == "text/html" {
+            Escape::Html
+        } else {
+            Escape::None
+        }
+    }
+
+    fn body(&self, config_dir: &Path) -> Result<(BodyTemplate, HeaderValue), Vec<FieldError>> {
+        let content_type = HeaderValue::from_str(&self.content_type)
+            .map_err(|_| vec![FieldError::new("content_type", "is not a valid header value")])?;
+        let (source, field) = match (&self.template, &self.template_file) {
+            (Some(_), Some(_)) => {
+                return Err(vec![FieldError::new(
+                    "template",
+                    "`template` and `template_file` are both set; keep one",
+                )])
+            }
+            (Some(source), None) => (source.clone(), "template"),
+            (None, Some(path)) => {
+                let path = config_dir.join(path);
+                let source = std::fs::read_to_string(&path).map_err(|e| {
+                    vec![FieldError::new("template_file", format!("cannot read {}: {e}", path.display()))]
+                })?;
+                (source, "template_file")
+            }
+            (None, None) => return Ok((BodyTemplate::Standard, content_type)),
+        };
+        let template = BodyTemplate::custom(&source, self.escape())
+            .map_err(|es| es.into_iter().map(|e| FieldError::new(field, e.to_string())).collect::<Vec<_>>())?;
+        Ok((template, content_type))
+    }
+
+    fn header_map(&self) -> Result<HeaderMap, Vec<FieldError>> {
+        let mut map = HeaderMap::new();
+        let mut errors = Vec::new();
+        for (name, value) in &self.headers {
+            let field = format!("headers.{name}");
+            match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value.0)) {
+                (Ok(name), Ok(mut value)) => {
+                    value.set_sensitive(true);
+                    map.insert(name, value);
+                }
+                (Err(_), _) => errors.push(FieldError::new(field, "is not a valid header name")),
+                (_, Err(_)) => errors.push(FieldError::new(field, "value is not a valid header value")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(map)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[async_trait]
+impl SinkConfig for WebhookSinkConfig {
+    async fn build(&self, cx: SinkContext) -> Result<(Box<dyn StreamSink>, Healthcheck), BuildError> {
+        let compiled = self.compile(&cx.config_dir).map_err(|errors| BuildError::Invalid { errors })?;
+        let client = build_client(&compiled.tls).map_err(|e| BuildError::Other { message: e.to_string() })?;
+        let service = WebhookService::new(client, compiled.timeout);
+        let healthcheck = super::healthcheck::healthcheck(
+            compiled.request_builder.target().clone(),
+            self.healthcheck.enabled,
+        );
+        let sink = WebhookSink {
+            name: cx.name,
+            filter: compiled.filter,
+            request_builder: Arc::new(compiled.request_builder),
+            service,
+            concurrency: self.request.concurrency,
+            stats: cx.stats,
+        };
+        Ok((Box::new(sink), healthcheck))
+    }
+
+    fn buffer_size(&self) -> usize {
+        self.buffer.max_events
+    }
+}

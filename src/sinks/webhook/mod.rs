@@ -1,0 +1,14 @@
+//! The `webhook` sink, split as Vector's http sink is: `config` (fields and build) →
+//! `sink` (consumes the event stream) → `request_builder` (event → request) → `service`
+//! (sends). `target` turns the URL into a request target and credentials; `client` is the
+//! shared HTTPS client; `healthcheck` checks the endpoint at start.
+
+pub mod client;
+pub mod config;
+pub mod healthcheck;
+pub mod request_builder;
+pub mod service;
+pub mod sink;
+pub mod target;
+
+pub use config::WebhookSinkConfig;

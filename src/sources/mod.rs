@@ -1,0 +1,3 @@
+//! Sources: where incident events come from, and how their bytes become events.
+
+pub mod decode;

@@ -1,0 +1,208 @@
+//! Body templates: compiled and checked when the config loads, rendered per event.
+//!
+//! A sink's body is either the standard payload (the event as JSON) or a custom mustache
+//! template. Custom templates are checked at load: syntax, unknown variables (with a
+//! suggestion for a near miss), and, for JSON bodies, that the template renders valid JSON
+//! for both a full and a minimal sample event. See `docs/templates.md`.
+
+pub mod catalog;
+pub mod mustache;
+
+use bytes::Bytes;
+use serde::de::IgnoredAny;
+
+use crate::event::{minimal_sample, sample_event, EventView, FieldRef, IncidentEvent};
+use self::mustache::{Escape, NameUse, Partials, Root, TagKind, Template, Val};
+
+/// Why a template cannot be used. Positions are 1-based, in the template text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The template is not valid mustache.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        /// Line of the offending tag.
+        line: usize,
+        /// Column of the offending tag.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A name that is neither a catalog variable nor under `event.`.
+    #[error("line {line}, column {column}: unknown variable `{name}`{}", suggestion_text(.suggestion))]
+    UnknownVariable {
+        /// The name as written.
+        name: String,
+        /// Line of the tag.
+        line: usize,
+        /// Column of the tag.
+        column: usize,
+        /// A catalog name close to it.
+        suggestion: Option<String>,
+    },
+    /// A name used in a way the template cannot honour.
+    #[error("line {line}, column {column}: {message}")]
+    Misused {
+        /// Line of the tag.
+        line: usize,
+        /// Column of the tag.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A JSON template renders text that is not JSON.
+    #[error("does not render valid JSON for the {sample} sample event: {message} (rendered: {excerpt})")]
+    InvalidJson {
+        /// `full` or `minimal`.
+        sample: &'static str,
+        /// serde_json's complaint, with its line and column in the rendered body.
+        message: String,
+        /// The rendered body around the error.
+        excerpt: String,
+    },
+}
+
+fn suggestion_text(suggestion: &Option<String>) -> String {
+    suggestion.as_ref().map(|s| format!(", did you mean `{s}`?")).unwrap_or_default()
+}
+
+/// A body that could not be rendered for one event at run time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rendered body is not valid JSON: {0}")]
+pub struct RenderError(pub String);
+
+/// How a sink makes request bodies.
+#[derive(Debug, Clone)]
+pub enum BodyTemplate {
+    /// The standard payload: the event as JSON, unknown fields included.
+    Standard,
+    /// A custom mustache template and how values are escaped in it.
+    Custom {
+        /// The compiled template.
+        template: Template,
+        /// How values are escaped (`Json` also validates each rendered body).
+        escape: Escape,
+    },
+}
+
+impl BodyTemplate {
+    /// Compiles and checks a custom template.
+    pub fn custom(source: &str, escape: Escape) -> Result<BodyTemplate, Vec<TemplateError>> {
+        let template = mustache::parse(source).map_err(|e| {
+            vec![TemplateError::Syntax { line: e.line, column: e.column, message: e.message }]
+        })?;
+        let errors: Vec<TemplateError> = template.names().iter().filter_map(check_name).collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let body = BodyTemplate::Custom { template, escape };
+        if escape == Escape::Json {
+            for (sample, event) in [("full", sample_event()), ("minimal", minimal_sample())] {
+                let rendered = body.render_unchecked(&event);
+                if let Err(e) = serde_json::from_slice::<IgnoredAny>(&rendered) {
+                    return Err(vec![TemplateError::InvalidJson {
+                        sample,
+                        message: e.to_string(),
+                        excerpt: excerpt(&rendered, &e),
+                    }]);
+                }
+            }
+        }
+        Ok(body)
+    }
+
+    /// Renders the body for `event`. JSON bodies are checked to be valid JSON.
+    pub fn render(&self, event: &IncidentEvent) -> Result<Bytes, RenderError> {
+        let rendered = self.render_unchecked(event);
+        if let BodyTemplate::Custom { escape: Escape::Json, .. } = self {
+            serde_json::from_slice::<IgnoredAny>(&rendered).map_err(|e| RenderError(e.to_string()))?;
+        }
+        Ok(rendered)
+    }
+
+    fn render_unchecked(&self, event: &IncidentEvent) -> Bytes {
+        match self {
+            // Serializing the typed event cannot fail: all map keys are strings.
+            BodyTemplate::Standard => Bytes::from(serde_json::to_vec(event).unwrap_or_default()),
+            BodyTemplate::Custom { template, escape } => {
+                let root = EventRoot { view: EventView::new(event) };
+                let mut out = String::with_capacity(256);
+                template.render(&root, *escape, &Partials::default(), &mut out);
+                Bytes::from(out)
+            }
+        }
+    }
+}
+
+/// Checks one name use against the catalog.
+fn check_name(use_: &NameUse) -> Option<TemplateError> {
+    let (line, column) = (use_.line, use_.column);
+    if use_.kind == TagKind::Partial {
+        return Some(TemplateError::Misused {
+            line,
+            column,
+            message: format!("partials (`{{{{> {}}}}}`) are not supported in body templates", use_.name),
+        });
+    }
+    // Inside a section over part of the event, names may be fields of that part.
+    let inside_event_data = use_.sections.iter().any(|s| s == catalog::EVENT_ROOT || s.starts_with("event."));
+    if use_.name == "." || inside_event_data {
+        return None;
+    }
+    let (first, rest) = match use_.name.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (use_.name.as_str(), None),
+    };
+    if first == catalog::EVENT_ROOT {
+        return None;
+    }
+    match (catalog::variable(first), rest) {
+        (Some(_), None) => None,
+        (Some(var), Some(_)) => Some(TemplateError::Misused {
+            line,
+            column,
+            message: format!(
+                "`{}` is text and has no fields; for fields of the event use `event.…`, e.g. `event.alertSource.name`",
+                var.name
+            ),
+        }),
+        (None, _) => Some(TemplateError::UnknownVariable {
+            name: use_.name.clone(),
+            line,
+            column,
+            suggestion: crate::suggest::closest(first, catalog::all_names()).map(str::to_string),
+        }),
+    }
+}
+
+/// The rendered body around a JSON error, for the error message.
+fn excerpt(rendered: &[u8], e: &serde_json::Error) -> String {
+    let text = String::from_utf8_lossy(rendered);
+    let line = text.lines().nth(e.line().saturating_sub(1)).unwrap_or("");
+    let chars: Vec<char> = line.chars().collect();
+    let at = e.column().saturating_sub(1).min(chars.len());
+    let from = at.saturating_sub(40);
+    let to = (at + 20).min(chars.len());
+    format!("`{}`", chars[from..to].iter().collect::<String>())
+}
+
+/// The template data of one event: catalog variables read typed fields, `event` is the
+/// event's JSON form (built only if the template asks for it).
+struct EventRoot<'a> {
+    view: EventView<'a>,
+}
+
+impl Root for EventRoot<'_> {
+    fn get(&self, name: &str) -> Option<Val<'_>> {
+        if name == catalog::EVENT_ROOT {
+            return Some(Val::Json(self.view.json()));
+        }
+        let var = catalog::variable(name)?;
+        self.view.event().known(var.field).map(|value| match value {
+            FieldRef::Str(s) => Val::Str(s),
+            FieldRef::Json(v) => Val::Json(v),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

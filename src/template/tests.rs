@@ -1,0 +1,138 @@
+use super::*;
+use crate::event::sample_event;
+
+fn json_template(source: &str) -> Result<BodyTemplate, Vec<TemplateError>> {
+    BodyTemplate::custom(source, Escape::Json)
+}
+
+#[test]
+fn catalog_and_legacy_names_render_json_safely() {
+    let body = json_template(r#"{"text": "{{ alertSummary }} is {{alertStatus}}", "old": "{{incidentSummary}}", "d": "{{alertDetails}}"}"#)
+        .unwrap();
+    let event = sample_event();
+    let out: serde_json::Value = serde_json::from_slice(&body.render(&event).unwrap()).unwrap();
+    let summary = event.summary.clone().unwrap();
+    assert_eq!(out["text"], format!("{summary} is PENDING"));
+    assert_eq!(out["old"], summary);
+    assert_eq!(out["d"], event.details.clone().unwrap());
+}
+
+#[test]
+fn whole_event_is_reachable_under_event() {
+    let body = json_template(
+        r#"{"team": "{{event.labels.team}}", "src": {{{event.alertSource}}}, "links": [{{#event.links}}"{{href}}"{{/event.links}}], "missing": {{{event.nope}}}}"#,
+    )
+    .unwrap();
+    let mut event = sample_event();
+    event.extra.insert("labels".into(), serde_json::json!({"team": "db \"core\""}));
+    let out: serde_json::Value = serde_json::from_slice(&body.render(&event).unwrap()).unwrap();
+    assert_eq!(out["team"], "db \"core\"");
+    assert_eq!(out["src"]["name"], "Nagios Network and Hosts");
+    assert_eq!(out["links"][0], "https://runbooks.example.com/app-compute");
+    assert_eq!(out["missing"], serde_json::Value::Null);
+}
+
+#[test]
+fn unknown_variable_has_position_and_suggestion() {
+    let errors = json_template("{\n  \"text\": \"{{ alertSumary }}\"\n}").unwrap_err();
+    assert_eq!(
+        errors[0],
+        TemplateError::UnknownVariable {
+            name: "alertSumary".into(),
+            line: 2,
+            column: 12,
+            suggestion: Some("alertSummary".into())
+        }
+    );
+    assert_eq!(
+        errors[0].to_string(),
+        "line 2, column 12: unknown variable `alertSumary`, did you mean `alertSummary`?"
+    );
+}
+
+#[test]
+fn every_unknown_variable_is_reported() {
+    let errors = json_template(r#"{"a": "{{foo}}", "b": "{{bar}}", "c": "{{alertId}}"}"#).unwrap_err();
+    assert_eq!(errors.len(), 2);
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let errors = json_template("{\"a\": \"{{#alertId}}\"}").unwrap_err();
+    assert!(matches!(errors[0], TemplateError::Syntax { line: 1, column: 8, .. }), "{errors:?}");
+}
+
+#[test]
+fn catalog_variables_have_no_fields() {
+    let errors = json_template(r#"{"a": "{{alertSummary.x}}"}"#).unwrap_err();
+    assert!(matches!(errors[0], TemplateError::Misused { .. }), "{errors:?}");
+}
+
+#[test]
+fn invalid_json_templates_are_caught_at_load() {
+    let trailing_comma = json_template(r#"{"a": "{{alertId}}",}"#).unwrap_err();
+    assert!(matches!(trailing_comma[0], TemplateError::InvalidJson { sample: "full", .. }), "{trailing_comma:?}");
+    let unquoted = json_template(r#"{"p": {{alertPriority}}}"#).unwrap_err();
+    assert!(matches!(unquoted[0], TemplateError::InvalidJson { .. }), "{unquoted:?}");
+    assert!(unquoted[0].to_string().contains("HIGH"), "{}", unquoted[0]);
+    // A section that only renders when a field is missing is checked with the minimal sample.
+    let inverted = json_template(r#"{"a": 1{{^alertId}},{{/alertId}}}"#).unwrap_err();
+    assert!(matches!(inverted[0], TemplateError::InvalidJson { sample: "minimal", .. }), "{inverted:?}");
+}
+
+#[test]
+fn raw_values_in_json_are_json_values() {
+    let body = json_template(r#"{"p": {{{alertPriority}}}, "id": {{{alertSourceId}}}, "u": {{{alertUrl}}}}"#).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&body.render(&crate::event::minimal_sample()).unwrap()).unwrap();
+    assert_eq!(out, serde_json::json!({"p": null, "id": null, "u": null}));
+    let out: serde_json::Value = serde_json::from_slice(&body.render(&sample_event()).unwrap()).unwrap();
+    assert_eq!(out["p"], "HIGH");
+    assert_eq!(out["id"], 2101194);
+}
+
+#[test]
+fn standard_payload_is_the_event() {
+    let event = sample_event();
+    let body = BodyTemplate::Standard.render(&event).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(out, event.to_json());
+}
+
+#[test]
+fn text_and_form_bodies() {
+    let text = BodyTemplate::custom("{{alertSummary}}\n", Escape::None).unwrap();
+    let event = sample_event();
+    assert_eq!(text.render(&event).unwrap(), format!("{}\n", event.summary.clone().unwrap()));
+    let form = BodyTemplate::custom("summary={{alertSummary}}&p={{alertPriority}}", Escape::Form).unwrap();
+    let rendered = form.render(&event).unwrap();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&rendered).into_owned().collect();
+    assert_eq!(pairs[0], ("summary".into(), event.summary.clone().unwrap()));
+    assert_eq!(pairs[1], ("p".into(), "HIGH".into()));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a value holds, a JSON template renders valid JSON and the value round-trips.
+        #[test]
+        fn json_bodies_stay_valid(summary in any::<String>(), details in "\\PC*", team in any::<String>()) {
+            let body = json_template(
+                r#"{"s": "{{alertSummary}}", "d": "{{{alertDetails}}}x", "raw": {{{alertSummary}}}, "t": "{{event.team}}"}"#,
+            );
+            // A raw value inside quotes is not JSON; that template must be refused at load.
+            prop_assert!(body.is_err());
+            let body = json_template(r#"{"s": "{{alertSummary}}", "raw": {{{alertDetails}}}, "t": "{{event.team}}"}"#).unwrap();
+            let mut event = sample_event();
+            event.summary = Some(summary.clone());
+            event.details = Some(details.clone());
+            event.extra.insert("team".into(), serde_json::Value::String(team.clone()));
+            let rendered = body.render(&event).unwrap();
+            let out: serde_json::Value = serde_json::from_slice(&rendered).unwrap();
+            prop_assert_eq!(&out["s"], &serde_json::Value::String(summary));
+            prop_assert_eq!(&out["raw"], &serde_json::Value::String(details));
+            prop_assert_eq!(&out["t"], &serde_json::Value::String(team));
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Shared helpers for integration tests: `mod support;` in any `tests/*.rs`.
+#![allow(dead_code)]
+
+pub mod certs;
+pub mod receiver;
+
+pub use certs::TestCerts;
+#[allow(unused_imports)]
+pub use receiver::{Receiver, Recorded};
