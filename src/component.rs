@@ -60,6 +60,8 @@ pub type Healthcheck = BoxFuture<'static, Result<(), HealthcheckError>>;
 /// Counters a sink keeps; the host reads them for logs and tests.
 #[derive(Debug, Default)]
 pub struct SinkStats {
+    /// Events put into the sink's buffer by its sources.
+    pub accepted: AtomicU64,
     /// Events that reached the sink.
     pub received: AtomicU64,
     /// Events its triggers or conditions did not fire for.
@@ -81,6 +83,16 @@ impl SinkStats {
     /// A counter's value.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Events accepted into the buffer and not yet handled (delivered, failed, filtered out
+    /// or unrenderable).
+    pub fn pending(&self) -> u64 {
+        let handled = [&self.delivered, &self.failed, &self.filtered, &self.render_failed]
+            .into_iter()
+            .map(SinkStats::get)
+            .sum::<u64>();
+        SinkStats::get(&self.accepted).saturating_sub(handled)
     }
 }
 
@@ -123,21 +135,29 @@ pub struct ClosedError;
 /// back (back-pressure reaches the sender).
 #[derive(Debug, Clone, Default)]
 pub struct SourceSender {
-    outputs: Vec<mpsc::Sender<Event>>,
+    outputs: Vec<(mpsc::Sender<Event>, Option<Arc<SinkStats>>)>,
 }
 
 impl SourceSender {
     /// A sender to these sink inputs.
     pub fn new(outputs: Vec<mpsc::Sender<Event>>) -> Self {
-        SourceSender { outputs }
+        SourceSender { outputs: outputs.into_iter().map(|tx| (tx, None)).collect() }
+    }
+
+    /// A sender to these sink inputs that counts what each sink accepted.
+    pub fn with_stats(outputs: Vec<(mpsc::Sender<Event>, Arc<SinkStats>)>) -> Self {
+        SourceSender { outputs: outputs.into_iter().map(|(tx, stats)| (tx, Some(stats))).collect() }
     }
 
     /// Sends a batch; each event goes to every output.
     pub async fn send_batch(&self, events: Vec<IncidentEvent>) -> Result<(), ClosedError> {
         for incident in events {
             let event = Event::new(incident);
-            for output in &self.outputs {
+            for (output, stats) in &self.outputs {
                 output.send(event.clone()).await.map_err(|_| ClosedError)?;
+                if let Some(stats) = stats {
+                    SinkStats::incr(&stats.accepted);
+                }
             }
         }
         Ok(())

@@ -6,10 +6,14 @@
 //! Vector-shaped traits a host drives, [`config`] reads the pipeline file and
 //! [`topology`] wires it all together for the binary ([`cli`]).
 
+pub mod cli;
 pub mod component;
+pub mod config;
+pub mod demo;
 pub mod event;
 pub mod filter;
 pub mod suggest;
 pub mod sinks;
 pub mod sources;
 pub mod template;
+pub mod topology;

@@ -1,3 +1,5 @@
 //! Sources: where incident events come from, and how their bytes become events.
 
 pub mod decode;
+pub mod http_server;
+pub mod stdin;

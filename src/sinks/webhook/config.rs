@@ -332,6 +332,7 @@ impl SinkConfig for WebhookSinkConfig {
             service,
             concurrency: self.request.concurrency,
             stats: cx.stats,
+            order: Default::default(),
         };
         Ok((Box::new(sink), healthcheck))
     }

@@ -8,6 +8,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tracing::{debug, warn};
 
+use super::alert_order::AlertOrder;
 use super::request_builder::RequestBuilder;
 use super::service::WebhookService;
 use crate::component::{SinkStats, StreamSink};
@@ -29,10 +30,12 @@ pub struct WebhookSink {
     pub concurrency: usize,
     /// Counters.
     pub stats: Arc<SinkStats>,
+    /// Keeps each alert's events in order.
+    pub order: AlertOrder,
 }
 
 impl WebhookSink {
-    /// Handles one event: filter, render, send, report.
+    /// Handles one event: filter, wait for its alert's turn, render, send, report.
     async fn process(&self, event: Event) {
         let stats = &self.stats;
         SinkStats::incr(&stats.received);
@@ -44,6 +47,7 @@ impl WebhookSink {
             debug!(sink = %self.name, id = incident.id.as_deref(), %decision, "event filtered out");
             return;
         }
+        let _turn = self.order.turn(incident.alert_identity()).await;
         let request = match self.request_builder.build(incident) {
             Ok(request) => request,
             Err(error) => {

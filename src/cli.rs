@@ -1,0 +1,239 @@
+//! The command line: `run`, `validate`, `test`, `render`, `variables` and `demo`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{self, PipelineConfig, SinkKind};
+use crate::event::sample_event;
+use crate::filter::Decision;
+use crate::sinks::webhook::client::build_client;
+use crate::sinks::webhook::service::WebhookService;
+use crate::sinks::webhook::WebhookSinkConfig;
+use crate::sources::decode::decode_body;
+use crate::topology::Pipeline;
+
+/// Turns incident events into webhooks.
+#[derive(Debug, Parser)]
+#[command(name = "webhook-sink", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline until SIGINT/SIGTERM (or until every source has ended).
+    Run {
+        /// The pipeline file (.toml, .yaml or .yml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a pipeline file without sending anything; lists every problem.
+    Validate {
+        /// The pipeline file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Send a sample event (or `--event`) through one sink's real path and print the answer.
+    Test {
+        /// The pipeline file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The sink to test.
+        #[arg(long)]
+        sink: String,
+        /// A JSON file with the event(s) to send instead of the sample; filters are skipped.
+        #[arg(long)]
+        event: Option<PathBuf>,
+    },
+    /// Print the body each event would produce in one sink, or why it would not fire.
+    Render {
+        /// The pipeline file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The sink whose filter and template to use.
+        #[arg(long)]
+        sink: String,
+        /// A JSON file: one event, an array, or NDJSON.
+        #[arg(long)]
+        event: PathBuf,
+    },
+    /// List the template variables.
+    Variables,
+    /// Run a self-contained demo: a loopback receiver, two sinks, sample events.
+    Demo,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEBHOOK_SINK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Run { config } => run(&config).await,
+        Command::Validate { config } => validate(&config),
+        Command::Test { config, sink, event } => test(&config, &sink, event.as_deref()).await,
+        Command::Render { config, sink, event } => render(&config, &sink, &event),
+        Command::Variables => {
+            print!("{}", variables_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => crate::demo::run().await,
+    }
+}
+
+fn load(path: &Path) -> Result<PipelineConfig, String> {
+    config::load(path).map_err(|errors| {
+        let n = errors.0.len();
+        format!("{n} problem{} in the config:\n{errors}", if n == 1 { "" } else { "s" })
+    })
+}
+
+async fn run(path: &Path) -> Result<ExitCode, String> {
+    let config = load(path)?;
+    let shutdown = CancellationToken::new();
+    let pipeline = Pipeline::build(&config, shutdown.clone()).await.map_err(|e| e.to_string())?;
+    info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), "webhook-sink started");
+    tokio::spawn(stop_on_signal(shutdown));
+    let report = pipeline.run().await;
+    Ok(if report.abandoned == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+pub async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}
+
+fn validate(path: &Path) -> Result<ExitCode, String> {
+    let config = load(path)?;
+    println!(
+        "{}: ok ({} source{}, {} sink{})",
+        path.display(),
+        config.sources.len(),
+        if config.sources.len() == 1 { "" } else { "s" },
+        config.sinks.len(),
+        if config.sinks.len() == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn webhook_sink<'a>(config: &'a PipelineConfig, name: &str) -> Result<&'a WebhookSinkConfig, String> {
+    let spec = config
+        .sink(name)
+        .ok_or_else(|| format!("no sink `{name}` in {}; sinks: {}", config.path.display(), config.sink_names().join(", ")))?;
+    match &spec.kind {
+        SinkKind::Webhook(webhook) => Ok(webhook),
+    }
+}
+
+fn read_events(path: &Path) -> Result<Vec<crate::event::IncidentEvent>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    decode_body(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn test(path: &Path, name: &str, event: Option<&Path>) -> Result<ExitCode, String> {
+    let config = load(path)?;
+    let webhook = webhook_sink(&config, name)?;
+    let compiled = webhook.compile(&config.dir).map_err(|e| format!("{e:?}"))?;
+    let events = match event {
+        Some(path) => read_events(path)?,
+        None => vec![sample_event()],
+    };
+    let client = build_client(&compiled.tls).map_err(|e| e.to_string())?;
+    let service = WebhookService::new(client, compiled.timeout);
+    let builder = &compiled.request_builder;
+    let mut all_ok = true;
+    for event in &events {
+        let request = builder.build(event).map_err(|e| e.to_string())?;
+        println!("POST {}", builder.target());
+        match service.send(request).await {
+            Ok(response) => {
+                all_ok &= response.is_success();
+                println!("-> {response}");
+            }
+            Err(error) => {
+                all_ok = false;
+                println!("-> failed: {error}");
+            }
+        }
+    }
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn render(path: &Path, name: &str, event: &Path) -> Result<ExitCode, String> {
+    let config = load(path)?;
+    let webhook = webhook_sink(&config, name)?;
+    let compiled = webhook.compile(&config.dir).map_err(|e| format!("{e:?}"))?;
+    let events = read_events(event)?;
+    let several = events.len() > 1;
+    for (i, event) in events.iter().enumerate() {
+        if several {
+            println!("--- event {}", i + 1);
+        }
+        match compiled.filter.decide(event) {
+            Decision::Fire => match compiled.request_builder.body(event) {
+                Ok(body) => println!("{}", String::from_utf8_lossy(&body)),
+                Err(e) => println!("would not be sent: {e}"),
+            },
+            decision => println!("would not fire: {decision}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `variables` listing.
+pub fn variables_text() -> String {
+    use crate::template::catalog::VARIABLES;
+    let mut out = String::from("Template variables ({{ name }}):\n");
+    for var in VARIABLES.iter().filter(|v| v.legacy_of.is_none()) {
+        out.push_str(&format!("  {:<22} {}\n", var.name, var.description));
+    }
+    out.push_str("\nLegacy names:\n");
+    for var in VARIABLES.iter().filter(|v| v.legacy_of.is_some()) {
+        out.push_str(&format!("  {:<22} = {}\n", var.name, var.legacy_of.unwrap_or_default()));
+    }
+    out.push_str("\nThe whole event: {{ event.FIELD }}, e.g. {{ event.alertSource.name }}, {{ event.labels.team }}\n");
+    out
+}

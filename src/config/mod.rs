@@ -1,0 +1,344 @@
+//! The pipeline file: Vector-shaped `[sources.NAME]` and `[sinks.NAME]` tables, in TOML or
+//! YAML (by extension), with `${VAR}` interpolation. Loading checks everything that can be
+//! checked without the network and reports every problem with the file and key.
+
+mod error;
+mod interpolate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::component::{FieldError, SinkConfig, SourceConfig};
+use crate::sinks::webhook::WebhookSinkConfig;
+use crate::sources::http_server::HttpServerSourceConfig;
+use crate::sources::stdin::StdinSourceConfig;
+use crate::suggest::closest;
+
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use interpolate::{interpolate, substitute, InterpolationError};
+
+/// Seconds the host waits, at shutdown, for requests in flight. Default of `shutdown_timeout_secs`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: f64 = 10.0;
+
+/// A source of the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    /// `type = "http_server"`.
+    HttpServer(HttpServerSourceConfig),
+    /// `type = "stdin"`.
+    Stdin(StdinSourceConfig),
+}
+
+impl SourceSpec {
+    /// The component config behind the trait the host drives.
+    pub fn as_config(&self) -> &dyn SourceConfig {
+        match self {
+            SourceSpec::HttpServer(c) => c,
+            SourceSpec::Stdin(c) => c,
+        }
+    }
+}
+
+/// A sink of the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSpec {
+    /// Names of the sources it reads.
+    pub inputs: Vec<String>,
+    /// Its settings.
+    pub kind: SinkKind,
+}
+
+/// The sink types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkKind {
+    /// `type = "webhook"`.
+    Webhook(WebhookSinkConfig),
+}
+
+impl SinkSpec {
+    /// The component config behind the trait the host drives.
+    pub fn as_config(&self) -> &dyn SinkConfig {
+        match &self.kind {
+            SinkKind::Webhook(c) => c,
+        }
+    }
+}
+
+/// A loaded, checked pipeline file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its directory: relative paths in it are resolved against this.
+    pub dir: PathBuf,
+    /// Sources, in file order.
+    pub sources: Vec<(String, SourceSpec)>,
+    /// Sinks, in file order.
+    pub sinks: Vec<(String, SinkSpec)>,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_timeout: Duration,
+}
+
+impl PipelineConfig {
+    /// The sink called `name`.
+    pub fn sink(&self, name: &str) -> Option<&SinkSpec> {
+        self.sinks.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+
+    /// The names of the sinks, for error messages.
+    pub fn sink_names(&self) -> Vec<&str> {
+        self.sinks.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+const TOP_LEVEL_KEYS: [&str; 3] = ["sources", "sinks", "shutdown_timeout_secs"];
+const SOURCE_TYPES: [&str; 2] = ["http_server", "stdin"];
+const SINK_TYPES: [&str; 1] = ["webhook"];
+
+/// Loads and checks a pipeline file, interpolating from the process environment.
+pub fn load(path: &Path) -> Result<PipelineConfig, ConfigErrors> {
+    load_with_env(path, &|name| std::env::var(name).ok())
+}
+
+/// Loads and checks a pipeline file with `env` answering `${VAR}`s.
+pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<PipelineConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError { file: path.to_path_buf(), location: Location::File, message: format!("cannot read: {e}") }])
+    })?;
+    load_str(path, &text, env)
+}
+
+/// Loads and checks a pipeline from `text`, as if read from `path` (which sets the format,
+/// names the file in errors and anchors relative paths).
+pub fn load_str(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<PipelineConfig, ConfigErrors> {
+    let one = |location, message: String| ConfigErrors(vec![ConfigError { file: path.to_path_buf(), location, message }]);
+    let mut value = parse_document(path, text).map_err(|(location, message)| one(location, message))?;
+    let mut loader = Loader { file: path.to_path_buf(), errors: Vec::new() };
+    for e in interpolate(&mut value, env) {
+        loader.error(e.path, e.message);
+    }
+    if !loader.errors.is_empty() {
+        return Err(ConfigErrors(loader.errors));
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config = loader.pipeline(value, &dir);
+    if loader.errors.is_empty() {
+        config.ok_or(ConfigErrors(Vec::new()))
+    } else {
+        Err(ConfigErrors(loader.errors))
+    }
+}
+
+/// Parses the file's text by its extension into a JSON value.
+fn parse_document(path: &Path, text: &str) -> Result<Value, (Location, String)> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match extension.as_str() {
+        "toml" => toml::from_str::<Value>(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |span| line_column(text, span.start));
+            (Location::Line { line, column }, format!("TOML syntax error: {}", e.message()))
+        }),
+        "yaml" | "yml" => serde_yaml_ng::from_str::<Value>(text).map_err(|e| {
+            let location = e
+                .location()
+                .map_or(Location::File, |l| Location::Line { line: l.line(), column: l.column() });
+            (location, format!("YAML syntax error: {e}"))
+        }),
+        _ => Err((
+            Location::File,
+            format!("unknown config format `.{extension}`: use a `.toml`, `.yaml` or `.yml` file"),
+        )),
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Collects errors while turning the document into typed components.
+struct Loader {
+    file: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Loader {
+    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::at_key(&self.file, key, message));
+    }
+
+    fn field_errors(&mut self, prefix: &str, errors: Vec<FieldError>) {
+        for e in errors {
+            let key = if e.field.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", e.field) };
+            self.error(key, e.message);
+        }
+    }
+
+    fn pipeline(&mut self, value: Value, dir: &Path) -> Option<PipelineConfig> {
+        let Value::Object(mut top) = value else {
+            self.error("", "the file must be a table of `sources` and `sinks`");
+            return None;
+        };
+        for key in top.keys() {
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                let hint = closest(key, TOP_LEVEL_KEYS).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+                self.errors.push(ConfigError::at_key(&self.file, key.clone(), format!("unknown key{hint}. Known keys: sources, sinks, shutdown_timeout_secs")));
+            }
+        }
+        let shutdown_timeout = match top.remove("shutdown_timeout_secs") {
+            None => Duration::from_secs_f64(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            Some(v) => match v.as_f64().filter(|s| s.is_finite() && *s >= 0.0) {
+                Some(secs) => Duration::from_secs_f64(secs),
+                None => {
+                    self.error("shutdown_timeout_secs", "must be a number of seconds, 0 or more");
+                    Duration::ZERO
+                }
+            },
+        };
+        let sources: Vec<(String, SourceSpec)> = self
+            .components(top.remove("sources"), "sources")
+            .into_iter()
+            .filter_map(|(name, table)| self.source(&name, table).map(|s| (name, s)))
+            .collect();
+        let sink_tables = self.components(top.remove("sinks"), "sinks");
+        let no_sinks = sink_tables.is_empty();
+        let sinks: Vec<(String, SinkSpec)> = sink_tables
+            .into_iter()
+            .filter_map(|(name, table)| self.sink(&name, table, dir).map(|s| (name, s)))
+            .collect();
+        if no_sinks && !self.errors.iter().any(|e| e.location == Location::Key("sinks".into())) {
+            self.error("sinks", "the pipeline has no sinks: add a `[sinks.NAME]` table");
+        }
+        self.check_names(&sources, &sinks);
+        self.check_inputs(&sources, &sinks);
+        Some(PipelineConfig { path: self.file.clone(), dir: dir.to_path_buf(), sources, sinks, shutdown_timeout })
+    }
+
+    fn components(&mut self, value: Option<Value>, section: &str) -> Vec<(String, Map<String, Value>)> {
+        match value {
+            None => Vec::new(),
+            Some(Value::Object(map)) => map
+                .into_iter()
+                .filter_map(|(name, table)| match table {
+                    Value::Object(table) => Some((name, table)),
+                    _ => {
+                        self.error(format!("{section}.{name}"), "must be a table");
+                        None
+                    }
+                })
+                .collect(),
+            Some(_) => {
+                self.error(section, "must be a table of named components");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Takes the `type` key out of a component table and checks it.
+    fn component_type(&mut self, key: &str, table: &mut Map<String, Value>, known: &[&str]) -> Option<String> {
+        let known_list = known.join(", ");
+        match table.remove("type") {
+            Some(Value::String(t)) if known.contains(&t.as_str()) => Some(t),
+            Some(Value::String(t)) => {
+                let hint = closest(&t, known.iter().copied()).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+                self.error(format!("{key}.type"), format!("unknown component type `{t}`{hint}. Known types: {known_list}"));
+                None
+            }
+            Some(_) => {
+                self.error(format!("{key}.type"), "must be a string");
+                None
+            }
+            None => {
+                self.error(key, format!("has no `type`; known types: {known_list}"));
+                None
+            }
+        }
+    }
+
+    fn source(&mut self, name: &str, mut table: Map<String, Value>) -> Option<SourceSpec> {
+        let key = format!("sources.{name}");
+        let kind = self.component_type(&key, &mut table, &SOURCE_TYPES)?;
+        match kind.as_str() {
+            "http_server" => {
+                let config: HttpServerSourceConfig = self.typed(&key, table)?;
+                let errors = config.validate();
+                self.field_errors(&key, errors);
+                Some(SourceSpec::HttpServer(config))
+            }
+            _ => self.typed(&key, table).map(SourceSpec::Stdin),
+        }
+    }
+
+    fn sink(&mut self, name: &str, mut table: Map<String, Value>, dir: &Path) -> Option<SinkSpec> {
+        let key = format!("sinks.{name}");
+        let inputs = match table.remove("inputs") {
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                items.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+            }
+            Some(_) => {
+                self.error(format!("{key}.inputs"), "must be a list of source names");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        if inputs.is_empty() {
+            self.error(format!("{key}.inputs"), "the sink has no inputs: name at least one source, e.g. `inputs = [\"alerts\"]`");
+        }
+        let _kind = self.component_type(&key, &mut table, &SINK_TYPES)?;
+        let config: WebhookSinkConfig = self.typed(&key, table)?;
+        if let Err(errors) = config.compile(dir) {
+            self.field_errors(&key, errors);
+        }
+        Some(SinkSpec { inputs, kind: SinkKind::Webhook(config) })
+    }
+
+    /// Deserializes a component's table, naming the offending key on error.
+    fn typed<T: DeserializeOwned>(&mut self, key: &str, table: Map<String, Value>) -> Option<T> {
+        serde_path_to_error::deserialize(Value::Object(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let full = if path == "." { key.to_string() } else { format!("{key}.{path}") };
+                self.error(full, with_field_hint(&e.inner().to_string()));
+            })
+            .ok()
+    }
+
+    fn check_names(&mut self, sources: &[(String, SourceSpec)], sinks: &[(String, SinkSpec)]) {
+        for (name, _) in sinks {
+            if sources.iter().any(|(s, _)| s == name) {
+                self.error(format!("sinks.{name}"), format!("`{name}` names a source too; component names must be unique"));
+            }
+        }
+    }
+
+    fn check_inputs(&mut self, sources: &[(String, SourceSpec)], sinks: &[(String, SinkSpec)]) {
+        let source_names: Vec<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
+        for (name, sink) in sinks {
+            for (i, input) in sink.inputs.iter().enumerate() {
+                if source_names.contains(&input.as_str()) {
+                    continue;
+                }
+                let what = if sinks.iter().any(|(n, _)| n == input) { "is a sink; inputs name sources" } else { "names no source" };
+                let hint = closest(input, source_names.iter().copied()).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+                let known = if source_names.is_empty() { "none".to_string() } else { source_names.join(", ") };
+                self.error(format!("sinks.{name}.inputs[{i}]"), format!("`{input}` {what}{hint}. Sources: {known}"));
+            }
+        }
+    }
+}
+
+/// Adds "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" messages.
+fn with_field_hint(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message.to_string() };
+    let Some((field, expected)) = rest.split_once('`') else { return message.to_string() };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match closest(field, candidates) {
+        Some(s) => format!("{message}; did you mean `{s}`?"),
+        None => message.to_string(),
+    }
+}
+

@@ -1,0 +1,451 @@
+//! The `http_server` source: incident events POSTed over HTTP/1.1.
+//!
+//! One route takes events (`POST <path>`); its body is decoded whole with
+//! [`decode_body`](super::decode::decode_body) — one JSON object, an array of objects, or
+//! NDJSON — and either every event in it is sent on or none is. The answer is sent only
+//! once the events are in the sinks' buffers, so a full sink holds the sender back
+//! (back-pressure reaches the client). `GET /health` answers `{"status":"ok"}`.
+//!
+//! | Answer | When |
+//! |--------|------|
+//! | 200 `{"accepted": N}` | the body decoded and its `N` events were sent on |
+//! | 400 `{"error": "..."}` | the body did not decode (nothing of it was sent) |
+//! | 404 | a path other than `path` or `/health` |
+//! | 405 (`Allow: POST`) | a method other than POST on `path` |
+//! | 413 | the body is larger than `max_body_bytes` |
+//! | 503 `{"error":"shutting down"}` | the pipeline closed before the events could be sent |
+//!
+//! On shutdown the listener is closed at once (new connections are refused), idle
+//! keep-alive connections are closed, and requests in flight get up to
+//! [`SHUTDOWN_GRACE`] to finish.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::decode::decode_body;
+use crate::component::{BuildError, FieldError, Source, SourceConfig, SourceContext, SourceSender};
+
+/// How long requests in flight may take to finish once shutdown begins; connections
+/// still busy after that are dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The path of the health route, answered whatever `path` is.
+const HEALTH_PATH: &str = "/health";
+
+fn default_path() -> String {
+    "/".to_string()
+}
+
+fn default_max_body_bytes() -> usize {
+    10 * 1024 * 1024
+}
+
+/// `type = "http_server"`: receives incident events over HTTP POST.
+///
+/// ```toml
+/// [sources.alerts]
+/// type = "http_server"
+/// address = "127.0.0.1:8687"
+/// path = "/events"
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerSourceConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8687` or `[::1]:8687` (`0.0.0.0:8687` for
+    /// every interface). Required.
+    pub address: SocketAddr,
+    /// Path events are POSTed to. Only this exact path takes events (the query string
+    /// is ignored); other paths are answered 404, except `GET /health`. Must start with
+    /// `/`. Default: `/`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Largest request body accepted, in bytes; a larger body is answered 413 and none
+    /// of its events are taken. Must be above 0. Default: `10485760` (10 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl HttpServerSourceConfig {
+    /// A config listening on `address` with every other field at its default.
+    pub fn new(address: SocketAddr) -> Self {
+        HttpServerSourceConfig {
+            address,
+            path: default_path(),
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+
+    /// Every problem with the config: `path` must start with `/` (and hold no `?`, `#`
+    /// or whitespace), `max_body_bytes` must be above 0.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if !self.path.starts_with('/') {
+            errors.push(FieldError::new(
+                "path",
+                format!("must start with `/`, got `{}`", self.path),
+            ));
+        } else if let Some(c) = self
+            .path
+            .chars()
+            .find(|c| matches!(c, '?' | '#') || c.is_whitespace())
+        {
+            errors.push(FieldError::new(
+                "path",
+                format!("must be a plain path without {c:?}, got `{}`", self.path),
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            errors.push(FieldError::new("max_body_bytes", "must be above 0"));
+        }
+        errors
+    }
+}
+
+#[async_trait]
+impl SourceConfig for HttpServerSourceConfig {
+    async fn build(&self, cx: SourceContext) -> Result<Source, BuildError> {
+        let errors = self.validate();
+        if !errors.is_empty() {
+            return Err(BuildError::Invalid { errors });
+        }
+        let listener = TcpListener::bind(self.address)
+            .await
+            .map_err(|e| BuildError::Other {
+                message: format!(
+                    "source `{}`: cannot listen on {}: {e}",
+                    cx.name, self.address
+                ),
+            })?;
+        let local = listener.local_addr().unwrap_or(self.address);
+        info!(source = %cx.name, address = %local, path = %self.path, "http_server source listening");
+        let state = Arc::new(State {
+            name: cx.name,
+            path: self.path.clone(),
+            max_body_bytes: self.max_body_bytes,
+            out: cx.out,
+        });
+        Ok(Box::pin(serve(listener, state, cx.shutdown)))
+    }
+}
+
+/// What every request handler shares.
+#[derive(Debug)]
+struct State {
+    name: String,
+    path: String,
+    max_body_bytes: usize,
+    out: SourceSender,
+}
+
+/// Accepts connections until `shutdown`, then drains them.
+async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) -> Result<(), ()> {
+    let mut connections = JoinSet::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let state = Arc::clone(&state);
+                    let service = service_fn(move |req| handle(Arc::clone(&state), peer, req));
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let shutdown = shutdown.clone();
+                    connections.spawn(async move {
+                        let mut conn = std::pin::pin!(conn);
+                        let result = tokio::select! {
+                            result = conn.as_mut() => result,
+                            _ = shutdown.cancelled() => {
+                                // Finish the request in flight (if any), then close.
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            debug!(peer = %peer, error = %e, "http_server connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Mostly out of file descriptors or a connection reset before it was
+                    // accepted; wait a little rather than spin.
+                    warn!(source = %state.name, error = %e, "http_server failed to accept a connection");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            },
+        }
+    }
+
+    // Stop accepting: new connections are refused from here on.
+    drop(listener);
+    debug!(source = %state.name, connections = connections.len(), "http_server shutting down");
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        warn!(
+            source = %state.name,
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "http_server requests still in flight after the grace period were dropped"
+        );
+    }
+    // Drops (and so closes) whatever is left, releasing its hold on the sink inputs.
+    connections.shutdown().await;
+    info!(source = %state.name, "http_server source stopped");
+    Ok(())
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Routes one request. Never fails: every problem is an HTTP answer.
+async fn handle(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
+    let path = req.uri().path();
+    let response = if path == state.path {
+        if req.method() == Method::POST {
+            ingest(&state, peer, req).await
+        } else if path == HEALTH_PATH && req.method() == Method::GET {
+            health()
+        } else {
+            let allow = if path == HEALTH_PATH {
+                "GET, POST"
+            } else {
+                "POST"
+            };
+            let message = format!(
+                "method {} is not allowed on {}; events are POSTed",
+                req.method(),
+                state.path
+            );
+            let mut response = error(StatusCode::METHOD_NOT_ALLOWED, message);
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+            response
+        }
+    } else if path == HEALTH_PATH {
+        if req.method() == Method::GET {
+            health()
+        } else {
+            let message = format!(
+                "method {} is not allowed on {HEALTH_PATH}; use GET",
+                req.method()
+            );
+            let mut response = error(StatusCode::METHOD_NOT_ALLOWED, message);
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
+            response
+        }
+    } else {
+        debug!(source = %state.name, peer = %peer, path = %path, "http_server: no such route");
+        let message = format!("no route for {path}; events are POSTed to {}", state.path);
+        error(StatusCode::NOT_FOUND, message)
+    };
+    Ok(response)
+}
+
+/// `POST <path>`: reads, decodes and sends on one body.
+async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> HttpResponse {
+    let limit = state.max_body_bytes;
+    // A declared content-length sets the lower bound of the size hint.
+    let declared = req.body().size_hint().lower();
+    if declared > limit as u64 {
+        let reason = format!("body of {declared} bytes is larger than the limit of {limit} bytes");
+        warn!(source = %state.name, peer = %peer, reason = %reason, "http_server rejected a body");
+        return error(StatusCode::PAYLOAD_TOO_LARGE, reason);
+    }
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let reason = format!("body is larger than the limit of {limit} bytes");
+            warn!(source = %state.name, peer = %peer, reason = %reason, "http_server rejected a body");
+            return error(StatusCode::PAYLOAD_TOO_LARGE, reason);
+        }
+        Err(e) => {
+            let reason = format!("could not read the body: {e}");
+            warn!(source = %state.name, peer = %peer, reason = %reason, "http_server rejected a body");
+            return error(StatusCode::BAD_REQUEST, reason);
+        }
+    };
+    let events = match decode_body(&body) {
+        Ok(events) => events,
+        Err(e) => {
+            warn!(source = %state.name, peer = %peer, reason = %e, "http_server rejected a body");
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let count = events.len();
+    match state.out.send_batch(events).await {
+        Ok(()) => {
+            debug!(source = %state.name, peer = %peer, events = count, "http_server accepted a batch");
+            json_response(StatusCode::OK, &json!({ "accepted": count }))
+        }
+        Err(_closed) => {
+            warn!(
+                source = %state.name,
+                peer = %peer,
+                reason = "the pipeline is shutting down",
+                "http_server rejected a body"
+            );
+            error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())
+        }
+    }
+}
+
+fn health() -> HttpResponse {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+fn error(status: StatusCode, message: String) -> HttpResponse {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    fn parse(text: &str) -> Result<HttpServerSourceConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = parse(r#"address = "127.0.0.1:8687""#).unwrap();
+        assert_eq!(
+            config,
+            HttpServerSourceConfig::new("127.0.0.1:8687".parse().unwrap())
+        );
+        assert_eq!(config.path, "/");
+        assert_eq!(config.max_body_bytes, 10_485_760);
+        assert!(config.validate().is_empty());
+
+        let v6 = parse(r#"address = "[::1]:8687""#).unwrap();
+        assert!(v6.address.is_ipv6());
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_refused() {
+        let err = parse("address = \"127.0.0.1:1\"\nport = 3").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+        let err = parse(r#"path = "/x""#).unwrap_err();
+        assert!(err.to_string().contains("address"), "{err}");
+        assert!(parse(r#"address = "localhost""#).is_err());
+    }
+
+    #[test]
+    fn validate_names_the_fields() {
+        let mut config = HttpServerSourceConfig::new("127.0.0.1:1".parse().unwrap());
+        config.path = "events".into();
+        config.max_body_bytes = 0;
+        let errors = config.validate();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["path", "max_body_bytes"]);
+        assert!(
+            errors[0].message.contains("start with `/`"),
+            "{}",
+            errors[0]
+        );
+
+        config.path = "/events?x=1".into();
+        config.max_body_bytes = 1;
+        assert_eq!(config.validate().len(), 1);
+        config.path = "/events/in".into();
+        assert!(config.validate().is_empty());
+    }
+
+    fn context() -> SourceContext {
+        let (tx, _rx) = mpsc::channel(1);
+        SourceContext {
+            name: "web".into(),
+            out: SourceSender::new(vec![tx]),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_config_does_not_build() {
+        let mut config = HttpServerSourceConfig::new("127.0.0.1:0".parse().unwrap());
+        config.path = "nope".into();
+        match config.build(context()).await {
+            Err(BuildError::Invalid { errors }) => assert_eq!(errors[0].field, "path"),
+            other => panic!("expected an invalid config, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn bind_failure_names_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        let config = HttpServerSourceConfig::new(address);
+        match config.build(context()).await {
+            Err(BuildError::Other { message }) => {
+                assert!(message.contains(&address.to_string()), "{message}");
+                assert!(message.contains("web"), "{message}");
+            }
+            other => panic!("expected a bind failure, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn source_resolves_when_cancelled_with_no_connections() {
+        let cx = context();
+        let shutdown = cx.shutdown.clone();
+        let source = HttpServerSourceConfig::new("127.0.0.1:0".parse().unwrap())
+            .build(cx)
+            .await
+            .unwrap();
+        shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(5), source)
+            .await
+            .expect("resolves");
+        assert_eq!(result, Ok(()));
+    }
+}

@@ -1,0 +1,157 @@
+//! The host: builds every component of a pipeline config, wires sources to the sinks that
+//! read them through bounded buffers, runs them, and shuts them down in order.
+//!
+//! Shutdown: cancelling the token stops the sources (no new input; requests being read
+//! finish). Once every source has stopped, the sinks' inputs close and each sink finishes
+//! what is in its buffer and in flight. If that takes longer than `shutdown_timeout`, the
+//! sinks are stopped and the events left are counted in the log.
+
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::component::{BuildError, SinkContext, SinkStats, SourceContext, SourceSender};
+use crate::config::PipelineConfig;
+use crate::event::Event;
+
+/// A component could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} `{name}`: {source}")]
+pub struct TopologyError {
+    /// `source` or `sink`.
+    pub kind: &'static str,
+    /// The component's name.
+    pub name: String,
+    /// What failed.
+    #[source]
+    pub source: BuildError,
+}
+
+/// What a finished run did, per sink.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Each sink's name and counters.
+    pub sinks: Vec<(String, Arc<SinkStats>)>,
+    /// Events accepted but not handled when the shutdown deadline passed.
+    pub abandoned: u64,
+}
+
+/// A built pipeline, ready to run.
+pub struct Pipeline {
+    sources: Vec<(String, crate::component::Source)>,
+    sinks: Vec<(String, Box<dyn crate::component::StreamSink>, mpsc::Receiver<Event>)>,
+    stats: Vec<(String, Arc<SinkStats>)>,
+    shutdown: CancellationToken,
+    shutdown_timeout: std::time::Duration,
+}
+
+impl Pipeline {
+    /// Builds every sink, then every source (binding their sockets). Healthchecks start
+    /// in the background and only log.
+    pub async fn build(config: &PipelineConfig, shutdown: CancellationToken) -> Result<Pipeline, TopologyError> {
+        let mut sinks = Vec::new();
+        let mut stats = Vec::new();
+        let mut inputs: Vec<(String, mpsc::Sender<Event>, Arc<SinkStats>, Vec<String>)> = Vec::new();
+        for (name, spec) in &config.sinks {
+            let sink_config = spec.as_config();
+            let sink_stats = Arc::new(SinkStats::default());
+            let cx = SinkContext { name: name.clone(), config_dir: config.dir.clone(), stats: sink_stats.clone() };
+            let (sink, healthcheck) = sink_config
+                .build(cx)
+                .await
+                .map_err(|source| TopologyError { kind: "sink", name: name.clone(), source })?;
+            let sink_name = name.clone();
+            tokio::spawn(healthcheck.map(move |result| match result {
+                Ok(()) => info!(sink = %sink_name, "healthcheck passed"),
+                Err(error) => warn!(sink = %sink_name, %error, "healthcheck failed; the sink runs anyway"),
+            }));
+            let (tx, rx) = mpsc::channel(sink_config.buffer_size());
+            inputs.push((name.clone(), tx, sink_stats.clone(), spec.inputs.clone()));
+            sinks.push((name.clone(), sink, rx));
+            stats.push((name.clone(), sink_stats));
+        }
+        let mut sources = Vec::new();
+        for (name, spec) in &config.sources {
+            let outputs = inputs
+                .iter()
+                .filter(|(_, _, _, reads)| reads.contains(name))
+                .map(|(_, tx, stats, _)| (tx.clone(), stats.clone()))
+                .collect();
+            let cx = SourceContext {
+                name: name.clone(),
+                out: SourceSender::with_stats(outputs),
+                shutdown: shutdown.clone(),
+            };
+            let source = spec
+                .as_config()
+                .build(cx)
+                .await
+                .map_err(|source| TopologyError { kind: "source", name: name.clone(), source })?;
+            sources.push((name.clone(), source));
+        }
+        // From here on only the sources hold senders: when they stop, the sinks' inputs end.
+        drop(inputs);
+        Ok(Pipeline { sources, sinks, stats, shutdown, shutdown_timeout: config.shutdown_timeout })
+    }
+
+    /// Each sink's name and counters (live).
+    pub fn stats(&self) -> Vec<(String, Arc<SinkStats>)> {
+        self.stats.clone()
+    }
+
+    /// Runs until every source has stopped (at end of input, or after the shutdown token
+    /// is cancelled) and the sinks have drained, or the shutdown deadline has passed.
+    pub async fn run(self) -> RunReport {
+        let mut sink_tasks = JoinSet::new();
+        for (name, sink, rx) in self.sinks {
+            let input = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).boxed();
+            sink_tasks.spawn(async move {
+                if sink.run(input).await.is_err() {
+                    error!(sink = %name, "sink stopped with an error");
+                }
+            });
+        }
+        let mut source_tasks = JoinSet::new();
+        for (name, source) in self.sources {
+            source_tasks.spawn(async move {
+                if source.await.is_err() {
+                    error!(source = %name, "source stopped with an error");
+                }
+            });
+        }
+        while source_tasks.join_next().await.is_some() {}
+        info!("all sources stopped; draining sinks");
+        let drain = async { while sink_tasks.join_next().await.is_some() {} };
+        tokio::pin!(drain);
+        let mut abandoned = 0;
+        let drained = tokio::select! {
+            () = &mut drain => true,
+            () = self.shutdown.cancelled() => false,
+        };
+        if !drained && tokio::time::timeout(self.shutdown_timeout, &mut drain).await.is_err() {
+            for (name, stats) in &self.stats {
+                let pending = stats.pending();
+                abandoned += pending;
+                if pending > 0 {
+                    error!(sink = %name, events = pending, "shutdown deadline passed; events not delivered");
+                }
+            }
+        }
+        for (name, stats) in &self.stats {
+            info!(
+                sink = %name,
+                received = SinkStats::get(&stats.received),
+                delivered = SinkStats::get(&stats.delivered),
+                failed = SinkStats::get(&stats.failed),
+                filtered = SinkStats::get(&stats.filtered),
+                render_failed = SinkStats::get(&stats.render_failed),
+                "sink finished"
+            );
+        }
+        RunReport { sinks: self.stats, abandoned }
+    }
+}
