@@ -186,7 +186,7 @@ impl Loader {
         for key in top.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 let hint = closest(key, TOP_LEVEL_KEYS).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
-                self.errors.push(ConfigError::at_key(&self.file, key.clone(), format!("unknown key{hint}. Known keys: sources, sinks, shutdown_timeout_secs")));
+                self.errors.push(ConfigError::at_key(&self.file, key.clone(), format!("unknown key (known keys: sources, sinks, shutdown_timeout_secs){hint}")));
             }
         }
         let shutdown_timeout = match top.remove("shutdown_timeout_secs") {
@@ -199,8 +199,11 @@ impl Loader {
                 }
             },
         };
-        let sources: Vec<(String, SourceSpec)> = self
-            .components(top.remove("sources"), "sources")
+        let source_tables = self.components(top.remove("sources"), "sources");
+        // Inputs are checked against every declared source, even one with errors of its own,
+        // so one mistake is not reported twice.
+        let source_names: Vec<String> = source_tables.iter().map(|(n, _)| n.clone()).collect();
+        let sources: Vec<(String, SourceSpec)> = source_tables
             .into_iter()
             .filter_map(|(name, table)| self.source(&name, table).map(|s| (name, s)))
             .collect();
@@ -213,8 +216,8 @@ impl Loader {
         if no_sinks && !self.errors.iter().any(|e| e.location == Location::Key("sinks".into())) {
             self.error("sinks", "the pipeline has no sinks: add a `[sinks.NAME]` table");
         }
-        self.check_names(&sources, &sinks);
-        self.check_inputs(&sources, &sinks);
+        self.check_names(&source_names, &sinks);
+        self.check_inputs(&source_names, &sinks);
         Some(PipelineConfig { path: self.file.clone(), dir: dir.to_path_buf(), sources, sinks, shutdown_timeout })
     }
 
@@ -245,7 +248,7 @@ impl Loader {
             Some(Value::String(t)) if known.contains(&t.as_str()) => Some(t),
             Some(Value::String(t)) => {
                 let hint = closest(&t, known.iter().copied()).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
-                self.error(format!("{key}.type"), format!("unknown component type `{t}`{hint}. Known types: {known_list}"));
+                self.error(format!("{key}.type"), format!("unknown component type `{t}` (known types: {known_list}){hint}"));
                 None
             }
             Some(_) => {
@@ -307,16 +310,16 @@ impl Loader {
             .ok()
     }
 
-    fn check_names(&mut self, sources: &[(String, SourceSpec)], sinks: &[(String, SinkSpec)]) {
+    fn check_names(&mut self, sources: &[String], sinks: &[(String, SinkSpec)]) {
         for (name, _) in sinks {
-            if sources.iter().any(|(s, _)| s == name) {
+            if sources.contains(name) {
                 self.error(format!("sinks.{name}"), format!("`{name}` names a source too; component names must be unique"));
             }
         }
     }
 
-    fn check_inputs(&mut self, sources: &[(String, SourceSpec)], sinks: &[(String, SinkSpec)]) {
-        let source_names: Vec<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
+    fn check_inputs(&mut self, sources: &[String], sinks: &[(String, SinkSpec)]) {
+        let source_names: Vec<&str> = sources.iter().map(String::as_str).collect();
         for (name, sink) in sinks {
             for (i, input) in sink.inputs.iter().enumerate() {
                 if source_names.contains(&input.as_str()) {
@@ -325,7 +328,7 @@ impl Loader {
                 let what = if sinks.iter().any(|(n, _)| n == input) { "is a sink; inputs name sources" } else { "names no source" };
                 let hint = closest(input, source_names.iter().copied()).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
                 let known = if source_names.is_empty() { "none".to_string() } else { source_names.join(", ") };
-                self.error(format!("sinks.{name}.inputs[{i}]"), format!("`{input}` {what}{hint}. Sources: {known}"));
+                self.error(format!("sinks.{name}.inputs[{i}]"), format!("`{input}` {what} (sources: {known}){hint}"));
             }
         }
     }
