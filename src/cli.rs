@@ -82,6 +82,9 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(dispatch(cli.command));
+    // The stdin source reads on a blocking thread that may still wait for input; don't
+    // let it hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(code) => code,
         Err(message) => {
