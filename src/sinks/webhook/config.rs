@@ -43,7 +43,8 @@ pub struct WebhookSinkConfig {
     /// Default: the standard payload (the event as JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
-    /// A file holding the body template, relative to the config file. Not with `template`.
+    /// A file holding the body template, relative to the config file; one trailing newline
+    /// is not part of the body. Not with `template`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_file: Option<PathBuf>,
     /// `Content-Type` of the requests. Default: `application/json`.
@@ -284,6 +285,8 @@ impl WebhookSinkConfig {
                 let source = std::fs::read_to_string(&path).map_err(|e| {
                     vec![FieldError::new("template_file", format!("cannot read {}: {e}", path.display()))]
                 })?;
+                // Editors end files with a newline; it is not part of the body.
+                let source = source.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).map(str::to_string).unwrap_or(source);
                 (source, "template_file")
             }
             (None, None) => return Ok((BodyTemplate::Standard, content_type)),
