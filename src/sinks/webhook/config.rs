@@ -24,7 +24,7 @@ use crate::template::mustache::Escape;
 use crate::template::BodyTemplate;
 
 /// Configuration of a `webhook` sink (`type = "webhook"`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSinkConfig {
     /// Where webhooks are POSTed: `http://` or `https://`, any port (default 80/443).
@@ -76,6 +76,26 @@ pub struct WebhookSinkConfig {
 
 fn default_content_type() -> String {
     "application/json".to_string()
+}
+
+/// The defaults the config file gets, with an empty `url` to fill in.
+impl Default for WebhookSinkConfig {
+    fn default() -> Self {
+        WebhookSinkConfig {
+            url: SecretUrl::default(),
+            triggers: None,
+            conditions: Vec::new(),
+            template: None,
+            template_file: None,
+            content_type: default_content_type(),
+            escape: None,
+            headers: BTreeMap::new(),
+            tls: TlsConfig::default(),
+            request: RequestConfig::default(),
+            buffer: BufferConfig::default(),
+            healthcheck: HealthcheckConfig::default(),
+        }
+    }
 }
 
 /// How values are escaped in a custom template.

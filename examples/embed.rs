@@ -1,0 +1,41 @@
+//! Hosting the webhook sink from another Rust pipeline through the component traits only:
+//! build it from its config, feed it a stream of events, wait for it to finish.
+//!
+//! ```text
+//! cargo run --example embed -- http://127.0.0.1:8080/hook
+//! ```
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use webhook_sink::component::{SinkConfig, SinkContext, SinkStats};
+use webhook_sink::event::{Event, EventKind, IncidentEvent};
+use webhook_sink::sinks::webhook::config::SecretUrl;
+use webhook_sink::sinks::webhook::WebhookSinkConfig;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::args().nth(1).unwrap_or_else(|| "http://127.0.0.1:8080/hook".into());
+    let config = WebhookSinkConfig {
+        url: SecretUrl(url),
+        triggers: Some(vec!["alert-created".into()]),
+        template: Some(r#"{"text": "{{ alertSummary }}"}"#.into()),
+        ..Default::default()
+    };
+    let stats = Arc::new(SinkStats::default());
+    let cx = SinkContext { name: "embedded".into(), config_dir: ".".into(), stats: stats.clone() };
+    let (sink, healthcheck) = config.build(cx).await?;
+    if let Err(error) = healthcheck.await {
+        eprintln!("healthcheck: {error}");
+    }
+    let mut incident = IncidentEvent::new(EventKind::Created);
+    incident.summary = Some("disk full on db-1".into());
+    let events = futures::stream::iter([Event::new(incident)]).boxed();
+    let _ = sink.run(events).await;
+    println!(
+        "delivered {}, failed {}",
+        SinkStats::get(&stats.delivered),
+        SinkStats::get(&stats.failed)
+    );
+    Ok(())
+}
