@@ -364,3 +364,43 @@ impl SinkConfig for WebhookSinkConfig {
         self.buffer.max_events
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_matches_the_file_defaults() {
+        let from_file: WebhookSinkConfig = serde_json::from_value(serde_json::json!({"url": ""})).unwrap();
+        assert_eq!(from_file, WebhookSinkConfig::default());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut config = WebhookSinkConfig {
+            url: SecretUrl("https://bob:HiddenPw123@h.example/x".into()),
+            ..Default::default()
+        };
+        config.headers.insert("X-Token".into(), SecretString("TokenXyz".into()));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("HiddenPw123") && !debug.contains("TokenXyz"), "{debug}");
+        assert!(debug.contains("bob:***@h.example"), "{debug}");
+        let compiled = config.compile(Path::new(".")).unwrap();
+        let debug = format!("{compiled:?}");
+        assert!(!debug.contains("HiddenPw123") && !debug.contains("TokenXyz"), "{debug}");
+        let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bob:HiddenPw123");
+        assert!(!debug.contains(&auth), "{debug}");
+    }
+
+    #[test]
+    fn escape_follows_the_content_type() {
+        let with = |ct: &str| WebhookSinkConfig { content_type: ct.into(), ..Default::default() }.escape();
+        assert_eq!(with("application/json"), Escape::Json);
+        assert_eq!(with("application/vnd.api+json; charset=utf-8"), Escape::Json);
+        assert_eq!(with("application/x-www-form-urlencoded"), Escape::Form);
+        assert_eq!(with("text/html"), Escape::Html);
+        assert_eq!(with("text/plain"), Escape::None);
+        let explicit = WebhookSinkConfig { escape: Some(EscapeMode::Json), content_type: "text/plain".into(), ..Default::default() };
+        assert_eq!(explicit.escape(), Escape::Json);
+    }
+}

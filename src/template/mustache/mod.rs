@@ -41,7 +41,11 @@
 //! recursive partials work) and expanded at most [`MAX_PARTIAL_DEPTH`] deep;
 //! the total nesting of sections and partials while rendering is capped at
 //! [`MAX_RENDER_DEPTH`]. Whatever lies deeper renders as empty, so rendering
-//! never overflows the stack.
+//! never overflows the stack. Nested sections over lists and partials that
+//! include themselves twice can expand exponentially, so one render visits at
+//! most [`MAX_RENDER_STEPS`] template nodes (about 4 million, far more than a
+//! realistic template over realistic data needs) and its output is truncated
+//! there.
 //!
 //! # Example
 //!
@@ -68,6 +72,8 @@ pub const MAX_NESTING: usize = 128;
 pub const MAX_PARTIAL_DEPTH: usize = 64;
 /// Maximum total depth of sections and partials while rendering.
 pub const MAX_RENDER_DEPTH: usize = 256;
+/// Maximum number of template nodes visited by one render.
+pub const MAX_RENDER_STEPS: usize = 1 << 22;
 
 /// A compiled template: parse once, render many times.
 ///

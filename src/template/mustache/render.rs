@@ -6,7 +6,9 @@ use std::fmt::{self, Write as _};
 use serde_json::Value;
 
 use super::parse::{Name, Node};
-use super::{Escape, Partials, Root, Template, Val, MAX_PARTIAL_DEPTH, MAX_RENDER_DEPTH};
+use super::{
+    Escape, Partials, Root, Template, Val, MAX_PARTIAL_DEPTH, MAX_RENDER_DEPTH, MAX_RENDER_STEPS,
+};
 
 pub(crate) fn render(
     template: &Template,
@@ -23,6 +25,7 @@ pub(crate) fn render(
         out,
         depth: 0,
         partial_depth: 0,
+        steps: 0,
     };
     r.nodes(&template.nodes, "");
 }
@@ -36,11 +39,17 @@ struct Renderer<'a, 'o> {
     out: &'o mut String,
     depth: usize,
     partial_depth: usize,
+    /// Nodes visited so far, bounded by [`MAX_RENDER_STEPS`].
+    steps: usize,
 }
 
 impl<'a> Renderer<'a, '_> {
     fn nodes(&mut self, nodes: &'a [Node], indent: &str) {
         for node in nodes {
+            if self.steps >= MAX_RENDER_STEPS {
+                return;
+            }
+            self.steps += 1;
             match node {
                 Node::Text(text) => self.out.push_str(text),
                 Node::Indent => self.out.push_str(indent),
@@ -413,6 +422,21 @@ mod tests {
         let t = parse("{{>loop}}{{>bad}}{{>missing}}").unwrap();
         let out = t.render_to_string(&json!({}), Escape::None, &partials);
         assert_eq!(out, "x".repeat(super::MAX_PARTIAL_DEPTH));
+    }
+
+    #[test]
+    fn exponential_expansion_is_bounded() {
+        let mut partials = Partials::new();
+        partials.insert("p", "{{>p}}{{>p}}x");
+        let data = json!({"l": [1, 2, 3]});
+        let t = parse(&format!("{}{}{{{{>p}}}}", "{{#l}}".repeat(100), "{{/l}}".repeat(100))).unwrap();
+        assert_eq!(t.render_to_string(&data, Escape::None, &partials), "");
+        let t = parse(&format!("{}x{}", "{{#l}}".repeat(100), "{{/l}}".repeat(100))).unwrap();
+        let out = t.render_to_string(&data, Escape::None, &partials);
+        assert!(!out.is_empty() && out.len() < super::MAX_RENDER_STEPS);
+        let t = parse("{{>p}}").unwrap();
+        let out = t.render_to_string(&data, Escape::None, &partials);
+        assert!(!out.is_empty() && out.len() < super::MAX_RENDER_STEPS);
     }
 
     #[test]
