@@ -296,6 +296,9 @@ mod tests {
             unreachable!()
         };
         let t = parse("{{a}}{{.}}").unwrap();
-        assert_eq!(t.render_to_string(&map, Escape::None, &Partials::new()), "x");
+        assert_eq!(
+            t.render_to_string(&map, Escape::None, &Partials::new()),
+            "x"
+        );
     }
 }

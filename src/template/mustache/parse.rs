@@ -611,7 +611,10 @@ mod tests {
     fn close_without_open() {
         let (l, c, m) = err("x\n\tyz{{/b}}");
         assert_eq!((l, c), (2, 4));
-        assert!(m.contains("`{{/b}}`") && m.contains("no open section"), "{m}");
+        assert!(
+            m.contains("`{{/b}}`") && m.contains("no open section"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -626,7 +629,15 @@ mod tests {
 
     #[test]
     fn empty_names() {
-        for src in ["{{}}", "a {{ }}", "{{#}}{{/}}", "{{{ }}}", "{{& }}", "{{>}}", "{{^ }}"] {
+        for src in [
+            "{{}}",
+            "a {{ }}",
+            "{{#}}{{/}}",
+            "{{{ }}}",
+            "{{& }}",
+            "{{>}}",
+            "{{^ }}",
+        ] {
             let (_, _, m) = err(src);
             assert!(m.starts_with("empty tag name"), "{src}: {m}");
         }
@@ -635,7 +646,13 @@ mod tests {
 
     #[test]
     fn bad_set_delimiters() {
-        for src in ["{{=<%=}}", "{{=<% %> x=}}", "{{=<% %>}}", "{{=a= b=}}", "{{==}}"] {
+        for src in [
+            "{{=<%=}}",
+            "{{=<% %> x=}}",
+            "{{=<% %>}}",
+            "{{=a= b=}}",
+            "{{==}}",
+        ] {
             let (l, c, m) = err(&format!("ok\n  {src}"));
             assert_eq!((l, c), (2, 3), "{src}");
             assert!(m.starts_with("invalid set-delimiter tag"), "{src}: {m}");
