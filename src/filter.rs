@@ -61,7 +61,7 @@ impl OneOrMany {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
     /// A trigger names no event type.
-    #[error("triggers[{index}]: unknown event type `{name}`{suggestion}; valid types are: {valid}")]
+    #[error("unknown event type `{name}`{suggestion}; valid types are: {valid}")]
     UnknownTrigger {
         /// Position in the list.
         index: usize,
@@ -73,13 +73,23 @@ pub enum FilterError {
         valid: String,
     },
     /// A condition is malformed.
-    #[error("conditions[{index}]: {message}")]
+    #[error("{message}")]
     Condition {
         /// Position in the list.
         index: usize,
         /// What is wrong.
         message: String,
     },
+}
+
+impl FilterError {
+    /// The setting at fault, e.g. `triggers[1]` or `conditions[0]`.
+    pub fn field(&self) -> String {
+        match self {
+            FilterError::UnknownTrigger { index, .. } => format!("triggers[{index}]"),
+            FilterError::Condition { index, .. } => format!("conditions[{index}]"),
+        }
+    }
 }
 
 /// The test a condition applies.
@@ -278,7 +288,7 @@ mod tests {
     #[test]
     fn unknown_trigger_lists_valid_names_and_suggests() {
         let errors = Filter::compile(Some(&["alert-created".into(), "alert-resolvd".into()]), &[]).unwrap_err();
-        let text = errors[0].to_string();
+        let text = format!("{}: {}", errors[0].field(), errors[0]);
         assert!(text.starts_with("triggers[1]: unknown event type `alert-resolvd`, did you mean `alert-resolved`?"), "{text}");
         assert!(text.contains("alert-acknowledged") && text.contains("incident-created"), "{text}");
     }
@@ -320,7 +330,7 @@ mod tests {
         let bad_re = ConditionConfig { matches: Some("(".into()), ..cond("summary") };
         let bad_path = ConditionConfig { exists: Some(true), ..cond("a..b") };
         let errors = Filter::compile(None, &[none, two, bad_re, bad_path]).unwrap_err();
-        let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let texts: Vec<String> = errors.iter().map(|e| format!("{}: {e}", e.field())).collect();
         assert!(texts[0].starts_with("conditions[0]: needs one test"), "{texts:?}");
         assert!(texts[1].starts_with("conditions[1]: has more than one test"), "{texts:?}");
         assert!(texts[2].starts_with("conditions[2]: matches: invalid regular expression"), "{texts:?}");

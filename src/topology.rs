@@ -40,6 +40,13 @@ pub struct RunReport {
     pub abandoned: u64,
 }
 
+/// A sink's input as the wiring step sees it.
+struct SinkInput {
+    tx: mpsc::Sender<Event>,
+    stats: Arc<SinkStats>,
+    reads: Vec<String>,
+}
+
 /// A built pipeline, ready to run.
 pub struct Pipeline {
     sources: Vec<(String, crate::component::Source)>,
@@ -55,7 +62,7 @@ impl Pipeline {
     pub async fn build(config: &PipelineConfig, shutdown: CancellationToken) -> Result<Pipeline, TopologyError> {
         let mut sinks = Vec::new();
         let mut stats = Vec::new();
-        let mut inputs: Vec<(String, mpsc::Sender<Event>, Arc<SinkStats>, Vec<String>)> = Vec::new();
+        let mut inputs: Vec<SinkInput> = Vec::new();
         for (name, spec) in &config.sinks {
             let sink_config = spec.as_config();
             let sink_stats = Arc::new(SinkStats::default());
@@ -70,7 +77,7 @@ impl Pipeline {
                 Err(error) => warn!(sink = %sink_name, %error, "healthcheck failed; the sink runs anyway"),
             }));
             let (tx, rx) = mpsc::channel(sink_config.buffer_size());
-            inputs.push((name.clone(), tx, sink_stats.clone(), spec.inputs.clone()));
+            inputs.push(SinkInput { tx, stats: sink_stats.clone(), reads: spec.inputs.clone() });
             sinks.push((name.clone(), sink, rx));
             stats.push((name.clone(), sink_stats));
         }
@@ -78,8 +85,8 @@ impl Pipeline {
         for (name, spec) in &config.sources {
             let outputs = inputs
                 .iter()
-                .filter(|(_, _, _, reads)| reads.contains(name))
-                .map(|(_, tx, stats, _)| (tx.clone(), stats.clone()))
+                .filter(|input| input.reads.contains(name))
+                .map(|input| (input.tx.clone(), input.stats.clone()))
                 .collect();
             let cx = SourceContext {
                 name: name.clone(),

@@ -154,9 +154,9 @@ fn syntax_errors_have_lines() {
 #[test]
 fn bad_triggers_and_conditions_are_named() {
     let text = single("tr.toml", &with_sink("url = \"http://h/\"\ntriggers = [\"alert-creatd\"]\n"));
-    assert!(text.contains("`sinks.chat`: triggers[0]: unknown event type `alert-creatd`, did you mean `alert-created`?"), "{text}");
+    assert!(text.contains("`sinks.chat.triggers[0]`: unknown event type `alert-creatd`, did you mean `alert-created`?"), "{text}");
     let text = single("co.toml", &with_sink("url = \"http://h/\"\n[[sinks.chat.conditions]]\nfield = \"priority\"\n"));
-    assert!(text.contains("conditions[0]: needs one test"), "{text}");
+    assert!(text.contains("`sinks.chat.conditions[0]`: needs one test"), "{text}");
 }
 
 #[test]

@@ -234,7 +234,7 @@ mod tests {
         for known in KnownField::ALL {
             let typed = view.get(&FieldPath::Known(known)).and_then(|v| v.as_text());
             let segments: Vec<String> = known.payload_path().split('.').map(String::from).collect();
-            let json = lookup(view.json(), &segments).map(|v| FieldRef::Json(v)).and_then(|v| v.as_text());
+            let json = lookup(view.json(), &segments).map(FieldRef::Json).and_then(|v| v.as_text());
             assert_eq!(typed, json, "{known:?}");
         }
     }

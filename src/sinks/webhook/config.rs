@@ -243,7 +243,7 @@ impl WebhookSinkConfig {
             .map_err(|e| errors.push(FieldError::new("url", e.to_string())))
             .ok();
         let filter = Filter::compile(self.triggers.as_deref(), &self.conditions)
-            .map_err(|es| errors.extend(es.into_iter().map(|e| FieldError::new("", e.to_string()))))
+            .map_err(|es| errors.extend(es.into_iter().map(|e| FieldError::new(e.field(), e.to_string()))))
             .ok();
         let body = self.body(config_dir).map_err(|es| errors.extend(es)).ok();
         let headers = self.header_map().map_err(|es| errors.extend(es)).ok();
