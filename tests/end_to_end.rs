@@ -300,3 +300,16 @@ async fn connections_are_kept_alive() {
     assert_eq!(receiver.connections(), 1);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_busy_port_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let text = format!(
+        "[sources.alerts]\ntype = \"http_server\"\naddress = \"{addr}\"\n\n\
+         [sinks.s]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"http://127.0.0.1:9/\"\nhealthcheck.enabled = false\n"
+    );
+    let config = load_str(Path::new("busy.toml"), &text, &|_| None).unwrap();
+    let error = Pipeline::build(&config, CancellationToken::new()).await.err().expect("bind fails").to_string();
+    assert!(error.starts_with(&format!("source `alerts`: cannot listen on {addr}: ")), "{error}");
+}

@@ -132,10 +132,7 @@ impl SourceConfig for HttpServerSourceConfig {
         let listener = TcpListener::bind(self.address)
             .await
             .map_err(|e| BuildError::Other {
-                message: format!(
-                    "source `{}`: cannot listen on {}: {e}",
-                    cx.name, self.address
-                ),
+                message: format!("cannot listen on {}: {e}", self.address),
             })?;
         let local = listener.local_addr().unwrap_or(self.address);
         info!(source = %cx.name, address = %local, path = %self.path, "http_server source listening");

@@ -197,6 +197,9 @@ fn decode_line(line: RawLine) -> Result<Option<IncidentEvent>, String> {
 
 /// Splits input into lines, keeping its progress in itself so that a `next` future may
 /// be dropped at any point and the next call picks up where it stopped.
+///
+/// Hand-written because tokio-util's `LinesCodec` ends its stream at the first error
+/// (invalid UTF-8, an over-long line), and one bad line must not stop the source.
 #[derive(Debug, Default)]
 struct LineReader {
     /// The line read so far.
