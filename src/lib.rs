@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod event;
 pub mod filter;
+pub mod secret;
 pub mod suggest;
 pub mod sinks;
 pub mod sources;

@@ -272,7 +272,12 @@ impl Loader {
                 self.field_errors(&key, errors);
                 Some(SourceSpec::HttpServer(config))
             }
-            _ => self.typed(&key, table).map(SourceSpec::Stdin),
+            _ => {
+                let config: StdinSourceConfig = self.typed(&key, table)?;
+                let errors = config.validate();
+                self.field_errors(&key, errors);
+                Some(SourceSpec::Stdin(config))
+            }
         }
     }
 

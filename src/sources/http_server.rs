@@ -1,15 +1,17 @@
 //! The `http_server` source: incident events POSTed over HTTP/1.1.
 //!
-//! One route takes events (`POST <path>`); its body is decoded whole with
-//! [`decode_body`](super::decode::decode_body) — one JSON object, an array of objects, or
-//! NDJSON — and either every event in it is sent on or none is. The answer is sent only
+//! One route takes events (`POST <path>`); its body is decoded whole by the source's
+//! `decoding` (see [`super::decode`]) — one JSON value, an array, or NDJSON — and either
+//! every event in it is sent on or none is. With `auth` set, requests without the right
+//! credentials are answered 401 (`GET /health` needs none). The answer is sent only
 //! once the events are in the sinks' buffers, so a full sink holds the sender back
 //! (back-pressure reaches the client). `GET /health` answers `{"status":"ok"}`.
 //!
 //! | Answer | When |
 //! |--------|------|
 //! | 200 `{"accepted": N}` | the body decoded and its `N` events were sent on |
-//! | 400 `{"error": "..."}` | the body did not decode (nothing of it was sent) |
+//! | 400 `{"error": "..."}` | the body did not decode, or nests too deep (nothing of it was sent) |
+//! | 401 (`WWW-Authenticate`) | `auth` is set and the credentials are missing or wrong |
 //! | 404 | a path other than `path` or `/health` |
 //! | 405 (`Allow: POST`) | a method other than POST on `path` |
 //! | 413 | the body is larger than `max_body_bytes` |
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
@@ -40,7 +42,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::decode::decode_body;
+use super::auth::{AuthConfig, Authenticator};
+use super::decode::{Decoder, DecodingConfig};
 use crate::component::{BuildError, FieldError, Source, SourceConfig, SourceContext, SourceSender};
 
 /// How long requests in flight may take to finish once shutdown begins; connections
@@ -84,6 +87,15 @@ pub struct HttpServerSourceConfig {
     /// of its events are taken. Must be above 0. Default: `10485760` (10 MiB).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// How bodies become incident events: `decoding.codec` = `incident` (the default),
+    /// `alertmanager` or `mapped`, plus `decoding.max_depth` (default 32).
+    #[serde(default)]
+    pub decoding: DecodingConfig,
+    /// Credentials senders must present: `auth.strategy = "bearer"` with `auth.token`, or
+    /// `"basic"` with `auth.username` and `auth.password`. Default: none (every request
+    /// is taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
 }
 
 impl HttpServerSourceConfig {
@@ -93,6 +105,8 @@ impl HttpServerSourceConfig {
             address,
             path: default_path(),
             max_body_bytes: default_max_body_bytes(),
+            decoding: DecodingConfig::default(),
+            auth: None,
         }
     }
 
@@ -118,6 +132,12 @@ impl HttpServerSourceConfig {
         if self.max_body_bytes == 0 {
             errors.push(FieldError::new("max_body_bytes", "must be above 0"));
         }
+        if let Err(e) = self.decoding.build() {
+            errors.extend(e);
+        }
+        if let Some(Err(e)) = self.auth.as_ref().map(Authenticator::new) {
+            errors.extend(e);
+        }
         errors
     }
 }
@@ -129,6 +149,9 @@ impl SourceConfig for HttpServerSourceConfig {
         if !errors.is_empty() {
             return Err(BuildError::Invalid { errors });
         }
+        let invalid = |errors| BuildError::Invalid { errors };
+        let decoder = self.decoding.build().map_err(invalid)?;
+        let auth = self.auth.as_ref().map(Authenticator::new).transpose().map_err(invalid)?;
         let listener = TcpListener::bind(self.address)
             .await
             .map_err(|e| BuildError::Other {
@@ -140,6 +163,8 @@ impl SourceConfig for HttpServerSourceConfig {
             name: cx.name,
             path: self.path.clone(),
             max_body_bytes: self.max_body_bytes,
+            decoder,
+            auth,
             out: cx.out,
         });
         Ok(Box::pin(serve(listener, state, cx.shutdown)))
@@ -152,6 +177,8 @@ struct State {
     name: String,
     path: String,
     max_body_bytes: usize,
+    decoder: Decoder,
+    auth: Option<Authenticator>,
     out: SourceSender,
 }
 
@@ -279,8 +306,16 @@ async fn handle(
     Ok(response)
 }
 
-/// `POST <path>`: reads, decodes and sends on one body.
+/// `POST <path>`: checks credentials, reads, decodes and sends on one body.
 async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> HttpResponse {
+    if let Some(auth) = &state.auth {
+        if !auth.allows(req.headers()) {
+            warn!(source = %state.name, peer = %peer, "http_server rejected a request: missing or wrong credentials");
+            let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials".to_string());
+            response.headers_mut().insert(WWW_AUTHENTICATE, auth.challenge().clone());
+            return response;
+        }
+    }
     let limit = state.max_body_bytes;
     // A declared content-length sets the lower bound of the size hint.
     let declared = req.body().size_hint().lower();
@@ -302,7 +337,7 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
             return error(StatusCode::BAD_REQUEST, reason);
         }
     };
-    let events = match decode_body(&body) {
+    let events = match state.decoder.decode(&body) {
         Ok(events) => events,
         Err(e) => {
             warn!(source = %state.name, peer = %peer, reason = %e, "http_server rejected a body");

@@ -1,5 +1,6 @@
 //! Sources: where incident events come from, and how their bytes become events.
 
+pub mod auth;
 pub mod decode;
 pub mod http_server;
 pub mod stdin;

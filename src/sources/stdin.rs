@@ -1,6 +1,7 @@
 //! The `stdin` source: NDJSON incident events on standard input.
 //!
-//! One event per line, decoded with [`decode_event`](super::decode::decode_event). Blank
+//! One JSON value per line, decoded by the source's `decoding` (incident events by
+//! default; see [`super::decode`]). Blank
 //! lines are skipped; a line that does not decode (bad JSON, a missing `eventType`,
 //! invalid UTF-8, longer than [`MAX_LINE_BYTES`]) is logged with its number and skipped,
 //! and reading goes on. Events are sent in small batches — up to [`BATCH_SIZE`], or
@@ -16,7 +17,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::decode::decode_event;
+use super::decode::{Decoder, DecodingConfig};
 use crate::component::{BuildError, Source, SourceConfig, SourceContext, SourceSender};
 use crate::event::IncidentEvent;
 
@@ -28,22 +29,33 @@ pub const MAX_LINE_BYTES: usize = 10 * 1024 * 1024;
 
 /// `type = "stdin"`: reads NDJSON incident events from standard input until EOF.
 ///
-/// Takes no options:
-///
 /// ```toml
 /// [sources.in]
 /// type = "stdin"
+/// decoding.codec = "incident"   # the default
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StdinSourceConfig {}
+pub struct StdinSourceConfig {
+    /// How lines become incident events. Default: incident events, depth limit 32.
+    #[serde(default)]
+    pub decoding: DecodingConfig,
+}
+
+impl StdinSourceConfig {
+    /// Every problem with the config.
+    pub fn validate(&self) -> Vec<crate::component::FieldError> {
+        self.decoding.build().err().unwrap_or_default()
+    }
+}
 
 #[async_trait]
 impl SourceConfig for StdinSourceConfig {
     async fn build(&self, cx: SourceContext) -> Result<Source, BuildError> {
+        let decoder = self.decoding.build().map_err(|errors| BuildError::Invalid { errors })?;
         Ok(Box::pin(async move {
             let reader = BufReader::new(tokio::io::stdin());
-            let (summary, result) = read_lines(&cx.name, reader, &cx.out, &cx.shutdown).await;
+            let (summary, result) = read_lines(&cx.name, reader, &decoder, &cx.out, &cx.shutdown).await;
             info!(
                 source = %cx.name,
                 lines = summary.lines,
@@ -74,16 +86,18 @@ pub struct ReadSummary {
 pub async fn read_ndjson<R: AsyncBufRead + Unpin>(
     name: &str,
     reader: R,
+    decoder: &Decoder,
     out: &SourceSender,
     shutdown: &CancellationToken,
 ) -> ReadSummary {
-    read_lines(name, reader, out, shutdown).await.0
+    read_lines(name, reader, decoder, out, shutdown).await.0
 }
 
 /// [`read_ndjson`], also telling whether reading failed (`Err` only for a read error).
 async fn read_lines<R: AsyncBufRead + Unpin>(
     name: &str,
     mut reader: R,
+    decoder: &Decoder,
     out: &SourceSender,
     shutdown: &CancellationToken,
 ) -> (ReadSummary, Result<(), ()>) {
@@ -127,10 +141,10 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
         };
         summary.lines += 1;
         let number = summary.lines;
-        match decode_line(line) {
-            Ok(None) => {}
-            Ok(Some(event)) => {
-                batch.push(event);
+        match decode_line(decoder, line) {
+            Ok(events) if events.is_empty() => {}
+            Ok(events) => {
+                batch.extend(events);
                 if batch.len() >= BATCH_SIZE
                     && send(name, out, &mut batch, &mut summary).await.is_err()
                 {
@@ -177,8 +191,8 @@ enum RawLine {
     TooLong(usize),
 }
 
-/// Decodes a line: `Ok(None)` for a blank one, `Err` with the reason for a bad one.
-fn decode_line(line: RawLine) -> Result<Option<IncidentEvent>, String> {
+/// Decodes a line: no events for a blank one, `Err` with the reason for a bad one.
+fn decode_line(decoder: &Decoder, line: RawLine) -> Result<Vec<IncidentEvent>, String> {
     let bytes = match line {
         RawLine::Bytes(bytes) => bytes,
         RawLine::TooLong(len) => {
@@ -190,9 +204,9 @@ fn decode_line(line: RawLine) -> Result<Option<IncidentEvent>, String> {
     let text = std::str::from_utf8(&bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
     let text = text.trim();
     if text.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    decode_event(text).map(Some).map_err(|e| e.to_string())
+    decoder.decode(text.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// Splits input into lines, keeping its progress in itself so that a `next` future may
@@ -297,7 +311,7 @@ mod tests {
 
         let (tx, mut rx) = mpsc::channel(16);
         let out = SourceSender::new(vec![tx]);
-        let summary = read_ndjson("in", &input[..], &out, &CancellationToken::new()).await;
+        let summary = read_ndjson("in", &input[..], &Decoder::default(), &out, &CancellationToken::new()).await;
         drop(out);
         assert_eq!(
             summary,
@@ -312,15 +326,15 @@ mod tests {
 
     #[test]
     fn bad_lines_give_reasons() {
-        let reason = decode_line(RawLine::Bytes(b"{\"id\":\"1\"}".to_vec())).unwrap_err();
+        let reason = decode_line(&Decoder::default(), RawLine::Bytes(b"{\"id\":\"1\"}".to_vec())).unwrap_err();
         assert!(reason.contains("eventType"), "{reason}");
-        let reason = decode_line(RawLine::Bytes(b"\xff".to_vec())).unwrap_err();
+        let reason = decode_line(&Decoder::default(), RawLine::Bytes(b"\xff".to_vec())).unwrap_err();
         assert!(reason.contains("UTF-8"), "{reason}");
-        let reason = decode_line(RawLine::TooLong(MAX_LINE_BYTES + 1)).unwrap_err();
+        let reason = decode_line(&Decoder::default(), RawLine::TooLong(MAX_LINE_BYTES + 1)).unwrap_err();
         assert!(reason.contains("longer"), "{reason}");
-        assert!(decode_line(RawLine::Bytes(b" \t".to_vec()))
+        assert!(decode_line(&Decoder::default(), RawLine::Bytes(b" \t".to_vec()))
             .unwrap()
-            .is_none());
+            .is_empty());
     }
 
     #[tokio::test]
@@ -331,7 +345,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let out = SourceSender::new(vec![tx]);
         let reader = tokio::io::BufReader::with_capacity(4096, &input[..]);
-        let summary = read_ndjson("in", reader, &out, &CancellationToken::new()).await;
+        let summary = read_ndjson("in", reader, &Decoder::default(), &out, &CancellationToken::new()).await;
         drop(out);
         assert_eq!(
             summary,
@@ -354,7 +368,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(3);
         let out = SourceSender::new(vec![tx]);
         let reading = tokio::spawn(async move {
-            read_ndjson("in", input.as_bytes(), &out, &CancellationToken::new()).await
+            read_ndjson("in", input.as_bytes(), &Decoder::default(), &out, &CancellationToken::new()).await
         });
         let mut received = Vec::new();
         while received.len() < count {
@@ -414,7 +428,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let reading = tokio::spawn({
             let shutdown = shutdown.clone();
-            async move { read_ndjson("in", reader, &out, &shutdown).await }
+            async move { read_ndjson("in", reader, &Decoder::default(), &out, &shutdown).await }
         });
         // The input never ends, yet what was read arrives.
         let mut received = Vec::new();
@@ -457,7 +471,7 @@ mod tests {
         let out = SourceSender::new(vec![tx]);
         let summary = tokio::time::timeout(
             Duration::from_secs(5),
-            read_ndjson("in", input.as_bytes(), &out, &CancellationToken::new()),
+            read_ndjson("in", input.as_bytes(), &Decoder::default(), &out, &CancellationToken::new()),
         )
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod peer;
 pub mod receiver;
 
 pub use certs::TestCerts;

@@ -20,6 +20,7 @@ use super::sink::WebhookSink;
 use super::target::Target;
 use crate::component::{BuildError, FieldError, Healthcheck, SinkConfig, SinkContext, StreamSink};
 use crate::filter::{ConditionConfig, Filter};
+pub use crate::secret::SecretString;
 use crate::template::mustache::Escape;
 use crate::template::BodyTemplate;
 
@@ -207,17 +208,6 @@ impl fmt::Debug for SecretUrl {
             Ok(target) => write!(f, "{:?}", target.redacted()),
             Err(_) => f.write_str("\"<unparsable URL, not shown>\""),
         }
-    }
-}
-
-/// A string that may be a secret: shown as `***` in debug output.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(pub String);
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
     }
 }
 

@@ -1,0 +1,117 @@
+//! Framing: splitting a body into its top-level JSON values, with where each starts, and
+//! refusing nesting deeper than the configured limit before anything is parsed.
+//!
+//! A body is one JSON value, a JSON array of values, or NDJSON (values separated by
+//! whitespace/newlines).
+
+use serde_json::value::RawValue;
+
+use super::DecodeError;
+
+/// One top-level value of a body and where it starts (1-based).
+#[derive(Debug, Clone, Copy)]
+pub struct Framed<'a> {
+    /// The value's JSON text.
+    pub raw: &'a RawValue,
+    /// Line where it starts.
+    pub line: usize,
+    /// Column where it starts.
+    pub column: usize,
+}
+
+/// Splits `body` into its values. `max_depth` bounds how deeply arrays and objects nest
+/// inside each value (the array around a batch does not count).
+pub fn frame(body: &[u8], max_depth: usize) -> Result<Vec<Framed<'_>>, DecodeError> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    let is_array = match start.map(|i| body[i]) {
+        None => return Err(DecodeError::at(1, 1, "the body holds no event")),
+        Some(b) => b == b'[',
+    };
+    check_depth(body, max_depth + usize::from(is_array))?;
+    let raws: Vec<&RawValue> = if is_array {
+        serde_json::from_slice(body).map_err(|e| DecodeError::from_json(&e))?
+    } else {
+        serde_json::Deserializer::from_slice(body)
+            .into_iter::<&RawValue>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| DecodeError::from_json(&e))?
+    };
+    Ok(raws
+        .into_iter()
+        .map(|raw| {
+            let (line, column) = position_of(body, raw.get());
+            Framed { raw, line, column }
+        })
+        .collect())
+}
+
+/// Refuses nesting deeper than `max_depth`, naming where it goes too deep.
+///
+/// Hand-written because serde_json's own recursion limit is fixed (128) and cannot be
+/// lowered; this scan is one pass over the bytes, skipping strings.
+pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), DecodeError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in body.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    let (line, column) = position_at(body, i);
+                    return Err(DecodeError::at(line, column, format!("JSON nests deeper than the limit of {max_depth}")));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Line and column (1-based) where `part`, a slice of `body`, starts.
+fn position_of(body: &[u8], part: &str) -> (usize, usize) {
+    let offset = (part.as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
+    position_at(body, offset)
+}
+
+fn position_at(body: &[u8], offset: usize) -> (usize, usize) {
+    let before = &body[..offset.min(body.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_objects_arrays_and_ndjson_with_positions() {
+        let framed = frame(b"{\"a\":1}\n  {\"b\":2}", 8).unwrap();
+        assert_eq!(framed.iter().map(|f| (f.line, f.column)).collect::<Vec<_>>(), [(1, 1), (2, 3)]);
+        let framed = frame(b"[{\"a\":1},\n {\"b\":2}]", 8).unwrap();
+        assert_eq!(framed.iter().map(|f| (f.line, f.column)).collect::<Vec<_>>(), [(1, 2), (2, 2)]);
+        assert!(frame(b" \n ", 8).is_err());
+    }
+
+    #[test]
+    fn depth_is_limited_and_strings_do_not_count() {
+        assert!(frame(br#"{"a":{"b":{"c":1}}}"#, 3).is_ok());
+        let err = frame(br#"{"a":{"b":{"c":{"d":1}}}}"#, 3).unwrap_err();
+        assert_eq!((err.line, err.column), (1, 16));
+        assert!(err.message.contains("deeper than the limit of 3"), "{err}");
+        assert!(frame(br#"{"a":"[[[[[[[[{{{{\"]]]"}"#, 1).is_ok());
+        // The array around a batch does not count towards the limit.
+        assert!(frame(br#"[{"a":1}]"#, 1).is_ok());
+    }
+}

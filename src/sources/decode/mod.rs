@@ -1,0 +1,265 @@
+//! Decoding: how the bytes a source receives become incident events.
+//!
+//! A body (or a stdin line) is framed into its top-level JSON values (one value, an array,
+//! or NDJSON), nesting is bounded, and each value goes through the source's codec:
+//!
+//! - `incident` (default): the value is an incident event (the standard payload), passed
+//!   through as it is;
+//! - `alertmanager`: the value is Prometheus Alertmanager's webhook payload; each alert in
+//!   it becomes one event;
+//! - `mapped`: the value is any JSON object (a log event from Vector, Fluent Bit,
+//!   syslog-ng…), mapped onto the incident model by the source's `mapping`.
+//!
+//! The codec is chosen explicitly per source: a body that looks like one format can
+//! always be read as another, so guessing would be ambiguous.
+//!
+//! A body decodes whole or not at all: the first bad value fails it, with its number,
+//! line and column and the field at fault, so a sender never has a body half-accepted.
+
+pub mod alertmanager;
+pub mod framing;
+pub mod incident;
+pub mod mapping;
+
+use serde::{Deserialize, Serialize};
+
+use crate::component::FieldError;
+use crate::event::IncidentEvent;
+
+pub use self::alertmanager::{AlertmanagerConfig, AlertmanagerDecoder};
+pub use self::incident::decode_incident;
+pub use self::mapping::{MappingConfig, MappingDecoder};
+
+/// Deepest nesting of arrays and objects accepted in an event, by default.
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+
+/// Why a body (or line) could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}line {line}, column {column}: {}{message}",
+    .event.map(|n| format!("event {n} at ")).unwrap_or_default(),
+    .field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+pub struct DecodeError {
+    /// 1-based number of the value in the body, when the JSON itself was well-formed.
+    pub event: Option<usize>,
+    /// 1-based line in the body.
+    pub line: usize,
+    /// 1-based column in that line.
+    pub column: usize,
+    /// Dotted path of the offending field, when one is to blame.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl DecodeError {
+    /// A problem at a position, with no field to blame.
+    pub fn at(line: usize, column: usize, message: impl Into<String>) -> Self {
+        DecodeError { event: None, line, column, field: None, message: message.into() }
+    }
+
+    /// A problem with a field of a value (position: the value's start).
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DecodeError { event: None, line: 1, column: 1, field: Some(field.into()), message: message.into() }
+    }
+
+    /// serde_json's error, its position kept apart from its message.
+    pub fn from_json(e: &serde_json::Error) -> Self {
+        // serde_json appends " at line L column C" to its message; the position is kept
+        // in fields of its own, so the suffix is cut to avoid saying it twice.
+        let text = e.to_string();
+        let message = match text.rsplit_once(" at line ") {
+            Some((message, _)) => message.to_string(),
+            None => text,
+        };
+        DecodeError::at(e.line().max(1), e.column().max(1), message)
+    }
+
+    /// Moves a position relative to a value to one relative to the body it came from.
+    fn within(mut self, event: usize, line: usize, column: usize) -> Self {
+        self.event = Some(event);
+        if self.line == 1 {
+            self.column += column - 1;
+        }
+        self.line += line - 1;
+        self
+    }
+}
+
+/// Which codec a source uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    /// Incident events (the standard payload).
+    #[default]
+    Incident,
+    /// Prometheus Alertmanager webhook payloads.
+    Alertmanager,
+    /// Any JSON objects, through `mapping`.
+    Mapped,
+}
+
+/// How a source decodes what it receives (`decoding` in a source's config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodingConfig {
+    /// `incident`, `alertmanager` or `mapped`. Default: `incident`.
+    #[serde(default)]
+    pub codec: Codec,
+    /// Options of the `alertmanager` codec. Default: see [`AlertmanagerConfig`].
+    #[serde(default)]
+    pub alertmanager: AlertmanagerConfig,
+    /// The field mapping of the `mapped` codec; required with it. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<MappingConfig>,
+    /// Deepest nesting of arrays and objects accepted in one value; deeper bodies are
+    /// refused (400) before parsing. Default: 32.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+}
+
+fn default_max_depth() -> usize {
+    DEFAULT_MAX_DEPTH
+}
+
+impl Default for DecodingConfig {
+    fn default() -> Self {
+        DecodingConfig {
+            codec: Codec::Incident,
+            alertmanager: AlertmanagerConfig::default(),
+            mapping: None,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+impl DecodingConfig {
+    /// Checks the settings and builds the decoder. Field names are relative to the
+    /// source (`decoding.mapping.summary`).
+    pub fn build(&self) -> Result<Decoder, Vec<FieldError>> {
+        let prefix = |errors: Vec<FieldError>, section: &str| -> Vec<FieldError> {
+            errors
+                .into_iter()
+                .map(|e| {
+                    let field = if e.field.is_empty() { section.to_string() } else { format!("{section}.{}", e.field) };
+                    FieldError::new(field, e.message)
+                })
+                .collect()
+        };
+        if self.max_depth == 0 {
+            return Err(vec![FieldError::new("decoding.max_depth", "must be at least 1")]);
+        }
+        let codec = match self.codec {
+            Codec::Incident => CodecImpl::Incident,
+            Codec::Alertmanager => CodecImpl::Alertmanager(
+                AlertmanagerDecoder::new(&self.alertmanager).map_err(|e| prefix(e, "decoding.alertmanager"))?,
+            ),
+            Codec::Mapped => match &self.mapping {
+                Some(mapping) => {
+                    CodecImpl::Mapped(MappingDecoder::new(mapping).map_err(|e| prefix(e, "decoding.mapping"))?)
+                }
+                None => {
+                    return Err(vec![FieldError::new(
+                        "decoding.mapping",
+                        "`codec = \"mapped\"` needs a `mapping` table",
+                    )])
+                }
+            },
+        };
+        Ok(Decoder { codec, max_depth: self.max_depth })
+    }
+}
+
+/// A checked decoder: framing, the depth limit and a codec.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    codec: CodecImpl,
+    max_depth: usize,
+}
+
+#[derive(Debug, Clone)]
+enum CodecImpl {
+    Incident,
+    Alertmanager(AlertmanagerDecoder),
+    Mapped(MappingDecoder),
+}
+
+impl Default for Decoder {
+    /// The `incident` codec with the default depth limit.
+    fn default() -> Self {
+        Decoder { codec: CodecImpl::Incident, max_depth: DEFAULT_MAX_DEPTH }
+    }
+}
+
+impl Decoder {
+    /// Decodes a whole body: every value in it, or an error for the first bad one.
+    pub fn decode(&self, body: &[u8]) -> Result<Vec<IncidentEvent>, DecodeError> {
+        let mut events = Vec::new();
+        for (i, framed) in framing::frame(body, self.max_depth)?.into_iter().enumerate() {
+            let decoded =
+                self.decode_value(framed.raw.get()).map_err(|e| e.within(i + 1, framed.line, framed.column))?;
+            events.extend(decoded);
+        }
+        Ok(events)
+    }
+
+    fn decode_value(&self, text: &str) -> Result<Vec<IncidentEvent>, DecodeError> {
+        match &self.codec {
+            CodecImpl::Incident => decode_incident(text).map(|event| vec![event]),
+            CodecImpl::Alertmanager(decoder) => decoder.decode(text),
+            CodecImpl::Mapped(decoder) => decoder.decode(text).map(|event| vec![event]),
+        }
+    }
+}
+
+/// Decodes a body of incident events with the default settings.
+pub fn decode_body(body: &[u8]) -> Result<Vec<IncidentEvent>, DecodeError> {
+    Decoder::default().decode(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_object_an_array_and_ndjson() {
+        let one = br#"{"eventType":"alert-created","id":"1"}"#;
+        assert_eq!(decode_body(one).unwrap().len(), 1);
+        let array = br#" [ {"eventType":"alert-created"}, {"eventType":"alert-resolved"} ] "#;
+        assert_eq!(decode_body(array).unwrap().len(), 2);
+        let ndjson = b"{\"eventType\":\"alert-created\"}\n{\"eventType\":\"alert-resolved\"}\n\n";
+        assert_eq!(decode_body(ndjson).unwrap().len(), 2);
+        let pretty = b"{\n  \"eventType\": \"alert-created\"\n}\n";
+        assert_eq!(decode_body(pretty).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn errors_name_event_line_column_and_field() {
+        let ndjson = b"{\"eventType\":\"alert-created\"}\n{\"eventType\":\"alert-created\",\"summary\":5}\n";
+        let err = decode_body(ndjson).unwrap_err();
+        assert_eq!(err.event, Some(2));
+        assert_eq!(err.line, 2);
+        assert_eq!(err.field.as_deref(), Some("summary"));
+        assert!(err.to_string().starts_with("event 2 at line 2, column "), "{err}");
+
+        let missing = b"[{\"eventType\":\"alert-created\"},\n  {\"id\":\"7\"}]";
+        let err = decode_body(missing).unwrap_err();
+        assert_eq!((err.event, err.line), (Some(2), 2));
+        assert!(err.message.contains("eventType"), "{err}");
+
+        let broken = b"{\"eventType\":\"alert-created\"}\n{\"eventType\": }\n";
+        let err = decode_body(broken).unwrap_err();
+        assert_eq!((err.event, err.line), (None, 2));
+
+        let not_object = b"[\"hello\"]";
+        assert_eq!(decode_body(not_object).unwrap_err().event, Some(1));
+        assert!(decode_body(b"  \n").is_err());
+    }
+
+    #[test]
+    fn mapped_codec_needs_a_mapping_and_depth_must_be_positive() {
+        let config = DecodingConfig { codec: Codec::Mapped, ..Default::default() };
+        assert_eq!(config.build().unwrap_err()[0].field, "decoding.mapping");
+        let config = DecodingConfig { max_depth: 0, ..Default::default() };
+        assert_eq!(config.build().unwrap_err()[0].field, "decoding.max_depth");
+    }
+}
