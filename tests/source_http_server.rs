@@ -467,3 +467,62 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     // The source let go of its output: the channel is closed.
     assert!(timeout(WAIT, rx.recv()).await.unwrap().is_none());
 }
+
+fn with_header(method: &str, path: &str, header: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\n{header}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn bearer_auth_is_required_when_configured() {
+    use webhook_sink::sources::auth::AuthConfig;
+    let mut h = start_with(8, |c| c.auth = Some(AuthConfig::Bearer { token: "s3cret-token".into() })).await;
+    let body = r#"{"eventType":"alert-created","id":"1"}"#;
+
+    let resp = post(h.addr, "/", body).await;
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(resp.error(), "missing or wrong credentials");
+    let resp = raw(h.addr, &with_header("POST", "/", "authorization: Bearer wrong", body)).await;
+    assert_eq!(resp.status, 401);
+    let resp = raw(h.addr, &with_header("POST", "/", "authorization: Bearer s3cret-token", body)).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(recv_ids(&mut h.rx, 1).await, ["1"]);
+    // Health probes need no credentials.
+    assert_eq!(raw(h.addr, &request("GET", "/health", "")).await.status, 200);
+    assert!(h.rx.try_recv().is_err(), "rejected requests sent nothing");
+    stop(h).await;
+}
+
+#[tokio::test]
+async fn basic_auth_is_required_when_configured() {
+    use webhook_sink::sources::auth::AuthConfig;
+    let mut h = start_with(8, |c| {
+        c.auth = Some(AuthConfig::Basic { username: "am".into(), password: "p@ss".into() })
+    })
+    .await;
+    let body = r#"{"eventType":"alert-created","id":"2"}"#;
+    let resp = post(h.addr, "/", body).await;
+    assert_eq!((resp.status, resp.header("www-authenticate")), (401, Some("Basic realm=\"webhook-sink\"")));
+    // base64("am:p@ss")
+    let resp = raw(h.addr, &with_header("POST", "/", "authorization: Basic YW06cEBzcw==", body)).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(recv_ids(&mut h.rx, 1).await, ["2"]);
+    stop(h).await;
+}
+
+#[tokio::test]
+async fn too_deep_json_is_refused_with_its_position() {
+    let mut h = start_with(8, |c| c.decoding.max_depth = 3).await;
+    let deep = r#"{"eventType":"alert-created","id":"1","x":{"y":{"z":{}}}}"#;
+    let resp = post(h.addr, "/", deep).await;
+    assert_eq!(resp.status, 400);
+    assert!(resp.error().contains("line 1, column 53") && resp.error().contains("deeper than the limit of 3"), "{resp:?}");
+    let ok = r#"{"eventType":"alert-created","id":"2","x":{"y":{}}}"#;
+    assert_eq!(post(h.addr, "/", ok).await.status, 200);
+    assert_eq!(recv_ids(&mut h.rx, 1).await, ["2"]);
+    stop(h).await;
+}
