@@ -351,10 +351,19 @@ fn is_webhook_sink_config(path: &Path, text: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn validate_accepts_every_example_config() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config-examples");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    // Every file below config-examples/, sub-folders (one per peer) included.
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut folders = vec![dir.clone()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
     files.sort();
     let mut checked = Vec::new();
     let mut failures = Vec::new();
@@ -385,7 +394,7 @@ async fn validate_accepts_every_example_config() {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         let out = run_to_end(&["validate", "--config", path_str(&file)], &env).await;
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let name = file.strip_prefix(&dir).unwrap().to_string_lossy().into_owned();
         let ok_line = out
             .stdout
             .lines()
