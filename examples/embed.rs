@@ -5,10 +5,12 @@
 //! cargo run --example embed -- http://127.0.0.1:8080/hook
 //! ```
 
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use webhook_sink::component::{SinkConfig, SinkContext, SinkStats};
+use webhook_sink::dead_letters::DeadLetters;
 use webhook_sink::event::{Event, EventKind, IncidentEvent};
 use webhook_sink::sinks::webhook::config::SecretUrl;
 use webhook_sink::sinks::webhook::WebhookSinkConfig;
@@ -23,14 +25,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let stats = Arc::new(SinkStats::default());
-    let cx = SinkContext { name: "embedded".into(), config_dir: ".".into(), stats: stats.clone() };
+    let dead_letters = Arc::new(DeadLetters::new(Path::new("webhook-sink-data")));
+    let cx = SinkContext { name: "embedded".into(), config_dir: ".".into(), stats: stats.clone(), dead_letters };
     let (sink, healthcheck) = config.build(cx).await?;
     if let Err(error) = healthcheck.await {
         eprintln!("healthcheck: {error}");
     }
     let mut incident = IncidentEvent::new(EventKind::Created);
     incident.summary = Some("disk full on db-1".into());
-    let events = futures::stream::iter([Event::new(incident)]).boxed();
+    let events = futures::stream::iter([Event::new(incident, 0)]).boxed();
     let _ = sink.run(events).await;
     println!(
         "delivered {}, failed {}",

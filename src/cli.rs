@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{self, PipelineConfig, SinkKind};
-use crate::event::sample_event;
+use crate::event::{new_webhook_id, sample_event};
 use crate::filter::Decision;
 use crate::sinks::webhook::client::build_client;
 use crate::sinks::webhook::service::WebhookService;
@@ -190,7 +190,7 @@ async fn test(path: &Path, name: &str, event: Option<&Path>) -> Result<ExitCode,
     let builder = &compiled.request_builder;
     let mut all_ok = true;
     for event in &events {
-        let request = builder.build(event).map_err(|e| e.to_string())?;
+        let request = builder.build(event, &new_webhook_id()).map_err(|e| e.to_string())?;
         println!("POST {}", builder.target());
         match service.send(request).await {
             Ok(response) => {

@@ -6,9 +6,11 @@
 //! Vector-shaped traits a host drives, [`config`] reads the pipeline file and
 //! [`topology`] wires it all together for the binary ([`cli`]).
 
+pub mod buffer;
 pub mod cli;
 pub mod component;
 pub mod config;
+pub mod dead_letters;
 pub mod demo;
 pub mod event;
 pub mod filter;
@@ -16,5 +18,6 @@ pub mod secret;
 pub mod suggest;
 pub mod sinks;
 pub mod sources;
+pub mod storage;
 pub mod template;
 pub mod topology;

@@ -2,21 +2,22 @@
 //! read them through bounded buffers, runs them, and shuts them down in order.
 //!
 //! Shutdown: cancelling the token stops the sources (no new input; requests being read
-//! finish). Once every source has stopped, the sinks' inputs close and each sink finishes
-//! what is in its buffer and in flight. If that takes longer than `shutdown_timeout`, the
-//! sinks are stopped and the events left are counted in the log.
+//! finish). Once every source has stopped, the sinks' buffers close and each sink
+//! finishes what is in its buffer and in flight. If that takes longer than
+//! `shutdown_timeout`, the sinks are stopped: what a disk buffer holds stays for the next
+//! start, what a memory buffer held is counted in the log as not delivered.
 
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::component::{BuildError, SinkContext, SinkStats, SourceContext, SourceSender};
+use crate::buffer::SinkBuffer;
+use crate::component::{BuildError, SinkContext, SinkInput, SinkStats, SourceContext, SourceSender};
 use crate::config::PipelineConfig;
-use crate::event::Event;
+use crate::dead_letters::DeadLetters;
 
 /// A component could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -40,59 +41,63 @@ pub struct RunReport {
     pub abandoned: u64,
 }
 
-/// A sink's input as the wiring step sees it.
-struct SinkInput {
-    tx: mpsc::Sender<Event>,
-    stats: Arc<SinkStats>,
-    reads: Vec<String>,
-}
-
 /// A built pipeline, ready to run.
 pub struct Pipeline {
     sources: Vec<(String, crate::component::Source)>,
-    sinks: Vec<(String, Box<dyn crate::component::StreamSink>, mpsc::Receiver<Event>)>,
+    sinks: Vec<(String, Box<dyn crate::component::StreamSink>, SinkBuffer)>,
     stats: Vec<(String, Arc<SinkStats>)>,
     shutdown: CancellationToken,
     shutdown_timeout: std::time::Duration,
 }
 
 impl Pipeline {
-    /// Builds every sink, then every source (binding their sockets). Healthchecks start
-    /// in the background and only log.
+    /// Builds every sink and opens its buffer, then builds every source (binding their
+    /// sockets). Healthchecks start in the background and only log.
     pub async fn build(config: &PipelineConfig, shutdown: CancellationToken) -> Result<Pipeline, TopologyError> {
+        let dead_letters = Arc::new(DeadLetters::new(&config.data_dir));
         let mut sinks = Vec::new();
         let mut stats = Vec::new();
-        let mut inputs: Vec<SinkInput> = Vec::new();
+        let mut inputs: Vec<(SinkInput, &[String])> = Vec::new();
         for (name, spec) in &config.sinks {
             let sink_config = spec.as_config();
+            let sink_error = |source| TopologyError { kind: "sink", name: name.clone(), source };
             let sink_stats = Arc::new(SinkStats::default());
-            let cx = SinkContext { name: name.clone(), config_dir: config.dir.clone(), stats: sink_stats.clone() };
-            let (sink, healthcheck) = sink_config
-                .build(cx)
-                .await
-                .map_err(|source| TopologyError { kind: "sink", name: name.clone(), source })?;
+            let cx = SinkContext {
+                name: name.clone(),
+                config_dir: config.dir.clone(),
+                stats: sink_stats.clone(),
+                dead_letters: dead_letters.clone(),
+            };
+            let (sink, healthcheck) = sink_config.build(cx).await.map_err(sink_error)?;
+            let buffer_config = sink_config.buffer();
+            let buffer = buffer_config
+                .open(&config.data_dir, name)
+                .map_err(|e| sink_error(BuildError::Other { message: format!("buffer: {e}") }))?;
+            let (held, _) = buffer.usage();
+            if held > 0 {
+                info!(sink = %name, events = held, "disk buffer holds undelivered events; delivering them first");
+            }
             let sink_name = name.clone();
             tokio::spawn(healthcheck.map(move |result| match result {
                 Ok(()) => info!(sink = %sink_name, "healthcheck passed"),
                 Err(error) => warn!(sink = %sink_name, %error, "healthcheck failed; the sink runs anyway"),
             }));
-            let (tx, rx) = mpsc::channel(sink_config.buffer_size());
-            inputs.push(SinkInput { tx, stats: sink_stats.clone(), reads: spec.inputs.clone() });
-            sinks.push((name.clone(), sink, rx));
+            let input = SinkInput {
+                name: name.clone(),
+                buffer: buffer.clone(),
+                when_full: buffer_config.when_full,
+                dead_letters: Some(dead_letters.clone()),
+                stats: sink_stats.clone(),
+            };
+            inputs.push((input, &spec.inputs));
+            sinks.push((name.clone(), sink, buffer));
             stats.push((name.clone(), sink_stats));
         }
         let mut sources = Vec::new();
         for (name, spec) in &config.sources {
-            let outputs = inputs
-                .iter()
-                .filter(|input| input.reads.contains(name))
-                .map(|input| (input.tx.clone(), input.stats.clone()))
-                .collect();
-            let cx = SourceContext {
-                name: name.clone(),
-                out: SourceSender::with_stats(outputs),
-                shutdown: shutdown.clone(),
-            };
+            let outputs =
+                inputs.iter().filter(|(_, reads)| reads.contains(name)).map(|(input, _)| input.clone()).collect();
+            let cx = SourceContext { name: name.clone(), out: SourceSender::new(outputs), shutdown: shutdown.clone() };
             let source = spec
                 .as_config()
                 .build(cx)
@@ -100,8 +105,6 @@ impl Pipeline {
                 .map_err(|source| TopologyError { kind: "source", name: name.clone(), source })?;
             sources.push((name.clone(), source));
         }
-        // From here on only the sources hold senders: when they stop, the sinks' inputs end.
-        drop(inputs);
         Ok(Pipeline { sources, sinks, stats, shutdown, shutdown_timeout: config.shutdown_timeout })
     }
 
@@ -114,8 +117,10 @@ impl Pipeline {
     /// is cancelled) and the sinks have drained, or the shutdown deadline has passed.
     pub async fn run(self) -> RunReport {
         let mut sink_tasks = JoinSet::new();
-        for (name, sink, rx) in self.sinks {
-            let input = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).boxed();
+        let buffers: Vec<SinkBuffer> = self.sinks.iter().map(|(_, _, buffer)| buffer.clone()).collect();
+        for (name, sink, buffer) in self.sinks {
+            let input =
+                futures::stream::unfold(buffer, |buffer| async move { buffer.pop().await.map(|e| (e, buffer)) }).boxed();
             sink_tasks.spawn(async move {
                 if sink.run(input).await.is_err() {
                     error!(sink = %name, "sink stopped with an error");
@@ -132,6 +137,10 @@ impl Pipeline {
         }
         while source_tasks.join_next().await.is_some() {}
         info!("all sources stopped; draining sinks");
+        // No source pushes any more: each sink ends once its buffer is drained.
+        for buffer in &buffers {
+            buffer.close();
+        }
         let drain = async { while sink_tasks.join_next().await.is_some() {} };
         tokio::pin!(drain);
         let mut abandoned = 0;
@@ -140,11 +149,19 @@ impl Pipeline {
             () = self.shutdown.cancelled() => false,
         };
         if !drained && tokio::time::timeout(self.shutdown_timeout, &mut drain).await.is_err() {
-            for (name, stats) in &self.stats {
-                let pending = stats.pending();
-                abandoned += pending;
-                if pending > 0 {
-                    error!(sink = %name, events = pending, "shutdown deadline passed; events not delivered");
+            for ((name, stats), buffer) in self.stats.iter().zip(&buffers) {
+                let (held, _) = buffer.usage();
+                match buffer {
+                    SinkBuffer::Disk(_) if held > 0 => {
+                        info!(sink = %name, events = held, "shutdown deadline passed; events stay in the disk buffer for the next start")
+                    }
+                    _ => {
+                        let pending = stats.pending().max(held as u64);
+                        abandoned += pending;
+                        if pending > 0 {
+                            error!(sink = %name, events = pending, "shutdown deadline passed; events in the memory buffer not delivered");
+                        }
+                    }
                 }
             }
         }
@@ -156,6 +173,8 @@ impl Pipeline {
                 failed = SinkStats::get(&stats.failed),
                 filtered = SinkStats::get(&stats.filtered),
                 render_failed = SinkStats::get(&stats.render_failed),
+                dead_lettered = SinkStats::get(&stats.dead_lettered),
+                retries = SinkStats::get(&stats.retries),
                 "sink finished"
             );
         }

@@ -343,7 +343,10 @@ fn placeholders(text: &str) -> Vec<String> {
 fn is_webhook_sink_config(path: &Path, text: &str) -> bool {
     match path.extension().and_then(|e| e.to_str()) {
         Some("toml") => true,
-        Some("yaml" | "yml") => text.lines().any(|l| l.starts_with("sinks:")),
+        // Peers' own YAML (vector.yaml) has `sinks:` too; ours has webhook sinks.
+        Some("yaml" | "yml") => {
+            text.lines().any(|l| l.starts_with("sinks:")) && text.lines().any(|l| l.trim() == "type: webhook")
+        }
         _ => false,
     }
 }
@@ -660,7 +663,7 @@ fn secret_pipeline(source: SocketAddr, receiver: SocketAddr, template: &str) -> 
         "[sources.alerts]\ntype = \"http_server\"\naddress = \"{source}\"\npath = \"/events\"\n\n\
          [sinks.chat]\ntype = \"webhook\"\ninputs = [\"alerts\"]\n\
          url = \"http://alice:Sup3rS3cretPw%21@{receiver}/hook\"\n\
-         headers = {{ \"X-Token\" = \"{TOKEN}\" }}\n{template}"
+         headers = {{ \"X-Token\" = \"{TOKEN}\" }}\nretry.attempts = 1\n{template}"
     )
 }
 
@@ -710,9 +713,9 @@ async fn secrets_never_appear_in_logs_or_output() {
         "rejected.toml",
         &secret_pipeline(source, receiver.addr(), ""),
     );
-    let output = run_one_event(&config, source, "webhook rejected by endpoint").await;
+    let output = run_one_event(&config, source, "webhook not delivered").await;
     assert_no_secrets("endpoint answers 500", &output);
-    let lines = problem_lines(&output, "webhook rejected by endpoint");
+    let lines = problem_lines(&output, "webhook not delivered");
     assert!(
         lines.iter().any(|l| l.contains("sink=chat")
             && l.contains("500")
@@ -744,9 +747,9 @@ async fn secrets_never_appear_in_logs_or_output() {
     let source = free_addr();
     let down = free_addr();
     let config = dir.write("down.toml", &secret_pipeline(source, down, ""));
-    let output = run_one_event(&config, source, "webhook delivery failed").await;
+    let output = run_one_event(&config, source, "webhook not delivered").await;
     assert_no_secrets("endpoint down", &output);
-    let lines = problem_lines(&output, "webhook delivery failed");
+    let lines = problem_lines(&output, "webhook not delivered");
     assert!(
         lines
             .iter()

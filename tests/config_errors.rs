@@ -69,7 +69,7 @@ fn unknown_keys_are_named_with_a_suggestion() {
     let text = single("a.toml", &with_sink("url = \"http://h/\"\ntriggerz = [\"alert-created\"]\n"));
     assert!(text.contains("`sinks.chat.triggerz`") && text.contains("did you mean `triggers`?"), "{text}");
     let text = single("b.toml", &format!("sinkz = 1\n{}", with_sink("url = \"http://h/\"")));
-    assert!(text.contains("`sinkz`: unknown key (known keys: sources, sinks, shutdown_timeout_secs), did you mean `sinks`?"), "{text}");
+    assert!(text.contains("`sinkz`: unknown key (known keys: sources, sinks, shutdown_timeout_secs, data_dir), did you mean `sinks`?"), "{text}");
     let text = single("c.toml", &with_sink("url = \"http://h/\"").replace("address", "adress"));
     assert!(text.contains("`sources.alerts.adress`"), "{text}");
 }

@@ -24,6 +24,7 @@ use webhook_sink::topology::{Pipeline, RunReport};
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Running {
+    _data: tempfile::TempDir,
     source: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<RunReport>,
@@ -47,13 +48,17 @@ fn free_port() -> SocketAddr {
 
 async fn start(sinks: &str) -> Running {
     let source = free_port();
-    let text = format!("[sources.alerts]\ntype = \"http_server\"\naddress = \"{source}\"\n\n{sinks}");
+    let data = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = '{}'\n[sources.alerts]\ntype = \"http_server\"\naddress = \"{source}\"\n\n{sinks}",
+        data.path().display()
+    );
     let config = load_str(Path::new("end_to_end.toml"), &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     let shutdown = CancellationToken::new();
     let pipeline = Pipeline::build(&config, shutdown.clone()).await.unwrap();
     let stats = pipeline.stats();
     let task = tokio::spawn(pipeline.run());
-    Running { source, shutdown, task, stats }
+    Running { _data: data, source, shutdown, task, stats }
 }
 
 async fn post(source: SocketAddr, body: &str) -> (u16, String) {
@@ -122,7 +127,7 @@ async fn https_with_a_generated_ca_and_refused_without_it() {
     let port = receiver.addr().port();
     let running = start(&format!(
         "[sinks.trusted]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"https://localhost:{port}/secure\"\ntls.ca_file = \"{}\"\n\n\
-         [sinks.untrusted]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"https://localhost:{port}/untrusted\"\n",
+         [sinks.untrusted]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"https://localhost:{port}/untrusted\"\nretry.attempts = 1\n",
         certs.ca_path.display()
     ))
     .await;
@@ -251,7 +256,7 @@ async fn a_malformed_body_is_rejected_whole() {
 async fn failures_are_counted_and_the_rest_goes_through() {
     let receiver = Receiver::http().await;
     receiver.set_status(500);
-    let running = start(&format!("[sinks.raw]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\n", receiver.url("/"))).await;
+    let running = start(&format!("[sinks.raw]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\nretry.attempts = 1\n", receiver.url("/"))).await;
     post(running.source, &ndjson(&[event("1", "alert-created")])).await;
     receiver.wait_for(1, WAIT).await;
     wait_until(|| SinkStats::get(&running.stats("raw").failed) == 1).await;
@@ -276,7 +281,7 @@ async fn requests_time_out() {
         }
     });
     let running = start(&format!(
-        "[sinks.slow]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"http://{addr}/\"\nrequest.timeout_secs = 0.2\n"
+        "[sinks.slow]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"http://{addr}/\"\nrequest.timeout_secs = 0.2\nretry.attempts = 1\n"
     ))
     .await;
     post(running.source, &ndjson(&[event("1", "alert-created")])).await;

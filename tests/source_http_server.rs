@@ -7,12 +7,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use webhook_sink::component::{SourceConfig, SourceContext, SourceSender};
-use webhook_sink::event::Event;
+use webhook_sink::component::{event_channel, EventReceiver, SourceConfig, SourceContext};
 use webhook_sink::sources::http_server::HttpServerSourceConfig;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -25,7 +23,7 @@ fn free_addr() -> SocketAddr {
 
 struct Harness {
     addr: SocketAddr,
-    rx: mpsc::Receiver<Event>,
+    rx: EventReceiver,
     shutdown: CancellationToken,
     source: JoinHandle<Result<(), ()>>,
 }
@@ -33,11 +31,11 @@ struct Harness {
 async fn start_with(capacity: usize, edit: impl FnOnce(&mut HttpServerSourceConfig)) -> Harness {
     let mut config = HttpServerSourceConfig::new(free_addr());
     edit(&mut config);
-    let (tx, rx) = mpsc::channel(capacity);
+    let (out, rx) = event_channel(capacity);
     let shutdown = CancellationToken::new();
     let cx = SourceContext {
         name: "web".into(),
-        out: SourceSender::new(vec![tx]),
+        out,
         shutdown: shutdown.clone(),
     };
     let source = config.build(cx).await.expect("the source builds");
@@ -153,7 +151,7 @@ async fn post(addr: SocketAddr, path: &str, body: &str) -> Resp {
     raw(addr, &request("POST", path, body)).await
 }
 
-async fn recv_ids(rx: &mut mpsc::Receiver<Event>, count: usize) -> Vec<String> {
+async fn recv_ids(rx: &mut EventReceiver, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..count {
         let event = timeout(WAIT, rx.recv())
@@ -264,7 +262,7 @@ async fn malformed_body_is_rejected_whole() {
     assert_eq!(resp.status, 400);
 
     // Nothing of the rejected bodies went through, and the source still takes events.
-    assert!(h.rx.try_recv().is_err());
+    assert!(h.rx.try_recv().is_none());
     let resp = post(h.addr, "/", r#"{"eventType":"alert-created","id":"after"}"#).await;
     assert_eq!(resp.status, 200);
     assert_eq!(recv_ids(&mut h.rx, 1).await, ["after"]);
@@ -308,7 +306,7 @@ async fn bodies_over_the_limit_get_413() {
     let resp = raw(h.addr, &chunked).await;
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(recv_ids(&mut h.rx, 1).await, ["s"]);
-    assert!(h.rx.try_recv().is_err());
+    assert!(h.rx.try_recv().is_none());
     stop(h).await;
 }
 
@@ -353,7 +351,7 @@ async fn closed_pipeline_answers_503() {
     drop(rx);
     let resp = post(addr, "/", r#"{"eventType":"alert-created"}"#).await;
     assert_eq!(resp.status, 503, "{resp:?}");
-    assert_eq!(resp.error(), "shutting down");
+    assert_eq!(resp.error(), "the pipeline is shutting down");
     shutdown.cancel();
     assert_eq!(timeout(WAIT, source).await.unwrap().unwrap(), Ok(()));
 }
@@ -361,28 +359,39 @@ async fn closed_pipeline_answers_503() {
 const THREE: &str = "{\"eventType\":\"alert-created\",\"id\":\"1\"}\n{\"eventType\":\"alert-created\",\"id\":\"2\"}\n{\"eventType\":\"alert-created\",\"id\":\"3\"}\n";
 
 #[tokio::test]
-async fn a_full_sink_holds_the_answer_back() {
-    let mut h = start_with(1, |_| {}).await;
+async fn a_full_sink_gets_503_with_retry_after_and_nothing_is_half_taken() {
+    let mut h = start_with(3, |c| c.retry_after_secs = 7).await;
+    let one = |id: &str| format!("{{\"eventType\":\"alert-created\",\"id\":\"{id}\"}}\n");
+    assert_eq!(post(h.addr, "/", &one("0")).await.status, 200);
+
+    // Room for two more; a body of three is refused whole, with a hint when to retry.
+    let resp = post(h.addr, "/", THREE).await;
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert_eq!(resp.header("retry-after"), Some("7"));
+    assert!(resp.error().contains("no room"), "{resp:?}");
+    assert_json(&resp);
+
+    // Once the sink has taken what it holds, the retried body goes through.
+    assert_eq!(recv_ids(&mut h.rx, 1).await, ["0"]);
+    let resp = post(h.addr, "/", THREE).await;
+    assert_eq!((resp.status, &resp.body["accepted"]), (200, &Value::from(3)));
+    assert_eq!(recv_ids(&mut h.rx, 3).await, ["1", "2", "3"]);
+    assert!(h.rx.try_recv().is_none(), "the refused body left nothing behind");
+    stop(h).await;
+}
+
+#[tokio::test]
+async fn acknowledgements_answer_once_delivered() {
+    let mut h = start_with(8, |c| c.acknowledgements = true).await;
     let addr = h.addr;
     let mut pending = tokio::spawn(async move { post(addr, "/", THREE).await });
-
-    // Nobody reads: the answer waits for room in the channel.
     assert!(
-        timeout(Duration::from_millis(300), &mut pending)
-            .await
-            .is_err(),
-        "answered before the sink took the events"
+        timeout(Duration::from_millis(300), &mut pending).await.is_err(),
+        "answered before the events were delivered"
     );
-
     assert_eq!(recv_ids(&mut h.rx, 3).await, ["1", "2", "3"]);
-    let resp = timeout(WAIT, pending)
-        .await
-        .expect("answered once drained")
-        .unwrap();
-    assert_eq!(
-        (resp.status, &resp.body["accepted"]),
-        (200, &Value::from(3))
-    );
+    let resp = timeout(WAIT, pending).await.expect("answered once delivered").unwrap();
+    assert_eq!((resp.status, &resp.body["delivered"]), (200, &Value::from(true)), "{resp:?}");
     stop(h).await;
 }
 
@@ -403,7 +412,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
         mut rx,
         shutdown,
         mut source,
-    } = start_with(1, |_| {}).await;
+    } = start_with(8, |c| c.acknowledgements = true).await;
 
     // An idle keep-alive connection, to be closed by the shutdown.
     let mut idle = TcpStream::connect(addr).await.unwrap();
@@ -423,7 +432,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
         timeout(Duration::from_millis(300), &mut pending)
             .await
             .is_err(),
-        "blocked on back-pressure"
+        "waiting for the acknowledgement"
     );
 
     shutdown.cancel();
@@ -493,7 +502,7 @@ async fn bearer_auth_is_required_when_configured() {
     assert_eq!(recv_ids(&mut h.rx, 1).await, ["1"]);
     // Health probes need no credentials.
     assert_eq!(raw(h.addr, &request("GET", "/health", "")).await.status, 200);
-    assert!(h.rx.try_recv().is_err(), "rejected requests sent nothing");
+    assert!(h.rx.try_recv().is_none(), "rejected requests sent nothing");
     stop(h).await;
 }
 

@@ -80,6 +80,8 @@ pub struct PipelineConfig {
     pub sinks: Vec<(String, SinkSpec)>,
     /// How long shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// Where disk buffers and dead letters are kept.
+    pub data_dir: PathBuf,
 }
 
 impl PipelineConfig {
@@ -94,7 +96,10 @@ impl PipelineConfig {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 3] = ["sources", "sinks", "shutdown_timeout_secs"];
+const TOP_LEVEL_KEYS: [&str; 4] = ["sources", "sinks", "shutdown_timeout_secs", "data_dir"];
+
+/// Default of `data_dir`, relative to the config file's folder.
+pub const DEFAULT_DATA_DIR: &str = "webhook-sink-data";
 const SOURCE_TYPES: [&str; 2] = ["http_server", "stdin"];
 const SINK_TYPES: [&str; 1] = ["webhook"];
 
@@ -186,7 +191,7 @@ impl Loader {
         for key in top.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 let hint = closest(key, TOP_LEVEL_KEYS).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
-                self.errors.push(ConfigError::at_key(&self.file, key.clone(), format!("unknown key (known keys: sources, sinks, shutdown_timeout_secs){hint}")));
+                self.errors.push(ConfigError::at_key(&self.file, key.clone(), format!("unknown key (known keys: {}){hint}", TOP_LEVEL_KEYS.join(", "))));
             }
         }
         let shutdown_timeout = match top.remove("shutdown_timeout_secs") {
@@ -198,6 +203,14 @@ impl Loader {
                     Duration::ZERO
                 }
             },
+        };
+        let data_dir = match top.remove("data_dir") {
+            None => dir.join(DEFAULT_DATA_DIR),
+            Some(Value::String(path)) if !path.is_empty() => dir.join(path),
+            Some(_) => {
+                self.error("data_dir", "must be a path");
+                dir.join(DEFAULT_DATA_DIR)
+            }
         };
         let source_tables = self.components(top.remove("sources"), "sources");
         // Inputs are checked against every declared source, even one with errors of its own,
@@ -218,7 +231,7 @@ impl Loader {
         }
         self.check_names(&source_names, &sinks);
         self.check_inputs(&source_names, &sinks);
-        Some(PipelineConfig { path: self.file.clone(), dir: dir.to_path_buf(), sources, sinks, shutdown_timeout })
+        Some(PipelineConfig { path: self.file.clone(), dir: dir.to_path_buf(), sources, sinks, shutdown_timeout, data_dir })
     }
 
     fn components(&mut self, value: Option<Value>, section: &str) -> Vec<(String, Map<String, Value>)> {

@@ -6,6 +6,7 @@
 
 mod event_type;
 mod field;
+mod finalize;
 mod sample;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 
 pub use event_type::{EventKind, EventType, UnknownEventType};
 pub use field::{lookup, EventView, FieldPath, FieldRef, InvalidFieldPath, KnownField};
+pub use finalize::{AckGroup, AckToken, Finalizer, Outcome};
 pub use sample::{minimal_sample, sample_event};
 
 /// One incident event, as the default webhook payload shows it.
@@ -234,20 +236,54 @@ impl IncidentEvent {
     }
 }
 
-/// An event travelling through the pipeline: the incident plus what the host knows of it.
-#[derive(Debug, Clone)]
+/// An event travelling through the pipeline: the incident, its delivery id, and what the
+/// host knows of it. Each sink gets its own copy ([`Event::copy`]) with its own finalizer.
+#[derive(Debug)]
 pub struct Event {
-    /// The incident, shared between the sinks that fan out from one source.
+    /// The incident, shared between the copies that fan out from one source.
     pub incident: Arc<IncidentEvent>,
+    /// The id every delivery of this event carries as `webhook-id`: the same across
+    /// retries, restarts and replays, so a receiver can drop duplicates.
+    pub id: Arc<str>,
+    /// Bytes the event took on the wire (counted against buffer limits).
+    pub size: usize,
     /// When the source accepted it (for latency figures).
     pub received_at: Instant,
+    /// Reports what became of this copy.
+    pub finalizer: Finalizer,
 }
 
 impl Event {
-    /// Wraps an incident that was just received.
-    pub fn new(incident: IncidentEvent) -> Self {
-        Event { incident: Arc::new(incident), received_at: Instant::now() }
+    /// Wraps an incident that was just received, giving it a new delivery id.
+    pub fn new(incident: IncidentEvent, size: usize) -> Self {
+        Event::with_id(incident, new_webhook_id().into(), size)
     }
+
+    /// Wraps an incident that already has a delivery id (read back from a buffer).
+    pub fn with_id(incident: IncidentEvent, id: Arc<str>, size: usize) -> Self {
+        Event { incident: Arc::new(incident), id, size, received_at: Instant::now(), finalizer: Finalizer::default() }
+    }
+
+    /// Another copy of the same event (same incident and id) with a finalizer of its own.
+    pub fn copy(&self) -> Event {
+        Event {
+            incident: self.incident.clone(),
+            id: self.id.clone(),
+            size: self.size,
+            received_at: self.received_at,
+            finalizer: Finalizer::default(),
+        }
+    }
+
+    /// Reports what became of this copy.
+    pub fn finish(self, outcome: Outcome) {
+        self.finalizer.finish(outcome);
+    }
+}
+
+/// A fresh delivery id: `msg_` and a time-ordered UUID (the Standard Webhooks style).
+pub fn new_webhook_id() -> String {
+    format!("msg_{}", uuid::Uuid::now_v7().simple())
 }
 
 #[cfg(test)]

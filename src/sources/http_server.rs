@@ -15,7 +15,8 @@
 //! | 404 | a path other than `path` or `/health` |
 //! | 405 (`Allow: POST`) | a method other than POST on `path` |
 //! | 413 | the body is larger than `max_body_bytes` |
-//! | 503 `{"error":"shutting down"}` | the pipeline closed before the events could be sent |
+//! | 503 + `Retry-After` | the sinks' buffers are full (nothing of the body was taken), or the pipeline is shutting down |
+//! | 500 / 400 | with `acknowledgements = true`: an event failed / was refused for good |
 //!
 //! On shutdown the listener is closed at once (new connections are refused), idle
 //! keep-alive connections are closed, and requests in flight get up to
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
@@ -44,7 +45,8 @@ use tracing::{debug, info, warn};
 
 use super::auth::{AuthConfig, Authenticator};
 use super::decode::{Decoder, DecodingConfig};
-use crate::component::{BuildError, FieldError, Source, SourceConfig, SourceContext, SourceSender};
+use crate::component::{BuildError, FieldError, SendError, Source, SourceConfig, SourceContext, SourceSender};
+use crate::event::{AckGroup, Outcome};
 
 /// How long requests in flight may take to finish once shutdown begins; connections
 /// still busy after that are dropped.
@@ -96,6 +98,20 @@ pub struct HttpServerSourceConfig {
     /// is taken).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
+    /// End-to-end acknowledgements: answer only once every sink that took the request's
+    /// events is done with them: 200 when all were delivered (or filtered out), 400 when an
+    /// endpoint refused one for good, 500 when one failed for good. Without it, 200 means
+    /// "accepted into the buffers". Default: false.
+    #[serde(default)]
+    pub acknowledgements: bool,
+    /// `Retry-After` (seconds) of a 503 answered because the sinks' buffers are full.
+    /// Default: 5.
+    #[serde(default = "default_retry_after_secs")]
+    pub retry_after_secs: u32,
+}
+
+fn default_retry_after_secs() -> u32 {
+    5
 }
 
 impl HttpServerSourceConfig {
@@ -107,6 +123,8 @@ impl HttpServerSourceConfig {
             max_body_bytes: default_max_body_bytes(),
             decoding: DecodingConfig::default(),
             auth: None,
+            acknowledgements: false,
+            retry_after_secs: default_retry_after_secs(),
         }
     }
 
@@ -165,6 +183,8 @@ impl SourceConfig for HttpServerSourceConfig {
             max_body_bytes: self.max_body_bytes,
             decoder,
             auth,
+            acknowledgements: self.acknowledgements,
+            retry_after_secs: self.retry_after_secs,
             out: cx.out,
         });
         Ok(Box::pin(serve(listener, state, cx.shutdown)))
@@ -179,6 +199,8 @@ struct State {
     max_body_bytes: usize,
     decoder: Decoder,
     auth: Option<Authenticator>,
+    acknowledgements: bool,
+    retry_after_secs: u32,
     out: SourceSender,
 }
 
@@ -337,7 +359,7 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
             return error(StatusCode::BAD_REQUEST, reason);
         }
     };
-    let events = match state.decoder.decode(&body) {
+    let events = match state.decoder.decode_sized(&body) {
         Ok(events) => events,
         Err(e) => {
             warn!(source = %state.name, peer = %peer, reason = %e, "http_server rejected a body");
@@ -345,21 +367,41 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
         }
     };
     let count = events.len();
-    match state.out.send_batch(events).await {
-        Ok(()) => {
-            debug!(source = %state.name, peer = %peer, events = count, "http_server accepted a batch");
-            json_response(StatusCode::OK, &json!({ "accepted": count }))
+    let ack = state.acknowledgements.then(AckGroup::new);
+    let report = match state.out.try_send(events, ack.as_ref()).await {
+        Ok(report) => report,
+        Err(e) => {
+            warn!(source = %state.name, peer = %peer, reason = %e, "http_server refused a body");
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            if let SendError::Full { .. } = e {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(state.retry_after_secs));
+            }
+            return response;
         }
-        Err(_closed) => {
-            warn!(
-                source = %state.name,
-                peer = %peer,
-                reason = "the pipeline is shutting down",
-                "http_server rejected a body"
-            );
-            error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())
-        }
+    };
+    debug!(source = %state.name, peer = %peer, events = count, "http_server accepted a batch");
+    let mut answer = json!({ "accepted": count });
+    if !report.dead_lettered.is_empty() {
+        answer["dead_lettered_by"] = json!(report.dead_lettered);
     }
+    let Some(ack) = ack else {
+        return json_response(StatusCode::OK, &answer);
+    };
+    // End-to-end acknowledgement: answer once every sink that took the events is done.
+    let outcome = ack.wait().await;
+    let (status, delivered) = match outcome {
+        Outcome::Delivered | Outcome::Filtered => (StatusCode::OK, true),
+        Outcome::Rejected => (StatusCode::BAD_REQUEST, false),
+        Outcome::Failed | Outcome::Dropped => (StatusCode::INTERNAL_SERVER_ERROR, false),
+    };
+    answer["delivered"] = json!(delivered);
+    if !delivered {
+        answer["error"] = json!(match outcome {
+            Outcome::Rejected => "an endpoint refused the events for good; they are in the dead letters",
+            _ => "the events could not be delivered; they are in the dead letters",
+        });
+    }
+    json_response(status, &answer)
 }
 
 fn health() -> HttpResponse {
@@ -382,7 +424,6 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
 
     fn parse(text: &str) -> Result<HttpServerSourceConfig, toml::de::Error> {
         toml::from_str(text)
@@ -434,10 +475,10 @@ mod tests {
     }
 
     fn context() -> SourceContext {
-        let (tx, _rx) = mpsc::channel(1);
+        let (out, _rx) = crate::component::event_channel(1);
         SourceContext {
             name: "web".into(),
-            out: SourceSender::new(vec![tx]),
+            out,
             shutdown: CancellationToken::new(),
         }
     }

@@ -103,7 +103,7 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
 ) -> (ReadSummary, Result<(), ()>) {
     let mut summary = ReadSummary::default();
     let mut lines = LineReader::default();
-    let mut batch: Vec<IncidentEvent> = Vec::new();
+    let mut batch: Vec<(IncidentEvent, usize)> = Vec::new();
     let mut result = Ok(());
 
     loop {
@@ -167,13 +167,13 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
 async fn send(
     name: &str,
     out: &SourceSender,
-    batch: &mut Vec<IncidentEvent>,
+    batch: &mut Vec<(IncidentEvent, usize)>,
     summary: &mut ReadSummary,
 ) -> Result<(), ()> {
     let events = std::mem::take(batch);
     let count = events.len();
-    match out.send_batch(events).await {
-        Ok(()) => {
+    match out.send(events, None).await {
+        Ok(_) => {
             summary.accepted += count;
             Ok(())
         }
@@ -192,7 +192,7 @@ enum RawLine {
 }
 
 /// Decodes a line: no events for a blank one, `Err` with the reason for a bad one.
-fn decode_line(decoder: &Decoder, line: RawLine) -> Result<Vec<IncidentEvent>, String> {
+fn decode_line(decoder: &Decoder, line: RawLine) -> Result<Vec<(IncidentEvent, usize)>, String> {
     let bytes = match line {
         RawLine::Bytes(bytes) => bytes,
         RawLine::TooLong(len) => {
@@ -206,7 +206,7 @@ fn decode_line(decoder: &Decoder, line: RawLine) -> Result<Vec<IncidentEvent>, S
     if text.is_empty() {
         return Ok(Vec::new());
     }
-    decoder.decode(text.as_bytes()).map_err(|e| e.to_string())
+    decoder.decode_sized(text.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// Splits input into lines, keeping its progress in itself so that a `next` future may
@@ -277,9 +277,9 @@ mod tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncRead, ReadBuf};
-    use tokio::sync::mpsc;
 
     use super::*;
+    use crate::component::{event_channel, EventReceiver};
     use crate::event::Event;
 
     fn ids(events: &[Event]) -> Vec<String> {
@@ -289,7 +289,7 @@ mod tests {
             .collect()
     }
 
-    async fn drain(rx: &mut mpsc::Receiver<Event>) -> Vec<Event> {
+    async fn drain(rx: &mut EventReceiver) -> Vec<Event> {
         let mut events = Vec::new();
         while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             events.push(event);
@@ -309,8 +309,7 @@ mod tests {
         input.extend_from_slice(b"{\"eventType\":\"alert-resolved\",\"id\":\"2\"}\r\n");
         input.extend_from_slice(b"{\"eventType\":\"alert-resolved\",\"id\":\"3\"}");
 
-        let (tx, mut rx) = mpsc::channel(16);
-        let out = SourceSender::new(vec![tx]);
+        let (out, mut rx) = event_channel(16);
         let summary = read_ndjson("in", &input[..], &Decoder::default(), &out, &CancellationToken::new()).await;
         drop(out);
         assert_eq!(
@@ -342,8 +341,7 @@ mod tests {
         let mut input = vec![b'x'; MAX_LINE_BYTES + 10];
         input.push(b'\n');
         input.extend_from_slice(b"{\"eventType\":\"alert-created\",\"id\":\"after\"}\n");
-        let (tx, mut rx) = mpsc::channel(4);
-        let out = SourceSender::new(vec![tx]);
+        let (out, mut rx) = event_channel(4);
         let reader = tokio::io::BufReader::with_capacity(4096, &input[..]);
         let summary = read_ndjson("in", reader, &Decoder::default(), &out, &CancellationToken::new()).await;
         drop(out);
@@ -365,8 +363,7 @@ mod tests {
             .map(|i| format!("{{\"eventType\":\"alert-created\",\"id\":\"{i}\"}}\n"))
             .collect();
         // A channel smaller than a batch: the reader can only finish if it waits for room.
-        let (tx, mut rx) = mpsc::channel(3);
-        let out = SourceSender::new(vec![tx]);
+        let (out, mut rx) = event_channel(3);
         let reading = tokio::spawn(async move {
             read_ndjson("in", input.as_bytes(), &Decoder::default(), &out, &CancellationToken::new()).await
         });
@@ -423,8 +420,7 @@ mod tests {
                 b"{\"eventType\":\"alert-created\",\"id\":\"partial",
             ],
         });
-        let (tx, mut rx) = mpsc::channel(16);
-        let out = SourceSender::new(vec![tx]);
+        let (out, mut rx) = event_channel(16);
         let shutdown = CancellationToken::new();
         let reading = tokio::spawn({
             let shutdown = shutdown.clone();
@@ -466,9 +462,8 @@ mod tests {
     #[tokio::test]
     async fn closed_output_stops_reading() {
         let input = "{\"eventType\":\"alert-created\"}\n".repeat(BATCH_SIZE * 3);
-        let (tx, rx) = mpsc::channel(1);
+        let (out, rx) = event_channel(1);
         drop(rx);
-        let out = SourceSender::new(vec![tx]);
         let summary = tokio::time::timeout(
             Duration::from_secs(5),
             read_ndjson("in", input.as_bytes(), &Decoder::default(), &out, &CancellationToken::new()),

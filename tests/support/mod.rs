@@ -5,6 +5,7 @@ pub mod certs;
 pub mod peer;
 pub mod receiver;
 
+#[allow(unused_imports)]
 pub use certs::TestCerts;
 #[allow(unused_imports)]
 pub use receiver::{Receiver, Recorded};

@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{build_client, TlsOptions};
 use super::request_builder::RequestBuilder;
+use super::retry::{RetryConfig, RetryPolicy};
 use super::service::WebhookService;
 use super::sink::WebhookSink;
 use super::target::Target;
+use crate::buffer::BufferConfig;
 use crate::component::{BuildError, FieldError, Healthcheck, SinkConfig, SinkContext, StreamSink};
 use crate::filter::{ConditionConfig, Filter};
 pub use crate::secret::SecretString;
@@ -67,9 +69,13 @@ pub struct WebhookSinkConfig {
     /// Request settings.
     #[serde(default)]
     pub request: RequestConfig,
-    /// Buffer between the sink's inputs and its deliveries.
+    /// Buffer between the sink's inputs and its deliveries: `buffer.type` (`memory` or
+    /// `disk`), `buffer.max_events`, `buffer.max_bytes`, `buffer.when_full`.
     #[serde(default)]
     pub buffer: BufferConfig,
+    /// Retries: `retry.attempts`, `retry.max_elapsed_secs`, backoff and `retry.on_status`.
+    #[serde(default)]
+    pub retry: RetryConfig,
     /// Start-up check of the endpoint.
     #[serde(default)]
     pub healthcheck: HealthcheckConfig,
@@ -94,6 +100,7 @@ impl Default for WebhookSinkConfig {
             tls: TlsConfig::default(),
             request: RequestConfig::default(),
             buffer: BufferConfig::default(),
+            retry: RetryConfig::default(),
             healthcheck: HealthcheckConfig::default(),
         }
     }
@@ -141,7 +148,8 @@ pub struct RequestConfig {
     /// Seconds a request may take, from connecting to the end of the answer. Default: 30.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: f64,
-    /// Requests in flight at once. Default: 16.
+    /// Requests in flight at once (different alerts; one alert's events go one at a time).
+    /// Default: 16.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
 }
@@ -156,25 +164,6 @@ fn default_concurrency() -> usize {
 impl Default for RequestConfig {
     fn default() -> Self {
         RequestConfig { timeout_secs: default_timeout_secs(), concurrency: default_concurrency() }
-    }
-}
-
-/// The in-memory buffer in front of a sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BufferConfig {
-    /// Events held before the sources that feed this sink wait. Default: 1000.
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-}
-
-fn default_max_events() -> usize {
-    1000
-}
-
-impl Default for BufferConfig {
-    fn default() -> Self {
-        BufferConfig { max_events: default_max_events() }
     }
 }
 
@@ -220,6 +209,8 @@ pub struct CompiledWebhook {
     pub request_builder: RequestBuilder,
     /// Per-request time limit.
     pub timeout: Duration,
+    /// When to retry.
+    pub retry: RetryPolicy,
     /// TLS settings, paths resolved.
     pub tls: TlsOptions,
 }
@@ -243,9 +234,10 @@ impl WebhookSinkConfig {
         if self.request.concurrency == 0 {
             errors.push(FieldError::new("request.concurrency", "must be at least 1"));
         }
-        if self.buffer.max_events == 0 {
-            errors.push(FieldError::new("buffer.max_events", "must be at least 1"));
-        }
+        errors.extend(self.buffer.validate());
+        errors.extend(
+            self.retry.validate().into_iter().map(|(field, message)| FieldError::new(format!("retry.{field}"), message)),
+        );
         let tls = TlsOptions { ca_file: self.tls.ca_file.as_ref().map(|p| config_dir.join(p)) };
         if let Some(path) = &tls.ca_file {
             if !path.is_file() {
@@ -257,6 +249,7 @@ impl WebhookSinkConfig {
                 filter,
                 request_builder: RequestBuilder::new(target, body, headers),
                 timeout: Duration::from_secs_f64(self.request.timeout_secs),
+                retry: self.retry.policy(),
                 tls,
             }),
             _ => Err(errors),
@@ -343,15 +336,17 @@ impl SinkConfig for WebhookSinkConfig {
             filter: compiled.filter,
             request_builder: Arc::new(compiled.request_builder),
             service,
-            concurrency: self.request.concurrency,
+            requests: tokio::sync::Semaphore::new(self.request.concurrency),
             stats: cx.stats,
             order: Default::default(),
+            retry: compiled.retry,
+            dead_letters: cx.dead_letters,
         };
         Ok((Box::new(sink), healthcheck))
     }
 
-    fn buffer_size(&self) -> usize {
-        self.buffer.max_events
+    fn buffer(&self) -> &BufferConfig {
+        &self.buffer
     }
 }
 

@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod healthcheck;
 pub mod request_builder;
+pub mod retry;
 pub mod service;
 pub mod sink;
 pub mod target;

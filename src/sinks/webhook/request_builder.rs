@@ -10,6 +10,9 @@ use super::target::Target;
 use crate::event::IncidentEvent;
 use crate::template::{BodyTemplate, RenderError};
 
+/// The header carrying an event's stable delivery id (Standard Webhooks).
+pub const WEBHOOK_ID: &str = "webhook-id";
+
 /// The `User-Agent` of every request.
 pub const USER_AGENT_VALUE: &str = concat!("webhook-sink/", env!("CARGO_PKG_VERSION"));
 
@@ -44,17 +47,22 @@ impl RequestBuilder {
         self.body.render(event)
     }
 
-    /// The POST request for `event`.
-    pub fn build(&self, event: &IncidentEvent) -> Result<Request<Body>, RenderError> {
-        Ok(self.request(self.body(event)?))
+    /// The POST request for `event`, with `webhook_id` as its delivery id.
+    pub fn build(&self, event: &IncidentEvent, webhook_id: &str) -> Result<Request<Body>, RenderError> {
+        Ok(self.request(self.body(event)?, webhook_id))
     }
 
-    /// The POST request carrying `body`.
-    pub fn request(&self, body: Bytes) -> Request<Body> {
+    /// The POST request carrying `body`. Every attempt of one event gets the same
+    /// `webhook-id`, so a receiver can drop duplicates.
+    pub fn request(&self, body: Bytes, webhook_id: &str) -> Request<Body> {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.target.uri().clone();
-        *request.headers_mut() = self.headers.clone();
+        let mut headers = self.headers.clone();
+        if let Ok(id) = HeaderValue::from_str(webhook_id) {
+            headers.insert(WEBHOOK_ID, id);
+        }
+        *request.headers_mut() = headers;
         request
     }
 }

@@ -1,7 +1,8 @@
 //! Sending: a tower `Service` that POSTs a request with a time limit and reports the answer.
 //!
 //! Any HTTP answer is an `Ok` (the caller decides what a status means); network failures
-//! and timeouts are typed errors. A retry layer wraps this service (see issue 3).
+//! and timeouts are typed errors. Retries are the sink's loop around it, steered by
+//! [`super::retry::RetryPolicy`].
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -27,6 +28,8 @@ pub struct DeliveryResponse {
     pub status: StatusCode,
     /// The start of the answer's body, as text.
     pub excerpt: String,
+    /// The answer's `Retry-After`, if any.
+    pub retry_after: Option<http::HeaderValue>,
 }
 
 impl DeliveryResponse {
@@ -81,8 +84,9 @@ impl WebhookService {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| DeliveryError::Transport(chain(&e)))?;
             let status = response.status();
+            let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
             let excerpt = read_excerpt(response.into_body()).await;
-            Ok(DeliveryResponse { status, excerpt })
+            Ok(DeliveryResponse { status, excerpt, retry_after })
         };
         tokio::time::timeout(self.timeout, exchange).await.map_err(|_| DeliveryError::Timeout(self.timeout))?
     }

@@ -1,19 +1,25 @@
-//! The running sink: takes events from its input, keeps those its filter fires for, and
-//! delivers them with up to `request.concurrency` requests in flight.
+//! The running sink: takes events from its buffer, keeps those its filter fires for, and
+//! delivers each with retries, up to `request.concurrency` alerts at once and each alert's
+//! events in order. Every event ends delivered, filtered out, or in the dead letters.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::alert_order::AlertOrder;
 use super::request_builder::RequestBuilder;
+use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::service::WebhookService;
 use crate::component::{SinkStats, StreamSink};
-use crate::event::Event;
+use crate::dead_letters::DeadLetters;
+use crate::event::{Event, Outcome};
 use crate::filter::{Decision, Filter};
+use crate::storage::dead_letters::NewDeadLetter;
 
 /// A webhook sink, ready to run.
 #[derive(Debug)]
@@ -26,16 +32,28 @@ pub struct WebhookSink {
     pub request_builder: Arc<RequestBuilder>,
     /// Sends requests.
     pub service: WebhookService,
-    /// Requests in flight at once.
-    pub concurrency: usize,
+    /// Requests in flight at once (`request.concurrency`).
+    pub requests: tokio::sync::Semaphore,
     /// Counters.
     pub stats: Arc<SinkStats>,
     /// Keeps each alert's events in order.
     pub order: AlertOrder,
+    /// When to retry.
+    pub retry: RetryPolicy,
+    /// Where undeliverable events go.
+    pub dead_letters: Arc<DeadLetters>,
+}
+
+/// How a delivery ended, for the dead letters.
+struct GaveUp {
+    reason: String,
+    last_status: Option<u16>,
+    attempts: u32,
+    outcome: Outcome,
 }
 
 impl WebhookSink {
-    /// Handles one event: filter, wait for its alert's turn, render, send, report.
+    /// Handles one event: filter, wait for its alert's turn, render, deliver, report.
     async fn process(&self, event: Event) {
         let stats = &self.stats;
         SinkStats::incr(&stats.received);
@@ -45,46 +63,130 @@ impl WebhookSink {
         {
             SinkStats::incr(&stats.filtered);
             debug!(sink = %self.name, id = incident.id.as_deref(), %decision, "event filtered out");
+            event.finish(Outcome::Filtered);
             return;
         }
         let _turn = self.order.turn(incident.alert_identity()).await;
-        let request = match self.request_builder.build(incident) {
-            Ok(request) => request,
+        let body = match self.request_builder.body(incident) {
+            Ok(body) => body,
             Err(error) => {
                 SinkStats::incr(&stats.render_failed);
-                warn!(sink = %self.name, id = incident.id.as_deref(), event_type = %incident.event_type, %error, "cannot render webhook body; event dropped");
+                warn!(sink = %self.name, id = incident.id.as_deref(), event_type = %incident.event_type, %error, "cannot render webhook body");
+                let gave_up = GaveUp { reason: format!("cannot render the body: {error}"), last_status: None, attempts: 0, outcome: Outcome::Rejected };
+                self.dead_letter(event, gave_up).await;
                 return;
             }
         };
-        match self.service.send(request).await {
-            Ok(response) if response.is_success() => {
+        match self.deliver(&event, body).await {
+            Ok(()) => {
                 SinkStats::incr(&stats.delivered);
-                debug!(sink = %self.name, id = incident.id.as_deref(), status = response.status.as_u16(), "webhook delivered");
+                event.finish(Outcome::Delivered);
             }
-            Ok(response) => {
+            Err(gave_up) => {
                 SinkStats::incr(&stats.failed);
-                warn!(
-                    sink = %self.name,
-                    id = incident.id.as_deref(),
-                    status = response.status.as_u16(),
-                    reason = response.status.canonical_reason().unwrap_or(""),
-                    answer = %response.excerpt,
-                    "webhook rejected by endpoint"
-                );
+                self.dead_letter(event, gave_up).await;
+            }
+        }
+    }
+
+    /// Sends `body` until the retry policy says it is delivered or to give up.
+    ///
+    /// Hand-written rather than tower's `Retry` layer: the policy needs each answer's
+    /// `Retry-After`, and the dead letters need the attempts and the last status, which a
+    /// tower policy cannot hand back.
+    async fn deliver(&self, event: &Event, body: Bytes) -> Result<(), GaveUp> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let request = self.request_builder.request(body.clone(), &event.id);
+            let result = {
+                // Only the request holds a slot; a backoff sleep does not.
+                let _slot = self.requests.acquire().await;
+                self.service.send(request).await
+            };
+            let verdict = match &result {
+                Ok(response) => self.retry.verdict(
+                    AttemptResult::Response {
+                        status: response.status,
+                        retry_after: response.retry_after.as_ref(),
+                        excerpt: &response.excerpt,
+                    },
+                    attempt,
+                    started.elapsed(),
+                    SystemTime::now(),
+                ),
+                Err(error) => {
+                    let text = error.to_string();
+                    self.retry.verdict(AttemptResult::Error(&text), attempt, started.elapsed(), SystemTime::now())
+                }
+            };
+            let id = event.incident.id.as_deref();
+            match verdict {
+                Verdict::Delivered => {
+                    debug!(sink = %self.name, id, webhook_id = %event.id, attempt, "webhook delivered");
+                    return Ok(());
+                }
+                Verdict::RetryAfter(delay) => {
+                    SinkStats::incr(&self.stats.retries);
+                    match &result {
+                        Ok(response) => warn!(
+                            sink = %self.name, id, attempt, status = response.status.as_u16(),
+                            reason = response.status.canonical_reason().unwrap_or(""), answer = %response.excerpt,
+                            retry_in = ?delay, "webhook attempt failed; retrying"
+                        ),
+                        Err(error) => warn!(
+                            sink = %self.name, id, attempt, target = %self.request_builder.target(), %error,
+                            retry_in = ?delay, "webhook attempt failed; retrying"
+                        ),
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Verdict::GiveUp { reason, last_status, retryable } => {
+                    warn!(sink = %self.name, id, attempts = attempt, status = last_status, %reason, "webhook not delivered; dead-lettered");
+                    let outcome = if retryable { Outcome::Failed } else { Outcome::Rejected };
+                    return Err(GaveUp { reason, last_status, attempts: attempt, outcome });
+                }
+            }
+        }
+    }
+
+    /// Keeps an event that can never be delivered, then reports its outcome.
+    async fn dead_letter(&self, event: Event, gave_up: GaveUp) {
+        let letter = NewDeadLetter {
+            sink: self.name.clone(),
+            webhook_id: event.id.to_string(),
+            event: event.incident.to_json(),
+            reason: gave_up.reason,
+            last_status: gave_up.last_status,
+            attempts: gave_up.attempts,
+        };
+        match self.dead_letters.record(vec![letter]).await {
+            Ok(()) => {
+                SinkStats::incr(&self.stats.dead_lettered);
+                event.finish(gave_up.outcome);
             }
             Err(error) => {
-                SinkStats::incr(&stats.failed);
-                warn!(sink = %self.name, id = incident.id.as_deref(), target = %self.request_builder.target(), %error, "webhook delivery failed");
+                // A disk buffer keeps the event (Dropped leaves it stored); a memory
+                // buffer loses it, and says so.
+                error!(sink = %self.name, id = event.incident.id.as_deref(), %error, "cannot write the dead letter");
+                event.finish(Outcome::Dropped);
             }
         }
     }
 }
 
+/// Events taken from the buffer and being handled at once: those waiting for their
+/// alert's turn or for a request slot included. Far above `request.concurrency`, so an
+/// alert stuck in retries does not hold up the others; bounded, so a disk buffer is never
+/// read into memory whole.
+const EVENTS_IN_HAND: usize = 1024;
+
 #[async_trait]
 impl StreamSink for WebhookSink {
     async fn run(self: Box<Self>, input: BoxStream<'static, Event>) -> Result<(), ()> {
         let this = &*self;
-        input.for_each_concurrent(this.concurrency, |event| this.process(event)).await;
+        input.for_each_concurrent(EVENTS_IN_HAND, |event| this.process(event)).await;
         Ok(())
     }
 }

@@ -285,8 +285,9 @@ impl Rule {
                         format!("{key}.value"),
                         "is empty; leave the entry out instead",
                     ));
+                } else {
+                    check_constant(target, &format!("{key}.value"), value, &mut errors);
                 }
-                check_constant(target, &format!("{key}.value"), value, &mut errors);
                 Some(Input::Value(value.clone()))
             }
             (None, None, None) => {
@@ -337,20 +338,18 @@ impl Rule {
         mapped.or_else(|| self.default.clone())
     }
 
-    /// The incoming field an error about this entry should point at, if any.
-    fn field(&self) -> Option<String> {
+    /// An error about what this entry gave for an object: blamed on the incoming field
+    /// when the entry reads one, else naming where the text came from.
+    fn error(&self, what: &str) -> DecodeError {
+        let key = self.target.key();
         match &self.input {
-            Input::Field { path, .. } => Some(path.clone()),
-            _ => None,
-        }
-    }
-
-    /// Where the text came from, for error messages.
-    fn describe(&self) -> String {
-        match &self.input {
-            Input::Field { path, .. } => format!("field `{path}`"),
-            Input::Template(_) => "template".to_string(),
-            Input::Value(_) => "value".to_string(),
+            Input::Field { path, .. } => {
+                DecodeError::field(path.clone(), format!("mapping `{key}` {what}"))
+            }
+            Input::Template(_) => {
+                DecodeError::at(1, 1, format!("mapping `{key}` (a template) {what}"))
+            }
+            Input::Value(_) => DecodeError::at(1, 1, format!("mapping `{key}` (a value) {what}")),
         }
     }
 }
@@ -461,32 +460,11 @@ impl MappingDecoder {
         let event_type = match rule.resolve(&object) {
             Some(name) if EventKind::from_name(&name).is_some() => EventType::from(name.as_str()),
             Some(name) => {
-                return Err(DecodeError {
-                    field: rule.field(),
-                    ..DecodeError::at(
-                        1,
-                        1,
-                        format!(
-                            "mapping `event_type` ({}) gave `{name}`, which is no event type; \
-                             add it to `map` or set a `default`",
-                            rule.describe()
-                        ),
-                    )
-                })
+                return Err(rule.error(&format!(
+                    "gave `{name}`, which is no event type; add it to `map` or set a `default`"
+                )))
             }
-            None => {
-                return Err(DecodeError {
-                    field: rule.field(),
-                    ..DecodeError::at(
-                        1,
-                        1,
-                        format!(
-                            "mapping `event_type` ({}) gave no text and has no `default`",
-                            rule.describe()
-                        ),
-                    )
-                })
-            }
+            None => return Err(rule.error("found no text and has no `default`")),
         };
         let mut event = IncidentEvent::new(event_type);
         for rule in &self.rules {
@@ -777,7 +755,10 @@ mod tests {
         );
         let err = d.decode(r#"{"message":"no level"}"#).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("level"));
-        assert!(err.message.contains("no text"), "{err}");
+        assert!(
+            err.message.contains("no text") && err.message.contains("`default`"),
+            "{err}"
+        );
         let d = decoder(r#"event_type = { template = "{{kind}}" }"#);
         let err = d.decode(r#"{"kind":"alert-teleported"}"#).unwrap_err();
         assert_eq!(err.field, None);
@@ -818,6 +799,9 @@ mod tests {
         assert_eq!((err.event, err.line, err.column), (Some(2), 2, 2));
         let ndjson = b"{\"level\":\"err\",\"n\":1}\n{\"level\":\"err\",\"n\":2}\n";
         assert_eq!(decoder.decode(ndjson).unwrap().len(), 2);
+        // Fluent Bit's `json_stream`: objects back to back, no separator.
+        let stream = b"{\"level\":\"err\"}{\"level\":\"err\"}";
+        assert_eq!(decoder.decode(stream).unwrap().len(), 2);
 
         let bad = DecodingConfig {
             codec: Codec::Mapped,

@@ -193,11 +193,18 @@ impl Default for Decoder {
 impl Decoder {
     /// Decodes a whole body: every value in it, or an error for the first bad one.
     pub fn decode(&self, body: &[u8]) -> Result<Vec<IncidentEvent>, DecodeError> {
+        Ok(self.decode_sized(body)?.into_iter().map(|(event, _)| event).collect())
+    }
+
+    /// As [`Decoder::decode`], with each event's share of the bytes it came in (a value
+    /// that yields several events splits its size between them), for buffer limits.
+    pub fn decode_sized(&self, body: &[u8]) -> Result<Vec<(IncidentEvent, usize)>, DecodeError> {
         let mut events = Vec::new();
         for (i, framed) in framing::frame(body, self.max_depth)?.into_iter().enumerate() {
-            let decoded =
-                self.decode_value(framed.raw.get()).map_err(|e| e.within(i + 1, framed.line, framed.column))?;
-            events.extend(decoded);
+            let text = framed.raw.get();
+            let decoded = self.decode_value(text).map_err(|e| e.within(i + 1, framed.line, framed.column))?;
+            let share = text.len() / decoded.len().max(1);
+            events.extend(decoded.into_iter().map(|event| (event, share)));
         }
         Ok(events)
     }

@@ -1,0 +1,57 @@
+//! Dead letters: events a sink could never deliver, kept with the reason, the last status
+//! and the time, until a user replays or purges them (`webhook-sink dead-letters`).
+//!
+//! The store is one redb file, `data_dir/dead-letters.redb`, opened on the first dead
+//! letter, so a pipeline that never fails never creates it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::storage::dead_letters::{DeadLetterStore, NewDeadLetter};
+use crate::storage::StorageError;
+
+/// The file dead letters are kept in, under `data_dir`.
+pub fn store_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("dead-letters.redb")
+}
+
+/// The pipeline's dead-letter store, opened when first needed.
+#[derive(Debug)]
+pub struct DeadLetters {
+    path: PathBuf,
+    store: Mutex<Option<Arc<DeadLetterStore>>>,
+}
+
+impl DeadLetters {
+    /// Dead letters kept under `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        DeadLetters { path: store_path(data_dir), store: Mutex::new(None) }
+    }
+
+    /// Where they are kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn store(&self) -> Result<Arc<DeadLetterStore>, StorageError> {
+        let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = slot.as_ref() {
+            return Ok(store.clone());
+        }
+        let store = Arc::new(DeadLetterStore::open(&self.path)?);
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Stores dead letters durably (off the async threads).
+    pub async fn record(&self, letters: Vec<NewDeadLetter>) -> Result<(), StorageError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let store = self.store()?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || store.record(letters).map(|_| ()))
+            .await
+            .map_err(|e| StorageError::Io { path, message: e.to_string() })?
+    }
+}

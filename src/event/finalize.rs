@@ -1,0 +1,203 @@
+//! What became of an event: each copy of an event that a sink takes carries a
+//! [`Finalizer`], and the sink reports the copy's [`Outcome`] through it exactly once.
+//!
+//! Finalizers are how a buffer learns it may forget an event (a disk buffer deletes the
+//! record only then, so a crash before it means redelivery, never loss) and how a source
+//! that asked for end-to-end acknowledgements learns when to answer its sender. A copy
+//! dropped without a report (the process is stopping) reports [`Outcome::Dropped`].
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+/// What a sink did with its copy of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// The sink's triggers or conditions do not fire for it: nothing to send.
+    Filtered,
+    /// Given up for good (retries exhausted, a network that never came back); kept in the
+    /// dead letters.
+    Failed,
+    /// Refused for good (a non-retried 4xx, a body that cannot be rendered); kept in the
+    /// dead letters.
+    Rejected,
+    /// Dropped unreported (shutdown cut it off). A disk buffer still holds it.
+    Dropped,
+}
+
+impl Outcome {
+    /// Whether the event reached where it was going (or had nowhere to go).
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Delivered | Outcome::Filtered)
+    }
+}
+
+type Callback = Box<dyn FnOnce(Outcome) + Send + Sync>;
+
+/// Reports one event copy's outcome, once, to whoever is waiting for it.
+#[derive(Default)]
+pub struct Finalizer {
+    callbacks: Vec<Callback>,
+}
+
+impl std::fmt::Debug for Finalizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finalizer").field("callbacks", &self.callbacks.len()).finish()
+    }
+}
+
+impl Finalizer {
+    /// Adds a callback; all run when the outcome is reported.
+    pub fn push(&mut self, callback: impl FnOnce(Outcome) + Send + Sync + 'static) {
+        self.callbacks.push(Box::new(callback));
+    }
+
+    /// Reports the outcome (consumes the finalizer).
+    pub fn finish(mut self, outcome: Outcome) {
+        for callback in self.callbacks.drain(..) {
+            callback(outcome);
+        }
+    }
+}
+
+impl Drop for Finalizer {
+    fn drop(&mut self) {
+        for callback in self.callbacks.drain(..) {
+            callback(Outcome::Dropped);
+        }
+    }
+}
+
+/// Collects the outcomes of every copy of a batch of events and resolves once all are in.
+///
+/// The batch's result is its worst outcome: any `Rejected` makes it rejected, else any
+/// `Failed`/`Dropped` makes it failed, else it succeeded.
+#[derive(Debug)]
+pub struct AckGroup {
+    shared: Arc<AckShared>,
+    done: oneshot::Receiver<Outcome>,
+}
+
+#[derive(Debug)]
+struct AckShared {
+    outstanding: AtomicUsize,
+    worst: AtomicU8,
+    notify: Mutex<Option<oneshot::Sender<Outcome>>>,
+}
+
+/// One copy's share of an [`AckGroup`].
+#[derive(Debug)]
+pub struct AckToken {
+    shared: Arc<AckShared>,
+}
+
+fn rank(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Delivered | Outcome::Filtered => 0,
+        Outcome::Failed | Outcome::Dropped => 1,
+        Outcome::Rejected => 2,
+    }
+}
+
+fn from_rank(rank: u8) -> Outcome {
+    match rank {
+        0 => Outcome::Delivered,
+        1 => Outcome::Failed,
+        _ => Outcome::Rejected,
+    }
+}
+
+impl AckGroup {
+    /// A group with no copies yet. The first registration is held back by a guard count
+    /// so the group cannot resolve while copies are still being handed out.
+    pub fn new() -> AckGroup {
+        let (tx, rx) = oneshot::channel();
+        let shared = Arc::new(AckShared {
+            outstanding: AtomicUsize::new(1),
+            worst: AtomicU8::new(0),
+            notify: Mutex::new(Some(tx)),
+        });
+        AckGroup { shared, done: rx }
+    }
+
+    /// Registers one more copy that will report.
+    pub fn token(&self) -> AckToken {
+        self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
+        AckToken { shared: self.shared.clone() }
+    }
+
+    /// Waits until every registered copy has reported; the batch's worst outcome.
+    pub async fn wait(self) -> Outcome {
+        let AckGroup { shared, done } = self;
+        // Release the guard count taken in `new`.
+        AckShared::report(&shared, Outcome::Delivered);
+        drop(shared);
+        done.await.unwrap_or(Outcome::Dropped)
+    }
+}
+
+impl Default for AckGroup {
+    fn default() -> Self {
+        AckGroup::new()
+    }
+}
+
+impl AckShared {
+    fn report(shared: &Arc<AckShared>, outcome: Outcome) {
+        shared.worst.fetch_max(rank(outcome), Ordering::AcqRel);
+        if shared.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let worst = from_rank(shared.worst.load(Ordering::Acquire));
+            if let Some(tx) = shared.notify.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send(worst);
+            }
+        }
+    }
+}
+
+impl AckToken {
+    /// Reports this copy's outcome.
+    pub fn report(self, outcome: Outcome) {
+        AckShared::report(&self.shared, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn group_resolves_with_the_worst_outcome() {
+        let group = AckGroup::new();
+        let (a, b) = (group.token(), group.token());
+        a.report(Outcome::Delivered);
+        b.report(Outcome::Failed);
+        assert_eq!(group.wait().await, Outcome::Failed);
+
+        let group = AckGroup::new();
+        let (a, b, c) = (group.token(), group.token(), group.token());
+        c.report(Outcome::Rejected);
+        a.report(Outcome::Filtered);
+        let waiting = tokio::spawn(group.wait());
+        b.report(Outcome::Failed);
+        assert_eq!(waiting.await.unwrap(), Outcome::Rejected);
+
+        assert_eq!(AckGroup::new().wait().await, Outcome::Delivered, "no copies: nothing to wait for");
+    }
+
+    #[test]
+    fn finalizer_reports_once_and_drop_means_dropped() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut f = Finalizer::default();
+        let s = seen.clone();
+        f.push(move |o| s.lock().unwrap().push(o));
+        f.finish(Outcome::Delivered);
+        let mut g = Finalizer::default();
+        let s = seen.clone();
+        g.push(move |o| s.lock().unwrap().push(o));
+        drop(g);
+        assert_eq!(*seen.lock().unwrap(), vec![Outcome::Delivered, Outcome::Dropped]);
+    }
+}

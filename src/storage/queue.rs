@@ -1,0 +1,545 @@
+//! The disk buffer of one sink: a durable FIFO of byte records in one redb file.
+//!
+//! Layout: table `records` maps the sequence number (`u64`, from 1, increasing, never reused) to
+//! the record's bytes; table `meta` holds `next_seq`, updated in the same transaction as the
+//! appends it numbers.
+//!
+//! Durability: [`DiskQueue::append`] commits with [`redb::Durability::Immediate`] (one fsync per
+//! call, whatever the batch size), so an acknowledged record survives a crash.
+//! [`DiskQueue::remove`] commits with [`redb::Durability::None`] (no fsync): a removal becomes
+//! durable with the next durable commit, which is the next append, a removal made at least
+//! [`REMOVAL_FLUSH_INTERVAL`] after the last durable commit, [`DiskQueue::flush`], or dropping
+//! the queue. A crash may therefore bring back records delivered just before it
+//! (at-least-once delivery), never lose an acknowledged one.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+
+use super::{open_database, StorageError};
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_SEQ: &str = "next_seq";
+
+/// The first sequence number of a new queue.
+const FIRST_SEQ: u64 = 1;
+
+/// A removal made this long after the last durable commit is itself committed durably, so that
+/// a queue that only drains (no appends) does not replay more than this much delivery after a
+/// crash, and redb can reuse the pages freed by the removals.
+pub const REMOVAL_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Memory redb may use to cache pages of one queue file.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// A file at least this large, and more than [`COMPACT_RATIO`] times the bytes it holds, is
+/// compacted when opened (by itself, redb only gives back the free space at the end of the file,
+/// so a backlog that drained out of order can leave a large file behind).
+const COMPACT_MIN_FILE: u64 = 16 * 1024 * 1024;
+const COMPACT_RATIO: u64 = 4;
+
+/// A durable FIFO of records, one redb file per sink. Records get increasing sequence numbers.
+pub struct DiskQueue {
+    db: Database,
+    path: PathBuf,
+    len: AtomicU64,
+    bytes: AtomicU64,
+    /// Serialises the write transactions with the updates of `len` and `bytes` (so that they never
+    /// go transiently negative), and holds the state of the non-durable removals.
+    writer: Mutex<WriterState>,
+}
+
+struct WriterState {
+    /// When the last durable commit returned.
+    last_durable: Instant,
+    /// Whether a non-durable commit was made since then.
+    pending: bool,
+}
+
+impl DiskQueue {
+    /// Opens or creates `path` (parent dirs created). Existing records are kept: after a crash,
+    /// every appended, not-removed record is there again.
+    pub fn open(path: &Path) -> Result<DiskQueue, StorageError> {
+        DiskQueue::open_compacting_from(path, COMPACT_MIN_FILE)
+    }
+
+    fn open_compacting_from(path: &Path, compact_min_file: u64) -> Result<DiskQueue, StorageError> {
+        let mut db = open_database(path, CACHE_BYTES)?;
+        let io = |e: &dyn std::fmt::Display| StorageError::io(path, e);
+
+        // Create the tables, and repair `next_seq` should it be behind the records.
+        let txn = db.begin_write().map_err(|e| io(&e))?;
+        let (len, bytes) = {
+            let records = txn.open_table(RECORDS).map_err(|e| io(&e))?;
+            let mut meta = txn.open_table(META).map_err(|e| io(&e))?;
+            let mut len = 0u64;
+            let mut bytes = 0u64;
+            let mut last = None;
+            for entry in records.iter().map_err(|e| io(&e))? {
+                let (key, value) = entry.map_err(|e| io(&e))?;
+                len += 1;
+                bytes += value.value().len() as u64;
+                last = Some(key.value());
+            }
+            let stored = meta.get(NEXT_SEQ).map_err(|e| io(&e))?.map(|v| v.value());
+            let next = stored
+                .unwrap_or(FIRST_SEQ)
+                .max(last.map_or(FIRST_SEQ, |l| l.saturating_add(1)));
+            if stored != Some(next) {
+                meta.insert(NEXT_SEQ, next).map_err(|e| io(&e))?;
+            }
+            (len, bytes)
+        };
+        txn.commit().map_err(|e| io(&e))?;
+
+        let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if file_len >= compact_min_file && file_len > bytes.saturating_mul(COMPACT_RATIO) {
+            if let Err(e) = db.compact() {
+                tracing::warn!(path = %path.display(), error = %e, "could not compact the disk buffer");
+            }
+        }
+
+        Ok(DiskQueue {
+            db,
+            path: path.to_path_buf(),
+            len: AtomicU64::new(len),
+            bytes: AtomicU64::new(bytes),
+            writer: Mutex::new(WriterState {
+                last_durable: Instant::now(),
+                pending: false,
+            }),
+        })
+    }
+
+    /// Appends records in one transaction that is durable (fsync'd) when this returns.
+    /// Returns their sequence numbers, increasing, never reused (also across reopen).
+    pub fn append(&self, records: &[&[u8]]) -> Result<Vec<u64>, StorageError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut writer = self.lock_writer();
+        let txn = self.begin_write()?;
+        let mut seqs = Vec::with_capacity(records.len());
+        let mut added = 0u64;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            let mut next = meta
+                .get(NEXT_SEQ)
+                .map_err(|e| self.io(e))?
+                .map_or(FIRST_SEQ, |v| v.value());
+            for record in records {
+                table.insert(next, *record).map_err(|e| self.io(e))?;
+                seqs.push(next);
+                added += record.len() as u64;
+                next = next.checked_add(1).ok_or_else(|| {
+                    self.io("sequence numbers exhausted (u64::MAX records appended)")
+                })?;
+            }
+            meta.insert(NEXT_SEQ, next).map_err(|e| self.io(e))?;
+        }
+        // Immediate durability (redb's default): fsync'd when commit returns, together with any
+        // earlier non-durable removal.
+        txn.commit().map_err(|e| self.io(e))?;
+        writer.last_durable = Instant::now();
+        writer.pending = false;
+        self.len.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(added, Ordering::Relaxed);
+        Ok(seqs)
+    }
+
+    /// Up to `max` records with seq > `after` (None: from the start), in seq order.
+    pub fn read_after(
+        &self,
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let start = match after {
+            None => 0,
+            Some(seq) => match seq.checked_add(1) {
+                Some(start) => start,
+                None => return Ok(Vec::new()),
+            },
+        };
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
+        let mut out = Vec::new();
+        for entry in table.range(start..).map_err(|e| self.io(e))? {
+            let (key, value) = entry.map_err(|e| self.io(e))?;
+            out.push((key.value(), value.value().to_vec()));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered records; sequence numbers not stored are ignored.
+    ///
+    /// Not durable at once (see the module documentation): a crash may bring a removed record
+    /// back, but the next append's commit persists the removal.
+    pub fn remove(&self, seqs: &[u64]) -> Result<(), StorageError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.lock_writer();
+        let mut txn = self.begin_write()?;
+        let durable = writer.last_durable.elapsed() >= REMOVAL_FLUSH_INTERVAL;
+        if !durable {
+            txn.set_durability(Durability::None)
+                .map_err(|e| self.io(e))?;
+        }
+        let mut removed = 0u64;
+        let mut freed = 0u64;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
+            for &seq in seqs {
+                if let Some(old) = table.remove(seq).map_err(|e| self.io(e))? {
+                    removed += 1;
+                    freed += old.value().len() as u64;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))?;
+        if durable {
+            writer.last_durable = Instant::now();
+            writer.pending = false;
+        } else {
+            writer.pending = true;
+        }
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes the removals so far durable (one fsync if there are any that are not yet). Also
+    /// done when the queue is dropped.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let mut writer = self.lock_writer();
+        if !writer.pending {
+            return Ok(());
+        }
+        // An empty commit with Immediate durability persists the earlier non-durable ones.
+        let txn = self.begin_write()?;
+        txn.commit().map_err(|e| self.io(e))?;
+        writer.last_durable = Instant::now();
+        writer.pending = false;
+        Ok(())
+    }
+
+    /// Records stored.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Total bytes of the records stored.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The file of this queue.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, WriterState> {
+        // A panic while holding the lock leaves no broken invariant behind: redb aborts the
+        // transaction, and the state only tells whether a flush is due.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, StorageError> {
+        self.db.begin_write().map_err(|e| self.io(e))
+    }
+
+    fn io(&self, error: impl std::fmt::Display) -> StorageError {
+        StorageError::io(&self.path, error)
+    }
+}
+
+impl Drop for DiskQueue {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "could not persist the last removals from the disk buffer");
+        }
+    }
+}
+
+impl std::fmt::Debug for DiskQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskQueue")
+            .field("path", &self.path)
+            .field("len", &self.len())
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn is_send_and_sync() {
+        assert_send_sync::<DiskQueue>();
+    }
+
+    fn records(queue: &DiskQueue) -> Vec<(u64, Vec<u8>)> {
+        queue.read_after(None, usize::MAX).unwrap()
+    }
+
+    #[test]
+    fn appends_read_in_order_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/queue.redb");
+        let queue = DiskQueue::open(&path).unwrap();
+        assert_eq!(queue.path(), path);
+        assert!(queue.is_empty());
+        assert_eq!(queue.append(&[]).unwrap(), Vec::<u64>::new());
+
+        let seqs = queue.append(&[b"one", b"two", b""]).unwrap();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(queue.append(&[b"four"]).unwrap(), vec![4]);
+        assert_eq!((queue.len(), queue.bytes()), (4, 10));
+        assert!(!queue.is_empty());
+
+        assert_eq!(
+            records(&queue),
+            vec![
+                (1, b"one".to_vec()),
+                (2, b"two".to_vec()),
+                (3, Vec::new()),
+                (4, b"four".to_vec())
+            ]
+        );
+        assert_eq!(
+            queue.read_after(Some(1), 2).unwrap(),
+            vec![(2, b"two".to_vec()), (3, Vec::new())]
+        );
+        assert_eq!(queue.read_after(Some(4), 10).unwrap(), vec![]);
+        assert_eq!(queue.read_after(Some(u64::MAX), 10).unwrap(), vec![]);
+        assert_eq!(queue.read_after(None, 0).unwrap(), vec![]);
+        assert_eq!(
+            queue.read_after(Some(0), 1).unwrap(),
+            vec![(1, b"one".to_vec())]
+        );
+    }
+
+    #[test]
+    fn remove_updates_counts_and_ignores_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = DiskQueue::open(&dir.path().join("q.redb")).unwrap();
+        queue.append(&[b"aa", b"bbb", b"c"]).unwrap();
+        queue.remove(&[]).unwrap();
+        queue.remove(&[2, 2, 99]).unwrap();
+        assert_eq!((queue.len(), queue.bytes()), (2, 3));
+        assert_eq!(
+            records(&queue),
+            vec![(1, b"aa".to_vec()), (3, b"c".to_vec())]
+        );
+        assert_eq!(
+            queue.read_after(Some(1), 1).unwrap(),
+            vec![(3, b"c".to_vec())]
+        );
+        queue.remove(&[1, 3]).unwrap();
+        assert!(queue.is_empty());
+        assert_eq!(queue.bytes(), 0);
+        queue.flush().unwrap();
+        queue.flush().unwrap();
+    }
+
+    #[test]
+    fn reopen_keeps_records_counts_and_never_reuses_seqs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        {
+            let queue = DiskQueue::open(&path).unwrap();
+            queue.append(&[b"x", b"yy", b"zzz"]).unwrap();
+            queue.remove(&[1]).unwrap();
+        }
+        {
+            let queue = DiskQueue::open(&path).unwrap();
+            assert_eq!((queue.len(), queue.bytes()), (2, 5));
+            assert_eq!(
+                records(&queue),
+                vec![(2, b"yy".to_vec()), (3, b"zzz".to_vec())]
+            );
+            queue.remove(&[2, 3]).unwrap();
+        }
+        let queue = DiskQueue::open(&path).unwrap();
+        assert!(queue.is_empty());
+        assert_eq!(queue.append(&[b"w"]).unwrap(), vec![4]);
+    }
+
+    #[test]
+    fn a_drained_large_file_is_compacted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        const MIN: u64 = 1024 * 1024;
+        let big = vec![5u8; 64 * 1024];
+        {
+            let queue = DiskQueue::open_compacting_from(&path, MIN).unwrap();
+            let batch: Vec<&[u8]> = (0..24).map(|_| big.as_slice()).collect();
+            let seqs = queue.append(&batch).unwrap();
+            // Keep the last record, so that the end of the file stays in use.
+            queue.remove(&seqs[..23]).unwrap();
+        }
+        let before = std::fs::metadata(&path).unwrap().len();
+        assert!(before >= MIN, "{before}");
+        let queue = DiskQueue::open_compacting_from(&path, MIN).unwrap();
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after < before / 2, "{before} -> {after}");
+        assert_eq!((queue.len(), queue.bytes()), (1, big.len() as u64));
+        assert_eq!(records(&queue), vec![(24, big)]);
+        assert_eq!(queue.append(&[b"next"]).unwrap(), vec![25]);
+    }
+
+    #[test]
+    fn second_open_is_locked_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let first = DiskQueue::open(&path).unwrap();
+        match DiskQueue::open(&path) {
+            Err(StorageError::Locked { path: locked }) => assert_eq!(locked, path),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        let error = DiskQueue::open(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{}: in use by another webhook-sink process", path.display())
+        );
+        drop(first);
+        DiskQueue::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        std::fs::write(&path, vec![7u8; 10_000]).unwrap();
+        match DiskQueue::open(&path) {
+            Err(StorageError::Io { path: p, message }) => {
+                assert_eq!(p, path);
+                assert!(!message.is_empty());
+            }
+            other => panic!("expected Io, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn concurrent_appenders_and_removers_keep_counts_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = DiskQueue::open(&dir.path().join("q.redb")).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..25 {
+                        let seqs = queue.append(&[b"abc", b"de"]).unwrap();
+                        queue.remove(&seqs[..1]).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!((queue.len(), queue.bytes()), (100, 200));
+        let all = records(&queue);
+        assert_eq!(all.len(), 100);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(Vec<Vec<u8>>),
+        /// Removes the records at these positions (modulo the length) of the current contents.
+        Remove(Vec<usize>),
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..6)
+                .prop_map(Op::Append),
+            3 => proptest::collection::vec(any::<usize>(), 0..5).prop_map(Op::Remove),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn behaves_like_an_ordered_map(ops in proptest::collection::vec(op(), 1..25)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("q.redb");
+            let mut queue = DiskQueue::open(&path).unwrap();
+            let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            let mut last_seq = 0;
+            for op in ops {
+                match op {
+                    Op::Append(batch) => {
+                        let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+                        let seqs = queue.append(&refs).unwrap();
+                        prop_assert_eq!(seqs.len(), batch.len());
+                        for (seq, record) in seqs.into_iter().zip(batch) {
+                            prop_assert!(seq > last_seq);
+                            last_seq = seq;
+                            model.insert(seq, record);
+                        }
+                    }
+                    Op::Remove(positions) => {
+                        let keys: Vec<u64> = model.keys().copied().collect();
+                        let seqs: Vec<u64> = if keys.is_empty() {
+                            positions.iter().map(|&p| p as u64).collect()
+                        } else {
+                            positions.iter().map(|&p| keys[p % keys.len()]).collect()
+                        };
+                        queue.remove(&seqs).unwrap();
+                        for seq in seqs {
+                            model.remove(&seq);
+                        }
+                    }
+                    Op::Reopen => {
+                        drop(queue);
+                        queue = DiskQueue::open(&path).unwrap();
+                    }
+                }
+                prop_assert_eq!(queue.len(), model.len() as u64);
+                prop_assert_eq!(
+                    queue.bytes(),
+                    model.values().map(|r| r.len() as u64).sum::<u64>()
+                );
+                let expected: Vec<(u64, Vec<u8>)> =
+                    model.iter().map(|(k, v)| (*k, v.clone())).collect();
+                prop_assert_eq!(records(&queue), expected.clone());
+                // Paging through with read_after gives the same sequence.
+                let mut paged = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = queue.read_after(after, 2).unwrap();
+                    if page.is_empty() {
+                        break;
+                    }
+                    after = page.last().map(|(seq, _)| *seq);
+                    paged.extend(page);
+                }
+                prop_assert_eq!(paged, expected);
+            }
+        }
+    }
+}
