@@ -28,6 +28,11 @@ impl DeadLetters {
         DeadLetters { path: store_path(data_dir), store: Mutex::new(None) }
     }
 
+    /// Dead letters kept in a store that is already open (`dead-letters replay`).
+    pub fn with_store(store: Arc<DeadLetterStore>) -> Self {
+        DeadLetters { path: store.path().to_path_buf(), store: Mutex::new(Some(store)) }
+    }
+
     /// Where they are kept.
     pub fn path(&self) -> &Path {
         &self.path

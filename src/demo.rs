@@ -37,9 +37,11 @@ pub async fn run() -> Result<ExitCode, String> {
     tokio::spawn(serve_receiver(receiver, seen.clone()));
 
     let source_addr = free_port()?;
+    let data_dir = std::env::temp_dir().join(format!("webhook-sink-demo-{}", std::process::id()));
     let env = |name: &str| match name {
         "DEMO_SOURCE_ADDRESS" => Some(source_addr.to_string()),
         "DEMO_RECEIVER" => Some(receiver_addr.to_string()),
+        "DEMO_DATA_DIR" => Some(data_dir.display().to_string()),
         _ => None,
     };
     let config = config::load_str(Path::new("config-examples/demo.toml"), DEMO_CONFIG, &env).map_err(|e| e.to_string())?;
@@ -63,6 +65,7 @@ pub async fn run() -> Result<ExitCode, String> {
     }
     shutdown.cancel();
     let report = running.await.map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&data_dir);
 
     let seen = std::mem::take(&mut *seen.lock().map_err(|_| "receiver state poisoned".to_string())?);
     println!("The receiver got {} webhooks:\n", seen.len());

@@ -321,9 +321,10 @@ impl WebhookSinkConfig {
     }
 }
 
-#[async_trait]
-impl SinkConfig for WebhookSinkConfig {
-    async fn build(&self, cx: SinkContext) -> Result<(Box<dyn StreamSink>, Healthcheck), BuildError> {
+impl WebhookSinkConfig {
+    /// Builds the concrete sink (what [`SinkConfig::build`] boxes), for callers that need
+    /// more than the stream interface (replaying dead letters).
+    pub fn build_sink(&self, cx: SinkContext) -> Result<(WebhookSink, Healthcheck), BuildError> {
         let compiled = self.compile(&cx.config_dir).map_err(|errors| BuildError::Invalid { errors })?;
         let client = build_client(&compiled.tls).map_err(|e| BuildError::Other { message: e.to_string() })?;
         let service = WebhookService::new(client, compiled.timeout);
@@ -342,6 +343,14 @@ impl SinkConfig for WebhookSinkConfig {
             retry: compiled.retry,
             dead_letters: cx.dead_letters,
         };
+        Ok((sink, healthcheck))
+    }
+}
+
+#[async_trait]
+impl SinkConfig for WebhookSinkConfig {
+    async fn build(&self, cx: SinkContext) -> Result<(Box<dyn StreamSink>, Healthcheck), BuildError> {
+        let (sink, healthcheck) = self.build_sink(cx)?;
         Ok((Box::new(sink), healthcheck))
     }
 

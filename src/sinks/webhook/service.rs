@@ -119,9 +119,12 @@ async fn read_excerpt(mut body: Incoming) -> String {
             }
         }
     }
+    // One line: runs of white space (an HTML error page's newlines) become one space.
     let text = String::from_utf8_lossy(&bytes);
-    let mut excerpt: String = text.trim().chars().take(EXCERPT_CHARS).collect();
-    if text.trim().chars().count() > EXCERPT_CHARS {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let flat = words.join(" ");
+    let mut excerpt: String = flat.chars().take(EXCERPT_CHARS).collect();
+    if flat.chars().count() > EXCERPT_CHARS {
         excerpt.push('…');
     }
     excerpt

@@ -55,17 +55,34 @@ struct GaveUp {
 impl WebhookSink {
     /// Handles one event: filter, wait for its alert's turn, render, deliver, report.
     async fn process(&self, event: Event) {
-        let stats = &self.stats;
-        SinkStats::incr(&stats.received);
+        SinkStats::incr(&self.stats.received);
         let incident = &event.incident;
         if let decision @ (Decision::NotTriggered { .. } | Decision::ConditionFailed { .. }) =
             self.filter.decide(incident)
         {
-            SinkStats::incr(&stats.filtered);
+            SinkStats::incr(&self.stats.filtered);
             debug!(sink = %self.name, id = incident.id.as_deref(), %decision, "event filtered out");
             event.finish(Outcome::Filtered);
             return;
         }
+        self.send(event).await;
+    }
+
+    /// Delivers an event whatever the filter says (a replay of a dead letter): render,
+    /// send with retries; what fails goes back to the dead letters. Returns the outcome.
+    pub async fn replay(&self, mut event: Event) -> Outcome {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        event.finalizer.push(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        self.send(event).await;
+        rx.await.unwrap_or(Outcome::Dropped)
+    }
+
+    /// Waits for the alert's turn, renders, delivers, and reports the outcome.
+    async fn send(&self, event: Event) {
+        let stats = &self.stats;
+        let incident = &event.incident;
         let _turn = self.order.turn(incident.alert_identity()).await;
         let body = match self.request_builder.body(incident) {
             Ok(body) => body,

@@ -1,4 +1,7 @@
-//! The command line: `run`, `validate`, `test`, `render`, `variables` and `demo`.
+//! The command line: `run`, `validate`, `test`, `render`, `variables`, `dead-letters`
+//! and `demo`.
+
+mod dead_letters;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,6 +69,9 @@ pub enum Command {
     },
     /// List the template variables.
     Variables,
+    /// List, replay or purge the events that could never be delivered.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLetterCommand),
     /// Run a self-contained demo: a loopback receiver, two sinks, sample events.
     Demo,
 }
@@ -111,6 +117,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
             print!("{}", variables_text());
             Ok(ExitCode::SUCCESS)
         }
+        Command::DeadLetters(command) => dead_letters::run(command).await,
         Command::Demo => crate::demo::run().await,
     }
 }

@@ -1,0 +1,194 @@
+//! `webhook-sink dead-letters list|replay|purge`: what could never be delivered.
+//!
+//! The store is opened directly, so these commands need the pipeline stopped (a running
+//! `webhook-sink run` holds it; the error says so).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use super::{load, webhook_sink};
+use crate::component::{SinkContext, SinkStats};
+use crate::config::PipelineConfig;
+use crate::dead_letters::{store_path, DeadLetters};
+use crate::event::{Event, IncidentEvent, Outcome};
+use crate::sinks::webhook::sink::WebhookSink;
+use crate::storage::dead_letters::{DeadLetter, DeadLetterStore};
+
+/// What to do with dead letters.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List dead letters (oldest first).
+    List {
+        #[command(flatten)]
+        select: Select,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters again through their sink's normal path (filters aside); the
+    /// delivered ones are removed, the others go back with their new reason.
+    Replay {
+        #[command(flatten)]
+        select: Select,
+    },
+    /// Delete dead letters.
+    Purge {
+        #[command(flatten)]
+        select: Select,
+    },
+}
+
+/// Which dead letters.
+#[derive(Debug, Args)]
+pub struct Select {
+    /// The pipeline file (its `data_dir` holds the dead letters).
+    #[arg(long, short)]
+    config: std::path::PathBuf,
+    /// Only this sink's.
+    #[arg(long)]
+    sink: Option<String>,
+    /// Only these (by the number `list` shows); repeatable.
+    #[arg(long = "seq")]
+    seqs: Vec<u64>,
+    /// At most this many, oldest first.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+/// Runs a `dead-letters` command.
+pub async fn run(command: DeadLetterCommand) -> Result<ExitCode, String> {
+    match command {
+        DeadLetterCommand::List { select, json } => {
+            let (_, store, letters) = open(&select)?;
+            drop(store);
+            print_list(&letters, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadLetterCommand::Purge { select } => {
+            let (_, store, letters) = open(&select)?;
+            let seqs: Vec<u64> = letters.iter().map(|l| l.seq).collect();
+            let removed = store.remove(&seqs).map_err(|e| e.to_string())?;
+            println!("purged {removed} dead letter{}", plural(removed));
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadLetterCommand::Replay { select } => replay(&select).await,
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Loads the config, opens the store and selects the letters.
+fn open(select: &Select) -> Result<(PipelineConfig, Arc<DeadLetterStore>, Vec<DeadLetter>), String> {
+    let config = load(&select.config)?;
+    if let Some(sink) = &select.sink {
+        webhook_sink(&config, sink)?;
+    }
+    let path = store_path(&config.data_dir);
+    if !path.exists() {
+        return Ok((config, Arc::new(open_store(&path)?), Vec::new()));
+    }
+    let store = Arc::new(open_store(&path)?);
+    let mut letters = store.list(select.sink.as_deref()).map_err(|e| e.to_string())?;
+    if !select.seqs.is_empty() {
+        letters.retain(|l| select.seqs.contains(&l.seq));
+    }
+    if let Some(limit) = select.limit {
+        letters.truncate(limit);
+    }
+    Ok((config, store, letters))
+}
+
+fn open_store(path: &Path) -> Result<DeadLetterStore, String> {
+    DeadLetterStore::open(path).map_err(|e| match e {
+        crate::storage::StorageError::Locked { .. } => {
+            format!("{e}; stop `webhook-sink run` before working on its dead letters")
+        }
+        other => other.to_string(),
+    })
+}
+
+fn print_list(letters: &[DeadLetter], json: bool) {
+    if json {
+        for letter in letters {
+            println!("{}", serde_json::to_string(letter).unwrap_or_default());
+        }
+        return;
+    }
+    if letters.is_empty() {
+        println!("no dead letters");
+        return;
+    }
+    println!("{:>5}  {:<12} {:<20} {:>6} {:>8}  {:<36} {:<22} reason", "seq", "sink", "time", "status", "attempts", "webhook-id", "event");
+    for l in letters {
+        let status = l.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        let event = format!(
+            "{} {}",
+            l.event.get("id").and_then(|v| v.as_str()).unwrap_or("-"),
+            l.event.get("eventType").and_then(|v| v.as_str()).unwrap_or("-")
+        );
+        println!(
+            "{:>5}  {:<12} {:<20} {:>6} {:>8}  {:<36} {:<22} {}",
+            l.seq, l.sink, l.time, status, l.attempts, l.webhook_id, event, l.reason
+        );
+    }
+    println!("{} dead letter{}", letters.len(), plural(letters.len()));
+}
+
+async fn replay(select: &Select) -> Result<ExitCode, String> {
+    let (config, store, letters) = open(select)?;
+    let dead_letters = Arc::new(DeadLetters::with_store(store.clone()));
+    let mut sinks: HashMap<String, WebhookSink> = HashMap::new();
+    let (mut delivered, mut failed) = (0usize, 0usize);
+    for letter in letters {
+        if !sinks.contains_key(&letter.sink) {
+            let Ok(webhook) = webhook_sink(&config, &letter.sink) else {
+                println!("seq {}: sink `{}` is no longer in the config; kept", letter.seq, letter.sink);
+                failed += 1;
+                continue;
+            };
+            let cx = SinkContext {
+                name: letter.sink.clone(),
+                config_dir: config.dir.clone(),
+                stats: Arc::new(SinkStats::default()),
+                dead_letters: dead_letters.clone(),
+            };
+            let (sink, _) = webhook.build_sink(cx).map_err(|e| e.to_string())?;
+            sinks.insert(letter.sink.clone(), sink);
+        }
+        let Some(sink) = sinks.get(&letter.sink) else { continue };
+        let incident: IncidentEvent = match serde_json::from_value(letter.event.clone()) {
+            Ok(incident) => incident,
+            Err(e) => {
+                println!("seq {}: stored event does not decode ({e}); kept", letter.seq);
+                failed += 1;
+                continue;
+            }
+        };
+        let size = letter.event.to_string().len();
+        let outcome = sink.replay(Event::with_id(incident, letter.webhook_id.clone().into(), size)).await;
+        // Delivered: gone. Failed again: the sink stored a new dead letter with the new
+        // reason, so the old one goes either way (unless even that could not be written).
+        if outcome != Outcome::Dropped {
+            store.remove(&[letter.seq]).map_err(|e| e.to_string())?;
+        }
+        if outcome.is_success() {
+            delivered += 1;
+            println!("seq {}: delivered ({})", letter.seq, letter.webhook_id);
+        } else {
+            failed += 1;
+            println!("seq {}: not delivered; back in the dead letters", letter.seq);
+        }
+    }
+    println!("replayed: {delivered} delivered, {failed} not delivered");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
