@@ -974,3 +974,63 @@ async fn stdin_source_runs_to_end_of_input_and_names_bad_lines() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// dead letters
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_listed_replayed_and_purged() {
+    let receiver = Receiver::http().await;
+    receiver.set_status(404);
+    let dir = Dir::new();
+    let config = dir.write(
+        "dl.toml",
+        &format!(
+            "[sources.in]\ntype = \"stdin\"\n\n\
+             [sinks.hook]\ntype = \"webhook\"\ninputs = [\"in\"]\nurl = \"{}\"\ntriggers = [\"alert-created\"]\n",
+            receiver.url("/hook")
+        ),
+    );
+    let cfg = path_str(&config);
+    // Three events refused for good (404 is not retried): all three become dead letters.
+    let mut proc = Proc::spawn(&["run", "--config", cfg], &[], true);
+    {
+        let mut stdin = proc.child.stdin.take().unwrap();
+        let input = format!("{}\n{}\n{}\n", event("d1", "alert-created"), event("d2", "alert-created"), event("d3", "alert-created"));
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    assert!(proc.wait_exit().await.success(), "{}", proc.stderr());
+    let first_ids: Vec<String> =
+        receiver.requests().iter().filter_map(|r| r.header_str("webhook-id")).collect();
+    assert_eq!(first_ids.len(), 3);
+
+    let list = run_to_end(&["dead-letters", "list", "--config", cfg, "--json"], &[]).await;
+    assert!(list.status.success(), "{}", list.stderr);
+    let letters: Vec<Value> = list.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), 3, "{}", list.stdout);
+    for letter in &letters {
+        assert_eq!(letter["sink"], "hook");
+        assert_eq!(letter["last_status"], 404);
+        assert_eq!(letter["attempts"], 1);
+        assert!(letter["reason"].as_str().unwrap().contains("HTTP 404"), "{letter}");
+        assert!(first_ids.contains(&letter["webhook_id"].as_str().unwrap().to_string()));
+    }
+    let table = run_to_end(&["dead-letters", "list", "--config", cfg], &[]).await;
+    assert!(table.stdout.contains("3 dead letters"), "{}", table.stdout);
+
+    // Replay one, limited by --seq, to a healthy endpoint: same webhook-id, filters aside.
+    receiver.set_status(200);
+    let seq = letters[1]["seq"].as_u64().unwrap().to_string();
+    let replay = run_to_end(&["dead-letters", "replay", "--config", cfg, "--seq", &seq], &[]).await;
+    assert!(replay.status.success(), "{}\n{}", replay.stdout, replay.stderr);
+    let last = receiver.requests().last().cloned().unwrap();
+    assert_eq!(last.header_str("webhook-id").as_deref(), letters[1]["webhook_id"].as_str());
+    let left = run_to_end(&["dead-letters", "list", "--config", cfg, "--json"], &[]).await;
+    assert_eq!(left.stdout.lines().count(), 2, "{}", left.stdout);
+
+    // Purge the rest of the sink's.
+    let purge = run_to_end(&["dead-letters", "purge", "--config", cfg, "--sink", "hook"], &[]).await;
+    assert!(purge.stdout.contains("purged 2 dead letters"), "{}", purge.stdout);
+    let none = run_to_end(&["dead-letters", "list", "--config", cfg], &[]).await;
+    assert!(none.stdout.contains("no dead letters"), "{}", none.stdout);
+}
