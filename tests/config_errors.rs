@@ -176,3 +176,17 @@ fn yaml_configs_load_too() {
     );
     result.unwrap();
 }
+
+#[test]
+fn delivery_settings_are_checked() {
+    let text = single("r.toml", &with_sink("url = \"http://h/\"\nretry.attempts = 0\n"));
+    assert!(text.contains("`sinks.chat.retry.attempts`:"), "{text}");
+    let text = single("s.toml", &with_sink("url = \"http://h/\"\nretry.on_status = [700]\n"));
+    assert!(text.contains("`sinks.chat.retry.on_status`") && text.contains("700"), "{text}");
+    let text = single("b.toml", &with_sink("url = \"http://h/\"\nbuffer.type = \"tape\"\n"));
+    assert!(text.contains("`sinks.chat.buffer.type`"), "{text}");
+    let text = single("m.toml", &with_sink("url = \"http://h/\"\nbuffer.max_events = 0\n"));
+    assert!(text.contains("`sinks.chat.buffer.max_events`: must be at least 1"), "{text}");
+    let text = single("d.toml", &format!("data_dir = 5\n{}", with_sink("url = \"http://h/\"")));
+    assert!(text.contains("`data_dir`: must be a path"), "{text}");
+}

@@ -236,7 +236,7 @@ impl WebhookSinkConfig {
         }
         errors.extend(self.buffer.validate());
         errors.extend(
-            self.retry.validate().into_iter().map(|(field, message)| FieldError::new(format!("retry.{field}"), message)),
+            self.retry.validate().into_iter().map(|(field, message)| FieldError::new(field, message)),
         );
         let tls = TlsOptions { ca_file: self.tls.ca_file.as_ref().map(|p| config_dir.join(p)) };
         if let Some(path) = &tls.ca_file {
