@@ -1034,3 +1034,20 @@ async fn dead_letters_are_listed_replayed_and_purged() {
     let none = run_to_end(&["dead-letters", "list", "--config", cfg], &[]).await;
     assert!(none.stdout.contains("no dead letters"), "{}", none.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn render_decodes_as_a_source_does() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = root.join("config-examples/alertmanager/webhook-sink.toml");
+    let payload = root.join("tests/fixtures/alertmanager/firing.json");
+    let args = ["render", "--config", path_str(&config), "--sink", "chat", "--source", "alertmanager", "--event", path_str(&payload)];
+    let out = run_to_end(&args, &[("CHAT_TOKEN", "x")]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let body: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    assert_eq!(body["id"], "c0ffee0123456789");
+    assert_eq!(body["text"], "[HIGH] Disk full on db-1 is PENDING");
+    // Without --source the file is read as incident events, which it is not.
+    let plain = run_to_end(&args[..5].iter().chain(&args[7..]).copied().collect::<Vec<_>>(), &[("CHAT_TOKEN", "x")]).await;
+    assert!(!plain.status.success());
+    assert!(plain.stderr.contains("eventType"), "{}", plain.stderr);
+}

@@ -10,13 +10,13 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{self, PipelineConfig, SinkKind};
+use crate::config::{self, PipelineConfig, SinkKind, SourceSpec};
 use crate::event::{new_webhook_id, sample_event};
 use crate::filter::Decision;
 use crate::sinks::webhook::client::build_client;
 use crate::sinks::webhook::service::WebhookService;
 use crate::sinks::webhook::WebhookSinkConfig;
-use crate::sources::decode::decode_body;
+use crate::sources::decode::Decoder;
 use crate::topology::Pipeline;
 
 /// Turns incident events into webhooks.
@@ -54,6 +54,9 @@ pub enum Command {
         /// A JSON file with the event(s) to send instead of the sample; filters are skipped.
         #[arg(long)]
         event: Option<PathBuf>,
+        /// Decode `--event` as this source does. Default: incident events.
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Print the body each event would produce in one sink, or why it would not fire.
     Render {
@@ -66,6 +69,10 @@ pub enum Command {
         /// A JSON file: one event, an array, or NDJSON.
         #[arg(long)]
         event: PathBuf,
+        /// Decode the file as this source does (e.g. an Alertmanager payload or a mapped
+        /// log event). Default: incident events.
+        #[arg(long)]
+        source: Option<String>,
     },
     /// List the template variables.
     Variables,
@@ -111,8 +118,8 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Run { config } => run(&config).await,
         Command::Validate { config } => validate(&config),
-        Command::Test { config, sink, event } => test(&config, &sink, event.as_deref()).await,
-        Command::Render { config, sink, event } => render(&config, &sink, &event),
+        Command::Test { config, sink, event, source } => test(&config, &sink, event.as_deref(), source.as_deref()).await,
+        Command::Render { config, sink, event, source } => render(&config, &sink, &event, source.as_deref()),
         Command::Variables => {
             print!("{}", variables_text());
             Ok(ExitCode::SUCCESS)
@@ -179,17 +186,32 @@ fn webhook_sink<'a>(config: &'a PipelineConfig, name: &str) -> Result<&'a Webhoo
     }
 }
 
-fn read_events(path: &Path) -> Result<Vec<crate::event::IncidentEvent>, String> {
+/// Reads events from a file, decoded as `source` decodes (incident events by default).
+fn read_events(config: &PipelineConfig, path: &Path, source: Option<&str>) -> Result<Vec<crate::event::IncidentEvent>, String> {
+    let decoder = match source {
+        None => Decoder::default(),
+        Some(name) => {
+            let spec = config.sources.iter().find(|(n, _)| n == name).map(|(_, s)| s).ok_or_else(|| {
+                let names: Vec<&str> = config.sources.iter().map(|(n, _)| n.as_str()).collect();
+                format!("no source `{name}` in {}; sources: {}", config.path.display(), names.join(", "))
+            })?;
+            let decoding = match spec {
+                SourceSpec::HttpServer(c) => &c.decoding,
+                SourceSpec::Stdin(c) => &c.decoding,
+            };
+            decoding.build().map_err(|e| format!("{e:?}"))?
+        }
+    };
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    decode_body(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    decoder.decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-async fn test(path: &Path, name: &str, event: Option<&Path>) -> Result<ExitCode, String> {
+async fn test(path: &Path, name: &str, event: Option<&Path>, source: Option<&str>) -> Result<ExitCode, String> {
     let config = load(path)?;
     let webhook = webhook_sink(&config, name)?;
     let compiled = webhook.compile(&config.dir).map_err(|e| format!("{e:?}"))?;
     let events = match event {
-        Some(path) => read_events(path)?,
+        Some(event) => read_events(&config, event, source)?,
         None => vec![sample_event()],
     };
     let client = build_client(&compiled.tls).map_err(|e| e.to_string())?;
@@ -213,11 +235,11 @@ async fn test(path: &Path, name: &str, event: Option<&Path>) -> Result<ExitCode,
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn render(path: &Path, name: &str, event: &Path) -> Result<ExitCode, String> {
+fn render(path: &Path, name: &str, event: &Path, source: Option<&str>) -> Result<ExitCode, String> {
     let config = load(path)?;
     let webhook = webhook_sink(&config, name)?;
     let compiled = webhook.compile(&config.dir).map_err(|e| format!("{e:?}"))?;
-    let events = read_events(event)?;
+    let events = read_events(&config, event, source)?;
     let several = events.len() > 1;
     for (i, event) in events.iter().enumerate() {
         if several {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod faulty;
 pub mod peer;
 pub mod receiver;
 
