@@ -8,15 +8,22 @@ use serde_json::value::RawValue;
 
 use super::DecodeError;
 
-/// One top-level value of a body and where it starts (1-based).
+/// One top-level value of a body.
 #[derive(Debug, Clone, Copy)]
 pub struct Framed<'a> {
     /// The value's JSON text.
     pub raw: &'a RawValue,
-    /// Line where it starts.
-    pub line: usize,
-    /// Column where it starts.
-    pub column: usize,
+    /// Byte offset where it starts in the body.
+    pub offset: usize,
+}
+
+impl Framed<'_> {
+    /// Line and column (1-based) where the value starts in `body`. Computed on demand:
+    /// only errors need it, and scanning the body for every value would make decoding a
+    /// batch quadratic.
+    pub fn position(&self, body: &[u8]) -> (usize, usize) {
+        position_at(body, self.offset)
+    }
 }
 
 /// Splits `body` into its values. `max_depth` bounds how deeply arrays and objects nest
@@ -39,8 +46,8 @@ pub fn frame(body: &[u8], max_depth: usize) -> Result<Vec<Framed<'_>>, DecodeErr
     Ok(raws
         .into_iter()
         .map(|raw| {
-            let (line, column) = position_of(body, raw.get());
-            Framed { raw, line, column }
+            let offset = (raw.get().as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
+            Framed { raw, offset }
         })
         .collect())
 }
@@ -77,12 +84,6 @@ pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Line and column (1-based) where `part`, a slice of `body`, starts.
-fn position_of(body: &[u8], part: &str) -> (usize, usize) {
-    let offset = (part.as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
-    position_at(body, offset)
-}
-
 fn position_at(body: &[u8], offset: usize) -> (usize, usize) {
     let before = &body[..offset.min(body.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -98,9 +99,11 @@ mod tests {
     #[test]
     fn frames_objects_arrays_and_ndjson_with_positions() {
         let framed = frame(b"{\"a\":1}\n  {\"b\":2}", 8).unwrap();
-        assert_eq!(framed.iter().map(|f| (f.line, f.column)).collect::<Vec<_>>(), [(1, 1), (2, 3)]);
+        let body = b"{\"a\":1}\n  {\"b\":2}";
+        assert_eq!(framed.iter().map(|f| f.position(body)).collect::<Vec<_>>(), [(1, 1), (2, 3)]);
         let framed = frame(b"[{\"a\":1},\n {\"b\":2}]", 8).unwrap();
-        assert_eq!(framed.iter().map(|f| (f.line, f.column)).collect::<Vec<_>>(), [(1, 2), (2, 2)]);
+        let body = b"[{\"a\":1},\n {\"b\":2}]";
+        assert_eq!(framed.iter().map(|f| f.position(body)).collect::<Vec<_>>(), [(1, 2), (2, 2)]);
         assert!(frame(b" \n ", 8).is_err());
     }
 

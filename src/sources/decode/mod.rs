@@ -202,7 +202,10 @@ impl Decoder {
         let mut events = Vec::new();
         for (i, framed) in framing::frame(body, self.max_depth)?.into_iter().enumerate() {
             let text = framed.raw.get();
-            let decoded = self.decode_value(text).map_err(|e| e.within(i + 1, framed.line, framed.column))?;
+            let decoded = self.decode_value(text).map_err(|e| {
+                let (line, column) = framed.position(body);
+                e.within(i + 1, line, column)
+            })?;
             let share = text.len() / decoded.len().max(1);
             events.extend(decoded.into_iter().map(|event| (event, share)));
         }
