@@ -165,6 +165,12 @@ impl Pipeline {
                 }
             }
         }
+        // Make the deletions of delivered records durable, so a clean stop sends nothing twice.
+        for buffer in &buffers {
+            if let SinkBuffer::Disk(disk) = buffer {
+                disk.flush();
+            }
+        }
         for (name, stats) in &self.stats {
             info!(
                 sink = %name,

@@ -199,12 +199,20 @@ impl DiskBuffer {
     pub fn close(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
         self.items.notify_waiters();
+    }
+
+    /// Deletes what was delivered, durably (at shutdown, so a clean stop sends nothing
+    /// twice).
+    pub fn flush(&self) {
         self.removals.flush();
+        if let Err(error) = self.queue.flush() {
+            warn!(%error, "disk buffer could not make its deletions durable");
+        }
     }
 }
 
 impl Drop for DiskBuffer {
     fn drop(&mut self) {
-        self.removals.flush();
+        self.flush();
     }
 }

@@ -162,14 +162,15 @@ impl SinkBuffer {
     }
 
     /// Stores a batch in room reserved for it. The events' finalizers stay with them.
-    pub async fn push(&self, reservation: Reservation, events: Vec<Event>) -> Result<(), BufferError> {
+    pub async fn push(&self, mut reservation: Reservation, events: Vec<Event>) -> Result<(), BufferError> {
         let result = match self {
             SinkBuffer::Memory(b) => b.push(events),
             SinkBuffer::Disk(b) => b.push(events).await,
         };
         if result.is_ok() {
             // The room now belongs to the stored events; their finalizers give it back.
-            std::mem::forget(reservation);
+            reservation.events = 0;
+            reservation.bytes = 0;
         }
         result
     }
