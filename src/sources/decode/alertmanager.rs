@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::DecodeError;
+use super::{json_kind, DecodeError};
 use crate::component::FieldError;
 use crate::event::{AlertSource, AlertStatus, EventKind, IncidentEvent, Link, Priority};
 
@@ -157,7 +157,7 @@ impl AlertmanagerDecoder {
                 1,
                 format!(
                     "an Alertmanager webhook payload is a JSON object, got {}",
-                    kind(&value)
+                    json_kind(&value)
                 ),
             ));
         };
@@ -166,7 +166,7 @@ impl AlertmanagerDecoder {
             Some(other) => {
                 return Err(DecodeError::field(
                     "alerts",
-                    format!("must be an array, got {}", kind(other)),
+                    format!("must be an array, got {}", json_kind(other)),
                 ))
             }
             None => {
@@ -195,7 +195,7 @@ impl AlertmanagerDecoder {
         let Value::Object(alert) = alert else {
             return Err(DecodeError::field(
                 format!("alerts[{index}]"),
-                format!("must be an object, got {}", kind(alert)),
+                format!("must be an object, got {}", json_kind(alert)),
             ));
         };
 
@@ -211,7 +211,7 @@ impl AlertmanagerDecoder {
             Some(other) if !other.is_null() => {
                 return Err(DecodeError::field(
                     at("status"),
-                    format!("must be `firing` or `resolved`, got {}", kind(other)),
+                    format!("must be `firing` or `resolved`, got {}", json_kind(other)),
                 ))
             }
             _ => {
@@ -357,7 +357,7 @@ fn optional_str<'a>(
         Some(Value::String(s)) => Ok(Some(s.as_str()).filter(|s| !s.is_empty())),
         Some(other) => Err(DecodeError::field(
             at(field),
-            format!("must be a string, got {}", kind(other)),
+            format!("must be a string, got {}", json_kind(other)),
         )),
     }
 }
@@ -374,13 +374,13 @@ fn string_map<'a>(
         Some(Value::Object(map)) => match map.iter().find(|(_, v)| !v.is_string()) {
             Some((name, value)) => Err(DecodeError::field(
                 at(&format!("{field}.{name}")),
-                format!("must be a string, got {}", kind(value)),
+                format!("must be a string, got {}", json_kind(value)),
             )),
             None => Ok(Texts(Some(map))),
         },
         Some(other) => Err(DecodeError::field(
             at(field),
-            format!("must be an object, got {}", kind(other)),
+            format!("must be an object, got {}", json_kind(other)),
         )),
     }
 }
@@ -395,18 +395,6 @@ impl<'a> Texts<'a> {
             .get(name)
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
-    }
-}
-
-/// What a JSON value is, for error messages.
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -519,7 +507,7 @@ mod tests {
         );
 
         let resolved = &events[1];
-        assert_eq!(resolved.event_type.kind(), Some(EventKind::Resolved));
+        assert_eq!(resolved.event_type.json_kind(), Some(EventKind::Resolved));
         assert_eq!(resolved.status, Some(AlertStatus::Resolved));
         assert_eq!(resolved.id.as_deref(), Some("7c4e2d2a8b1f0e93"));
         assert_eq!(resolved.alert_identity(), Some("7c4e2d2a8b1f0e93"));

@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::DecodeError;
+use super::{json_kind, DecodeError};
 use crate::component::FieldError;
 use crate::event::{
     AlertSource, AlertStatus, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority,
@@ -452,7 +452,7 @@ impl MappingDecoder {
                 1,
                 format!(
                     "the `mapped` codec takes JSON objects, got {}",
-                    kind_of(&object)
+                    json_kind(&object)
                 ),
             ));
         }
@@ -474,18 +474,6 @@ impl MappingDecoder {
         }
         event.extra.insert(SOURCE_KEY.to_string(), object);
         Ok(event)
-    }
-}
-
-/// "an array", "a string", … for error messages.
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

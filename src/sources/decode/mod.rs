@@ -221,6 +221,19 @@ impl Decoder {
     }
 }
 
+/// What a JSON value is ("a string", "an array", …), for error messages.
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Decodes a body of incident events with the default settings.
 pub fn decode_body(body: &[u8]) -> Result<Vec<IncidentEvent>, DecodeError> {
     Decoder::default().decode(body)
