@@ -507,7 +507,7 @@ mod tests {
         );
 
         let resolved = &events[1];
-        assert_eq!(resolved.event_type.json_kind(), Some(EventKind::Resolved));
+        assert_eq!(resolved.event_type.kind(), Some(EventKind::Resolved));
         assert_eq!(resolved.status, Some(AlertStatus::Resolved));
         assert_eq!(resolved.id.as_deref(), Some("7c4e2d2a8b1f0e93"));
         assert_eq!(resolved.alert_identity(), Some("7c4e2d2a8b1f0e93"));
