@@ -1,0 +1,566 @@
+#!/usr/bin/env python3
+"""Helpers of bench/load.sh (python3 standard library only).
+
+Subcommands:
+  port                      print a free loopback TCP port
+  waitport PORT [SECS]      wait (bounded) until 127.0.0.1:PORT accepts connections
+  health URL [SECS] [PID]   wait (bounded) until GET URL answers 200
+  event                     print one benchmark event (for `webhook-sink render`)
+  gen N FILE                write N benchmark events as NDJSON (the peer's input)
+  push ...                  POST N events as NDJSON batches (see `push --help`)
+  proc PID                  print {"ticks_s": utime+stime seconds, "hwm_kb": VmHWM}
+  wait LOG N ...            wait until nginx's log LOG has N lines (bounded)
+  count LOG [latency]       summarise an nginx log: deliveries, rate, (latency)
+  report RESULTS ...        print the table from the results file (JSON lines)
+"""
+
+import argparse
+import http.client
+import json
+import math
+import os
+import re
+import socket
+import statistics
+import sys
+import threading
+import time
+
+# ---------------------------------------------------------------------------
+# Events. The same generator feeds webhook-sink (over HTTP) and syslog-ng (from a
+# file), so both see the same data. Distinct alertKeys (KEYS of them, round robin)
+# let webhook-sink use its whole request concurrency: events of one alert go out
+# one at a time, by design.
+KEYS = 1000
+
+
+def event_line(i, sent_at):
+    h = i % 977
+    if i % 2 == 0:
+        etype, status, prio = "alert-created", "PENDING", "HIGH"
+    else:
+        etype, status, prio = "alert-resolved", "RESOLVED", "LOW"
+    return (
+        '{"id":"%d","eventType":"%s","status":"%s","priority":"%s",'
+        '"summary":"PROBLEM Host Alert: host%d.example.com is DOWN",'
+        '"details":"Check PING on host%d.example.com: CRITICAL - 100%% packet loss\\nsecond line",'
+        '"reportTime":"2026-01-01T00:00:00.000Z","alertKey":"bench-%d",'
+        '"alertUrl":"https://incidents.example.com/alerts/%d",'
+        '"alertSource":{"id":2101194,"name":"Nagios Network and Hosts",'
+        '"escalationPolicy":{"id":42,"name":"Default escalation"}},'
+        '"links":[{"href":"https://runbooks.example.com/host%d","text":"Runbook"}],'
+        '"sentAt":%.6f}\n'
+        % (i, etype, status, prio, h, h, i % KEYS, i, h, sent_at)
+    )
+
+
+def batch_body(start, count, sent_at):
+    return "".join(event_line(i, sent_at) for i in range(start, start + count)).encode()
+
+
+# ---------------------------------------------------------------------------
+def cmd_port(_args):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])
+    s.close()
+
+
+def cmd_waitport(args):
+    deadline = time.monotonic() + float(args.secs)
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", int(args.port)), timeout=0.5).close()
+            return 0
+        except OSError:
+            time.sleep(0.05)
+    print(f"port {args.port} not listening after {args.secs}s", file=sys.stderr)
+    return 1
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def cmd_health(args):
+    m = re.match(r"http://([^/:]+):(\d+)(/.*)", args.url)
+    host, port, path = m.group(1), int(m.group(2)), m.group(3)
+    deadline = time.monotonic() + float(args.secs)
+    while time.monotonic() < deadline:
+        if args.pid and not pid_alive(args.pid):
+            print(f"process {args.pid} exited before {args.url} answered", file=sys.stderr)
+            return 1
+        try:
+            c = http.client.HTTPConnection(host, port, timeout=1)
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            c.close()
+            if r.status == 200:
+                return 0
+        except OSError:
+            pass
+        time.sleep(0.05)
+    print(f"{args.url} did not answer 200 within {args.secs}s", file=sys.stderr)
+    return 1
+
+
+def cmd_event(_args):
+    sys.stdout.write(event_line(0, time.time()))
+
+
+def cmd_gen(args):
+    n = int(args.n)
+    now = time.time()
+    with open(args.file, "w") as f:
+        step = 10000
+        for start in range(0, n, step):
+            f.write("".join(event_line(i, now) for i in range(start, min(n, start + step))))
+
+
+# ---------------------------------------------------------------------------
+# The client. Keep-alive connections (http.client), one thread per connection, each
+# sending every CONNS-th batch. A 503 is retried after its Retry-After; a dropped
+# connection is reopened and the batch sent again; both bounded.
+#
+# Without --rate the batches go out back to back (throughput runs). With --rate R
+# batch k is due at t0 + k*BATCH/R (open loop) and its events carry that due time as
+# `sentAt`, so a sender that falls behind does not hide the delay (no coordinated
+# omission). Without --rate, `sentAt` is the actual send time.
+def cmd_push(args):
+    m = re.match(r"http://([^/:]+):(\d+)(/.*)", args.url)
+    host, port, path = m.group(1), int(m.group(2)), m.group(3)
+    n, batch, conns = args.n, args.batch, args.conns
+    nbatches = math.ceil(n / batch)
+    interval = batch / args.rate if args.rate else 0.0
+    deadline = time.monotonic() + args.timeout
+    stats = {"retries_503": 0, "reconnects": 0, "late_s_max": 0.0, "errors": []}
+    lock = threading.Lock()
+    t0_wall = time.time() + 0.2
+    t0 = time.monotonic() + 0.2
+
+    def worker(tid):
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        late_max = 0.0
+        try:
+            for k in range(tid, nbatches, conns):
+                start = k * batch
+                count = min(batch, n - start)
+                if interval:
+                    due = t0 + k * interval
+                    now = time.monotonic()
+                    if due > now:
+                        time.sleep(due - now)
+                    else:
+                        late_max = max(late_max, now - due)
+                    sent_at = t0_wall + k * interval
+                else:
+                    sent_at = time.time()
+                body = batch_body(start, count, sent_at)
+                attempts = 0
+                while True:
+                    attempts += 1
+                    if attempts > 600 or time.monotonic() > deadline:
+                        raise RuntimeError(f"batch {k}: gave up after {attempts - 1} attempts")
+                    try:
+                        conn.request("POST", path, body, {"Content-Type": "application/x-ndjson"})
+                        r = conn.getresponse()
+                        answer = r.read()
+                    except (OSError, http.client.HTTPException):
+                        with lock:
+                            stats["reconnects"] += 1
+                        conn.close()
+                        conn = http.client.HTTPConnection(host, port, timeout=30)
+                        time.sleep(0.05)
+                        continue
+                    if r.status == 200:
+                        break
+                    if r.status == 503:
+                        with lock:
+                            stats["retries_503"] += 1
+                        time.sleep(min(float(r.getheader("Retry-After") or 1), 5.0))
+                        continue
+                    raise RuntimeError(f"batch {k}: HTTP {r.status}: {answer[:200]!r}")
+        except Exception as e:  # reported in the summary, exit code 1
+            with lock:
+                stats["errors"].append(str(e))
+        finally:
+            conn.close()
+            with lock:
+                stats["late_s_max"] = max(stats["late_s_max"], late_max)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(1.0, deadline - time.monotonic()))
+    # Paced sends start at t0; the rate is counted from there.
+    elapsed = time.monotonic() - (t0 if interval else started)
+    if any(t.is_alive() for t in threads):
+        stats["errors"].append("push timed out")
+    stats["events"] = n
+    stats["secs"] = round(elapsed, 3)
+    stats["offered_per_s"] = round(n / elapsed, 1) if elapsed > 0 else None
+    stats["late_s_max"] = round(stats["late_s_max"], 3)
+    print(json.dumps(stats))
+    return 1 if stats["errors"] else 0
+
+
+# ---------------------------------------------------------------------------
+def cmd_proc(args):
+    pid = args.pid
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    ticks = int(fields[11]) + int(fields[12])
+    hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    print(json.dumps({"ticks_s": ticks / os.sysconf("SC_CLK_TCK"), "hwm_kb": hwm}))
+
+
+def count_lines(path):
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def cmd_wait(args):
+    """Wait until LOG has N lines. Gives up when nothing new arrives for --stall
+    seconds, after --timeout, or when --pid (the sender) has exited."""
+    n = int(args.n)
+    deadline = time.monotonic() + args.timeout
+    last_change = time.monotonic()
+    seen = -1
+    offset = 0
+    lines = 0
+    while True:
+        try:
+            with open(args.log, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+                lines += data.count(b"\n")
+                offset += len(data)
+        except FileNotFoundError:
+            pass
+        now = time.monotonic()
+        if lines != seen:
+            seen, last_change = lines, now
+        if lines >= n:
+            return 0
+        why = None
+        if now > deadline:
+            why = f"timeout after {args.timeout}s"
+        elif now - last_change > args.stall:
+            why = f"no new deliveries for {args.stall}s"
+        elif args.pid and not pid_alive(args.pid):
+            time.sleep(1.5)  # nginx flushes its log buffer every second
+            why = f"process {args.pid} exited"
+        if why:
+            print(f"wait {args.log}: {lines}/{n} lines: {why}", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return None
+    k = (len(sorted_values) - 1) * p / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+SENT_AT = re.compile(rb"sentAt[^0-9]*([0-9]+(?:\.[0-9]+)?)")
+
+
+def cmd_count(args):
+    ok = bad = 0
+    first = last = None
+    lat = []
+    with open(args.log, "rb") as f:
+        for line in f:
+            parts = line.rstrip(b"\n").split(b" ", 2)
+            if len(parts) < 2:
+                continue
+            t = float(parts[0])
+            if parts[1] != b"204":
+                bad += 1
+                continue
+            ok += 1
+            first = t if first is None or t < first else first
+            last = t if last is None or t > last else last
+            if args.latency:
+                m = SENT_AT.search(parts[2] if len(parts) > 2 else b"")
+                if m:
+                    lat.append((t - float(m.group(1))) * 1000.0)
+    out = {"delivered": ok, "non_204": bad}
+    if ok > 1 and last > first:
+        out["span_s"] = round(last - first, 3)
+        out["rate"] = round((ok - 1) / (last - first), 1)
+    if args.latency:
+        lat.sort()
+        out["lat_n"] = len(lat)
+        for p in (50, 90, 99):
+            v = percentile(lat, p)
+            out[f"p{p}_ms"] = round(v, 1) if v is not None else None
+        out["max_ms"] = round(lat[-1], 1) if lat else None
+    print(json.dumps(out))
+
+
+# ---------------------------------------------------------------------------
+def cmd_record(args):
+    """Append one run's result to RESULTS: the receiver's count, plus CPU and RSS from
+    /proc snapshots taken before the first event and after the last delivery."""
+    rec = {"config": args.config, "run": args.run}
+    if args.count:
+        try:
+            rec.update(json.loads(args.count))
+        except ValueError:
+            args.error = args.error or f"unparsable count: {args.count[:200]}"
+    if args.push:
+        try:
+            rec["push"] = json.loads(args.push)
+            rec["sent_rate"] = rec["push"].get("offered_per_s")
+            rec["late_s_max"] = rec["push"].get("late_s_max")
+        except ValueError:
+            rec["push"] = args.push[:200]
+    for kv in args.extra:
+        k, _, v = kv.partition("=")
+        try:
+            rec[k] = float(v)
+        except ValueError:
+            rec[k] = v
+    if args.proc0 and args.proc1:
+        p0, p1 = json.loads(args.proc0), json.loads(args.proc1)
+        delivered = rec.get("delivered") or 0
+        if delivered:
+            rec["cpu_us"] = round((p1["ticks_s"] - p0["ticks_s"]) / delivered * 1e6, 2)
+        rec["rss_mb"] = round(p1["hwm_kb"] / 1024.0, 1)
+    expected = args.expect
+    if not args.error and expected and rec.get("delivered", 0) < expected:
+        args.error = f"only {rec.get('delivered', 0)} of {expected} deliveries counted"
+    if not args.error and rec.get("non_204"):
+        args.error = f"{rec['non_204']} answers other than 204 (auth?)"
+    if args.error:
+        rec["error"] = args.error
+        # A failed run's numbers are kept in the file but not in the table.
+        for k in ("rate", "cpu_us", "rss_mb", "p50_ms", "p90_ms", "p99_ms", "max_ms"):
+            if k in rec:
+                rec["failed_" + k] = rec.pop(k)
+    with open(args.results, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    shown = {k: rec[k] for k in ("delivered", "rate", "cpu_us", "rss_mb", "p50_ms", "p99_ms", "offered", "error") if k in rec}
+    print(f"  {args.config} run {args.run}: {json.dumps(shown)}", file=sys.stderr)
+
+
+def cmd_median(args):
+    v = []
+    with open(args.results) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                if r.get("config") == args.config and r.get(args.key) is not None:
+                    v.append(r[args.key])
+    if not v:
+        return 1
+    print(statistics.median(v))
+
+
+def cmd_report(args):
+    rows = []
+    with open(args.results) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+
+    def values(config, key):
+        return [r[key] for r in rows if r.get("config") == config and r.get(key) is not None]
+
+    def med(config, key):
+        v = values(config, key)
+        return statistics.median(v) if v else None
+
+    def fmt(v, nd):
+        if v is None:
+            return "-"
+        return f"{v:,.{nd}f}"
+
+    def cell(config, key, nd=0):
+        v = values(config, key)
+        if not v:
+            return "-"
+        if len(v) == 1:
+            return fmt(v[0], nd)
+        return f"{fmt(statistics.median(v), nd)} ({fmt(min(v), nd)}..{fmt(max(v), nd)})"
+
+    configs = [
+        ("ours", "ours: webhook-sink, memory buffer"),
+        ("ours_disk", "ours: webhook-sink, disk buffer"),
+        ("ceiling", "ceiling: wrk -> nginx"),
+        ("peer", "peer: syslog-ng http()"),
+    ]
+    configs = [(c, label) for c, label in configs if values(c, "rate")]
+    out = []
+    out.append("")
+    out.append("webhook-sink end-to-end load benchmark (loopback; counted at the receiver, nginx)")
+    out.append(f"machine : {args.machine}")
+    out.append(f"command : {args.cmd}")
+    out.append(f"settings: {args.settings}")
+    if args.note:
+        out.append(f"note    : {args.note}")
+    out.append("cells   : median (min..max) over the runs")
+    out.append("")
+    header = ["configuration", "runs", "deliveries/s", "CPU us/event", "peak RSS MB"]
+    table = [header]
+    for c, label in configs:
+        table.append([
+            label,
+            str(len(values(c, "rate"))),
+            cell(c, "rate"),
+            cell(c, "cpu_us", 1),
+            cell(c, "rss_mb", 1),
+        ])
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for k, r in enumerate(table):
+        out.append("  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+
+    lat_rows = [("lat_full", "ours at full load"), ("lat_half", "ours at half load")]
+    lat_rows = [(c, label) for c, label in lat_rows if values(c, "p50_ms")]
+    if lat_rows:
+        out.append("")
+        out.append("latency, event due at the client -> webhook logged by nginx (paced, open loop;")
+        out.append("medians, p50/p99 with (min..max)):")
+        header = ["load", "runs", "target ev/s", "sent ev/s", "delivered ev/s",
+                  "p50 ms", "p99 ms", "peak RSS MB"]
+        table = [header]
+        for c, label in lat_rows:
+            table.append([
+                label,
+                str(len(values(c, "p50_ms"))),
+                fmt(med(c, "offered"), 0),
+                fmt(med(c, "sent_rate"), 0),
+                fmt(med(c, "rate"), 0),
+                cell(c, "p50_ms", 1),
+                cell(c, "p99_ms", 1),
+                fmt(med(c, "rss_mb"), 1),
+            ])
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for k, r in enumerate(table):
+            out.append("  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r))))
+            if k == 0:
+                out.append("  ".join("-" * w for w in widths))
+
+    out.append("")
+    ours = med("ours", "rate")
+
+    def ratio(a, b, label):
+        if a is not None and b:
+            out.append(f"{label:<38} {a / b:6.2f}")
+
+    ratio(ours, med("ceiling", "rate"), "ours / ceiling (deliveries/s)")
+    ratio(ours, med("peer", "rate"), "ours / peer (deliveries/s)")
+    ratio(med("ours", "cpu_us"), med("peer", "cpu_us"), "ours / peer (CPU per event)")
+    ratio(med("ours_disk", "rate"), ours, "disk / memory buffer (deliveries/s)")
+    if values("ours", "rss_mb") and values("peer", "rss_mb"):
+        out.append("note: peak RSS is not like for like: ours' buffer holds the backlog (the client")
+        out.append("      pushes all N events within seconds, into a buffer of N), syslog-ng reads its")
+        out.append("      file under flow control. The latency passes show ours' RSS without a backlog.")
+    lat_full = values("lat_full", "rate")
+    if lat_full and values("lat_full", "offered"):
+        kept = statistics.median(lat_full) / statistics.median(values("lat_full", "offered"))
+        if kept < 0.97:
+            out.append(f"note: at full load ours delivered {kept:.0%} of the target rate (the body-logging")
+            out.append("      receiver and the paced client cost CPU too): the queue grew during the pass, so")
+            out.append("      the full-load latency is mostly queueing time and grows with LAT_SECS.")
+    failures = [r for r in rows if r.get("error")]
+    if failures:
+        out.append("")
+        out.append("FAILED RUNS:")
+        for r in failures:
+            out.append(f"  {r.get('config')} run {r.get('run')}: {r['error']}")
+    print("\n".join(out))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("port").set_defaults(f=cmd_port)
+    s = sub.add_parser("waitport")
+    s.add_argument("port")
+    s.add_argument("secs", nargs="?", default="10")
+    s.set_defaults(f=cmd_waitport)
+    s = sub.add_parser("health")
+    s.add_argument("url")
+    s.add_argument("secs", nargs="?", default="20")
+    s.add_argument("pid", nargs="?", type=int)
+    s.set_defaults(f=cmd_health)
+    sub.add_parser("event").set_defaults(f=cmd_event)
+    s = sub.add_parser("gen")
+    s.add_argument("n")
+    s.add_argument("file")
+    s.set_defaults(f=cmd_gen)
+    s = sub.add_parser("push")
+    s.add_argument("--url", required=True)
+    s.add_argument("--n", type=int, required=True)
+    s.add_argument("--batch", type=int, default=200)
+    s.add_argument("--conns", type=int, default=2)
+    s.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as possible")
+    s.add_argument("--timeout", type=float, default=300.0)
+    s.set_defaults(f=cmd_push)
+    s = sub.add_parser("proc")
+    s.add_argument("pid")
+    s.set_defaults(f=cmd_proc)
+    s = sub.add_parser("wait")
+    s.add_argument("log")
+    s.add_argument("n")
+    s.add_argument("--timeout", type=float, default=300.0)
+    s.add_argument("--stall", type=float, default=20.0)
+    s.add_argument("--pid", type=int)
+    s.set_defaults(f=cmd_wait)
+    s = sub.add_parser("count")
+    s.add_argument("log")
+    s.add_argument("latency", nargs="?", default="")
+    s.set_defaults(f=cmd_count)
+    s = sub.add_parser("record")
+    s.add_argument("results")
+    s.add_argument("--config", required=True)
+    s.add_argument("--run", type=int, required=True)
+    s.add_argument("--count", default="")
+    s.add_argument("--push", default="")
+    s.add_argument("--proc0", default="")
+    s.add_argument("--proc1", default="")
+    s.add_argument("--expect", type=int, default=0)
+    s.add_argument("--error", default="")
+    s.add_argument("--extra", action="append", default=[])
+    s.set_defaults(f=cmd_record)
+    s = sub.add_parser("median")
+    s.add_argument("results")
+    s.add_argument("config")
+    s.add_argument("key")
+    s.set_defaults(f=cmd_median)
+    s = sub.add_parser("report")
+    s.add_argument("results")
+    s.add_argument("--machine", default="")
+    s.add_argument("--cmd", default="")
+    s.add_argument("--settings", default="")
+    s.add_argument("--note", default="")
+    s.set_defaults(f=cmd_report)
+    args = p.parse_args()
+    sys.exit(args.f(args) or 0)
+
+
+if __name__ == "__main__":
+    main()
