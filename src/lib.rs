@@ -1,10 +1,12 @@
 //! webhook-sink: turns incident events into webhooks.
 //!
 //! The modules follow the data flow: [`sources`] decode what arrives into [`event`]s,
-//! [`filter`] keeps the ones a sink wants, [`template`] renders their bodies, and
-//! [`sinks::webhook`] builds, sends and reports the requests. [`component`] holds the
-//! Vector-shaped traits a host drives, [`config`] reads the pipeline file and
-//! [`topology`] wires it all together for the binary ([`cli`]).
+//! [`buffer`]s hold them per sink (on disk through [`storage`] when asked), [`filter`]
+//! keeps the ones a sink wants, [`template`] renders their bodies, and [`sinks::webhook`]
+//! builds, sends, retries and reports the requests; what can never be delivered goes to
+//! the [`dead_letters`]. [`component`] holds the Vector-shaped traits a host drives,
+//! [`config`] reads the pipeline file and [`topology`] wires it all together for the
+//! binary ([`cli`]).
 
 pub mod buffer;
 pub mod cli;

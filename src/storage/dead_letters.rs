@@ -38,7 +38,7 @@ pub struct DeadLetter {
     pub webhook_id: String,
     /// The incident event as JSON.
     pub event: serde_json::Value,
-    /// Why, e.g. "HTTP 404 Not Found: <answer excerpt>", "retries exhausted after 8 attempts: …",
+    /// Why, e.g. `HTTP 404 Not Found: <answer excerpt>`, `gave up after 8 attempts: …`,
     /// "buffer full".
     pub reason: String,
     /// The HTTP status of the last attempt, if one was answered.
