@@ -129,8 +129,14 @@ impl HttpServerSourceConfig {
     }
 
     /// Every problem with the config: `path` must start with `/` (and hold no `?`, `#`
-    /// or whitespace), `max_body_bytes` must be above 0.
+    /// or whitespace), `max_body_bytes` must be above 0, and `decoding` and `auth` must
+    /// build.
     pub fn validate(&self) -> Vec<FieldError> {
+        self.checked().err().unwrap_or_default()
+    }
+
+    /// Checks every field once and builds the parts the running source needs.
+    fn checked(&self) -> Result<(Decoder, Option<Authenticator>), Vec<FieldError>> {
         let mut errors = Vec::new();
         if !self.path.starts_with('/') {
             errors.push(FieldError::new(
@@ -150,26 +156,19 @@ impl HttpServerSourceConfig {
         if self.max_body_bytes == 0 {
             errors.push(FieldError::new("max_body_bytes", "must be above 0"));
         }
-        if let Err(e) = self.decoding.build() {
-            errors.extend(e);
+        let decoder = self.decoding.build().map_err(|e| errors.extend(e)).ok();
+        let auth = self.auth.as_ref().map(Authenticator::new).transpose().map_err(|e| errors.extend(e)).ok();
+        match (decoder, auth) {
+            (Some(decoder), Some(auth)) if errors.is_empty() => Ok((decoder, auth)),
+            _ => Err(errors),
         }
-        if let Some(Err(e)) = self.auth.as_ref().map(Authenticator::new) {
-            errors.extend(e);
-        }
-        errors
     }
 }
 
 #[async_trait]
 impl SourceConfig for HttpServerSourceConfig {
     async fn build(&self, cx: SourceContext) -> Result<Source, BuildError> {
-        let errors = self.validate();
-        if !errors.is_empty() {
-            return Err(BuildError::Invalid { errors });
-        }
-        let invalid = |errors| BuildError::Invalid { errors };
-        let decoder = self.decoding.build().map_err(invalid)?;
-        let auth = self.auth.as_ref().map(Authenticator::new).transpose().map_err(invalid)?;
+        let (decoder, auth) = self.checked().map_err(|errors| BuildError::Invalid { errors })?;
         let listener = TcpListener::bind(self.address)
             .await
             .map_err(|e| BuildError::Other {
