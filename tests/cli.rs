@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use support::Receiver;
+use support::{free_addr, Dir, Receiver};
 
 /// Upper bound of every wait in these tests.
 const WAIT: Duration = Duration::from_secs(20);
@@ -30,11 +30,6 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_webhook-sink")
 }
 
-/// A loopback address nobody listens on (bound, read, released).
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
 
 /// Removes ANSI colour sequences (`ESC [ ... letter`).
 fn strip_ansi(text: &str) -> String {
@@ -53,21 +48,6 @@ fn strip_ansi(text: &str) -> String {
         }
     }
     out
-}
-
-/// A temporary directory for config and event files.
-struct Dir(tempfile::TempDir);
-
-impl Dir {
-    fn new() -> Self {
-        Dir(tempfile::tempdir().unwrap())
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
 }
 
 /// Collects everything a pipe yields on a thread of its own, so the child never blocks

@@ -1,21 +1,9 @@
 //! Every config error names the file and the key (or line), and every problem is reported.
 
-use std::path::PathBuf;
+mod support;
 
+use support::Dir;
 use webhook_sink::config::{load_with_env, ConfigErrors, Location, PipelineConfig};
-
-struct Dir(tempfile::TempDir);
-
-impl Dir {
-    fn new() -> Self {
-        Dir(tempfile::tempdir().unwrap())
-    }
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
 
 fn env(name: &str) -> Option<String> {
     match name {

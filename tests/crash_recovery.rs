@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use support::faulty::{Fault, Faulty, Hit};
+use support::free_addr;
 use webhook_sink::dead_letters::store_path;
 use webhook_sink::storage::dead_letters::{DeadLetter, DeadLetterStore};
 
@@ -32,12 +33,6 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_webhook-sink")
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A running `webhook-sink run`, its log in a file; killed (and reaped) when dropped.
 struct Proc {

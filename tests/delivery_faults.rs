@@ -11,7 +11,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use support::faulty::{Fault, Faulty, Hit};
+use support::free_addr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use webhook_sink::component::SinkStats;
@@ -66,12 +67,6 @@ impl Running {
     }
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A pipeline with `top` (top-level keys), an `http_server` source `alerts` (plus
 /// `source_extra`) and `sinks`, its data in a fresh temporary directory.
@@ -91,7 +86,7 @@ async fn try_start_in(
     source_extra: &str,
     sinks: &str,
 ) -> Result<Running, (TopologyError, tempfile::TempDir)> {
-    let source = free_port();
+    let source = free_addr();
     let text = format!(
         "data_dir = '{}'\n{top}\n[sources.alerts]\ntype = \"http_server\"\naddress = \"{source}\"\n{source_extra}\n\n{sinks}",
         data.path().display()

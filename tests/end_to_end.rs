@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use support::{Receiver, TestCerts};
+use support::{free_addr, Receiver, TestCerts};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use webhook_sink::component::SinkStats;
@@ -42,12 +42,9 @@ impl Running {
     }
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 async fn start(sinks: &str) -> Running {
-    let source = free_port();
+    let source = free_addr();
     let data = tempfile::tempdir().unwrap();
     let text = format!(
         "data_dir = '{}'\n[sources.alerts]\ntype = \"http_server\"\naddress = \"{source}\"\n\n{sinks}",

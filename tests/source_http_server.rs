@@ -10,16 +10,14 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+mod support;
+
+use support::free_addr;
 use webhook_sink::component::{event_channel, EventReceiver, SourceConfig, SourceContext};
 use webhook_sink::sources::http_server::HttpServerSourceConfig;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A loopback address nobody listens on (bound, read, released).
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
 
 struct Harness {
     addr: SocketAddr,
