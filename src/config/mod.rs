@@ -311,6 +311,9 @@ impl Loader {
         }
         let _kind = self.component_type(&key, &mut table, &SINK_TYPES)?;
         let config: WebhookSinkConfig = self.typed(&key, table)?;
+        // Compiled here only to list every problem of the file at once; `build` compiles
+        // again (templates are small, this costs milliseconds once at start-up) because
+        // the trait's `build` must stand on its own for other hosts.
         if let Err(errors) = config.compile(dir) {
             self.field_errors(&key, errors);
         }
