@@ -4,6 +4,7 @@
 //! version does not know are kept in [`IncidentEvent::extra`] and written back out, so
 //! newer senders' fields are carried through, never rejected.
 
+mod de;
 mod event_type;
 mod field;
 mod finalize;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use event_type::{EventKind, EventType, UnknownEventType};
-pub use field::{lookup, EventView, FieldPath, FieldRef, InvalidFieldPath, KnownField};
+pub use field::{lookup, EventView, FieldPath, FieldRef, InvalidFieldPath, KnownField, Resolved};
 pub use finalize::{AckGroup, AckToken, Finalizer, Outcome};
 pub use sample::{minimal_sample, sample_event};
 
@@ -24,7 +25,7 @@ pub use sample::{minimal_sample, sample_event};
 ///
 /// Only `eventType` is required: it is what `triggers` match. Absent optional fields are
 /// left out when the event is written back (a `null` counts as absent).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentEvent {
     /// Id of the alert, e.g. `"2983781"`.
@@ -71,7 +72,7 @@ pub struct IncidentEvent {
 }
 
 /// The alert source of an event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertSource {
     /// Numeric id in the reference (`2101194`); a string id is kept as it came.
@@ -89,7 +90,7 @@ pub struct AlertSource {
 }
 
 /// An escalation policy reference.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EscalationPolicy {
     /// Id, numeric or text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,7 +104,7 @@ pub struct EscalationPolicy {
 }
 
 /// The user an alert is assigned to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     /// Login name.
@@ -124,7 +125,7 @@ pub struct User {
 }
 
 /// A link attached to an alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Link {
     /// Target address.
     pub href: String,
@@ -135,6 +136,20 @@ pub struct Link {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+de::deserialize_with_extra!(IncidentEvent, "an incident event (a JSON object)", {
+    id: "id", status: "status", summary: "summary", details: "details", report_time: "reportTime",
+    priority: "priority", alert_key: "alertKey", alert_url: "alertUrl", alert_source: "alertSource",
+    assigned_to: "assignedTo", links: "links", responders: "responders",
+}, required { event_type: "eventType" });
+de::deserialize_with_extra!(AlertSource, "an alert source (a JSON object)", {
+    id: "id", name: "name", escalation_policy: "escalationPolicy",
+});
+de::deserialize_with_extra!(EscalationPolicy, "an escalation policy (a JSON object)", { id: "id", name: "name" });
+de::deserialize_with_extra!(User, "a user (a JSON object)", {
+    username: "username", email: "email", first_name: "firstName", last_name: "lastName",
+});
+de::deserialize_with_extra!(Link, "a link (a JSON object)", { text: "text" }, required { href: "href" });
 
 /// Declares a string enum whose unknown values are kept as they came.
 macro_rules! open_string_enum {

@@ -11,7 +11,7 @@ pub mod mustache;
 use bytes::Bytes;
 use serde::de::IgnoredAny;
 
-use crate::event::{minimal_sample, sample_event, EventView, FieldRef, IncidentEvent};
+use crate::event::{minimal_sample, sample_event, EventView, FieldRef, IncidentEvent, Resolved};
 use self::mustache::{Escape, NameUse, Partials, Root, TagKind, Template, Val};
 
 /// Why a template cannot be used. Positions are 1-based, in the template text.
@@ -197,10 +197,28 @@ impl Root for EventRoot<'_> {
             return Some(Val::Json(self.view.json()));
         }
         let var = catalog::variable(name)?;
-        self.view.event().known(var.field).map(|value| match value {
-            FieldRef::Str(s) => Val::Str(s),
-            FieldRef::Json(v) => Val::Json(v),
-        })
+        self.view.event().known(var.field).map(val)
+    }
+
+    /// `event.…` paths are read from the typed event; its JSON form is built only for a
+    /// path naming a whole typed object or list.
+    fn get_path(&self, path: &[Box<str>]) -> Option<Val<'_>> {
+        let (first, rest) = path.split_first()?;
+        if &**first != catalog::EVENT_ROOT || rest.is_empty() {
+            return mustache::descend(self.get(first)?, rest);
+        }
+        match self.view.event().resolve(rest) {
+            Resolved::At(value, rest) => mustache::descend(val(value), rest),
+            Resolved::Absent => None,
+            Resolved::NeedsJson => mustache::descend(Val::Json(self.view.json()), rest),
+        }
+    }
+}
+
+fn val(value: FieldRef<'_>) -> Val<'_> {
+    match value {
+        FieldRef::Str(s) => Val::Str(s),
+        FieldRef::Json(v) => Val::Json(v),
     }
 }
 

@@ -136,3 +136,21 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn event_paths_read_from_the_typed_event_render_like_its_json_form() {
+    let source = r#"{{event.alertSource.name}}|{{event.alertSource.escalationPolicy.id}}|{{event.labels.team}}|{{{event.labels.tags}}}|{{event.labels.none}}|{{{event.labels.none}}}|{{event.summary.x}}|{{#event.alertSource}}{{name}}{{/event.alertSource}}|{{#event.labels}}{{team}}{{/event.labels}}|{{^event.nope}}none{{/event.nope}}|{{event.links.0.href}}|{{{event.alertSource.region}}}"#;
+    let template = BodyTemplate::custom(source, Escape::None).unwrap();
+    let mut event = sample_event();
+    event.extra.insert("labels".into(), serde_json::json!({"team": "db", "tags": [1, "x"], "none": null}));
+    let mut source_extra = serde_json::Map::new();
+    source_extra.insert("region".into(), serde_json::json!({"name": "eu"}));
+    event.alert_source.as_mut().unwrap().extra = source_extra;
+    let typed = String::from_utf8(template.render(&event).unwrap().to_vec()).unwrap();
+    // The same template over the event's JSON form under `event`, the generic way.
+    let parsed = mustache::parse(source).unwrap();
+    let mut generic = String::new();
+    parsed.render(&serde_json::json!({"event": event.to_json()}), Escape::None, &Partials::default(), &mut generic);
+    assert_eq!(typed, generic);
+    assert_eq!(typed, r#"Nagios Network and Hosts|42|db|[1,"x"]||||Nagios Network and Hosts|db|none||{"name":"eu"}"#);
+}

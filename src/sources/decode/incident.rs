@@ -6,6 +6,13 @@ use super::DecodeError;
 
 /// Decodes one JSON text into an incident event, naming the field at fault on error.
 pub fn decode_incident(text: &str) -> Result<IncidentEvent, DecodeError> {
+    // Tracking the path costs on every field; only a failed value needs it, so the value
+    // is decoded plainly first and again with the path only to explain an error.
+    serde_json::from_str(text).or_else(|_| decode_explained(text))
+}
+
+/// Decodes with the path of every field tracked, so an error names the field at fault.
+fn decode_explained(text: &str) -> Result<IncidentEvent, DecodeError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let event = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

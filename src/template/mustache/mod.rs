@@ -65,6 +65,7 @@ mod parse;
 mod render;
 
 pub use parse::parse;
+pub(crate) use render::descend;
 
 /// Maximum nesting of sections (and inverted sections) within one template.
 pub const MAX_NESTING: usize = 128;
@@ -154,6 +155,14 @@ pub trait Root {
     /// Value of a top-level name (first segment of a dotted name), or `None`
     /// if absent.
     fn get(&self, name: &str) -> Option<Val<'_>>;
+
+    /// Value of a whole dotted name (never empty) when no section frame has its first
+    /// segment. The default walks [`Root::get`]'s answer through JSON objects; a root
+    /// can answer directly when building the first segment's value would be costly.
+    fn get_path(&self, path: &[Box<str>]) -> Option<Val<'_>> {
+        let (first, rest) = path.split_first()?;
+        render::descend(self.get(first)?, rest)
+    }
 
     /// The root itself as a value: what `{{.}}` and `{{#.}}` mean outside any
     /// section. `None` (the default) renders as missing.

@@ -136,27 +136,29 @@ impl<'a> Renderer<'a, '_> {
                 None => self.root.value(),
             };
         };
-        let mut value = self.find(first)?;
-        for segment in rest {
-            value = match value {
-                Val::Json(Value::Object(map)) => Val::Json(map.get(&**segment)?),
-                _ => return None,
-            };
+        // The first frame, from the top, that has `first`; else the root, which is asked
+        // for the whole path so it can answer without building what the path skips.
+        let found = self.stack.iter().rev().find_map(|frame| match frame {
+            Val::Json(Value::Object(map)) => map.get(&**first),
+            _ => None,
+        });
+        match found {
+            Some(value) => descend(Val::Json(value), rest),
+            None => self.root.get_path(&name.path),
         }
-        Some(value)
     }
+}
 
-    /// The first frame, from the top, that has `key`.
-    fn find(&self, key: &str) -> Option<Val<'a>> {
-        for frame in self.stack.iter().rev() {
-            if let Val::Json(Value::Object(map)) = frame {
-                if let Some(v) = map.get(key) {
-                    return Some(Val::Json(v));
-                }
-            }
-        }
-        self.root.get(key)
+/// Walks `rest` down from `value` through JSON objects (mustache dotted names do not index
+/// lists).
+pub(crate) fn descend<'v, S: AsRef<str>>(mut value: Val<'v>, rest: &[S]) -> Option<Val<'v>> {
+    for segment in rest {
+        value = match value {
+            Val::Json(Value::Object(map)) => Val::Json(map.get(segment.as_ref())?),
+            _ => return None,
+        };
     }
+    Some(value)
 }
 
 fn truthy(value: Option<Val<'_>>) -> bool {
