@@ -223,6 +223,18 @@ impl SourceSender {
 
     /// Sends a batch, waiting for room while every sink is full.
     pub async fn send(&self, events: Vec<(IncidentEvent, usize)>, ack: Option<&AckGroup>) -> Result<SendReport, SendError> {
+        self.send_within(events, ack, None).await
+    }
+
+    /// Sends a batch, waiting at most `max_wait` (`None`: for ever) for room while it
+    /// would be refused; then [`SendError::Full`].
+    pub async fn send_within(
+        &self,
+        events: Vec<(IncidentEvent, usize)>,
+        ack: Option<&AckGroup>,
+        max_wait: Option<std::time::Duration>,
+    ) -> Result<SendReport, SendError> {
+        let deadline = max_wait.map(|wait| tokio::time::Instant::now() + wait);
         let mut events = events;
         loop {
             // Register interest in freed room before trying, so a give-back in between is seen.
@@ -230,13 +242,20 @@ impl SourceSender {
             let waits = futures::future::select_all(freed.iter().map(|b| Box::pin(b.room_freed())));
             match self.try_send_inner(events, ack).await {
                 Ok(report) => return Ok(report),
-                Err((SendError::Full { .. }, back)) => {
+                Err((full @ SendError::Full { .. }, back)) => {
                     events = back;
                     if self.outputs.is_empty() {
                         return Ok(SendReport::default());
                     }
                     // Bounded wait: re-check now and then even if a notification was missed.
-                    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), waits).await;
+                    let mut until = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
+                    if let Some(deadline) = deadline {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(full);
+                        }
+                        until = until.min(deadline);
+                    }
+                    let _ = tokio::time::timeout_at(until, waits).await;
                 }
                 Err((error, _)) => return Err(error),
             }

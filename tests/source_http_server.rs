@@ -358,7 +358,11 @@ const THREE: &str = "{\"eventType\":\"alert-created\",\"id\":\"1\"}\n{\"eventTyp
 
 #[tokio::test]
 async fn a_full_sink_gets_503_with_retry_after_and_nothing_is_half_taken() {
-    let mut h = start_with(3, |c| c.retry_after_secs = 7).await;
+    let mut h = start_with(3, |c| {
+        c.retry_after_secs = 7;
+        c.full_wait_ms = 0;
+    })
+    .await;
     let one = |id: &str| format!("{{\"eventType\":\"alert-created\",\"id\":\"{id}\"}}\n");
     assert_eq!(post(h.addr, "/", &one("0")).await.status, 200);
 
@@ -375,6 +379,39 @@ async fn a_full_sink_gets_503_with_retry_after_and_nothing_is_half_taken() {
     assert_eq!((resp.status, &resp.body["accepted"]), (200, &Value::from(3)));
     assert_eq!(recv_ids(&mut h.rx, 3).await, ["1", "2", "3"]);
     assert!(h.rx.try_recv().is_none(), "the refused body left nothing behind");
+    stop(h).await;
+}
+
+#[tokio::test]
+async fn a_full_sink_slows_the_sender_down_until_there_is_room() {
+    let mut h = start_with(3, |c| c.full_wait_ms = 20_000).await;
+    let one = |id: &str| format!("{{\"eventType\":\"alert-created\",\"id\":\"{id}\"}}\n");
+    assert_eq!(post(h.addr, "/", &one("0")).await.status, 200);
+
+    // Room for two more: a body of three waits instead of being refused…
+    let addr = h.addr;
+    let mut pending = tokio::spawn(async move { post(addr, "/", THREE).await });
+    assert!(
+        timeout(Duration::from_millis(300), &mut pending).await.is_err(),
+        "answered while there was no room"
+    );
+    // …and is taken whole as soon as the sink has taken what it held.
+    assert_eq!(recv_ids(&mut h.rx, 1).await, ["0"]);
+    let resp = timeout(WAIT, pending).await.expect("answered once there was room").unwrap();
+    assert_eq!((resp.status, &resp.body["accepted"]), (200, &Value::from(3)), "{resp:?}");
+    assert_eq!(recv_ids(&mut h.rx, 3).await, ["1", "2", "3"]);
+    stop(h).await;
+}
+
+#[tokio::test]
+async fn a_sink_that_stays_full_gets_503_once_the_wait_is_over() {
+    let h = start_with(1, |c| c.full_wait_ms = 300).await;
+    assert_eq!(post(h.addr, "/", r#"{"eventType":"alert-created"}"#).await.status, 200);
+    let started = std::time::Instant::now();
+    let resp = post(h.addr, "/", r#"{"eventType":"alert-created"}"#).await;
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "refused before the wait was over");
+    assert_eq!(resp.header("retry-after"), Some("5"));
     stop(h).await;
 }
 

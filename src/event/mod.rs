@@ -271,7 +271,8 @@ pub struct Event {
 impl Event {
     /// Wraps an incident that was just received, giving it a new delivery id.
     pub fn new(incident: IncidentEvent, size: usize) -> Self {
-        Event::with_id(incident, new_webhook_id().into(), size)
+        let mut id = [0u8; WEBHOOK_ID_LEN];
+        Event::with_id(incident, Arc::from(write_webhook_id(&mut id)), size)
     }
 
     /// Wraps an incident that already has a delivery id (read back from a buffer).
@@ -298,7 +299,19 @@ impl Event {
 
 /// A fresh delivery id: `msg_` and a time-ordered UUID (the Standard Webhooks style).
 pub fn new_webhook_id() -> String {
-    format!("msg_{}", uuid::Uuid::now_v7().simple())
+    let mut id = [0u8; WEBHOOK_ID_LEN];
+    write_webhook_id(&mut id).to_string()
+}
+
+/// `msg_` and 32 hex digits.
+const WEBHOOK_ID_LEN: usize = 4 + uuid::fmt::Simple::LENGTH;
+
+/// Writes a fresh delivery id into `buf`, without allocating.
+fn write_webhook_id(buf: &mut [u8; WEBHOOK_ID_LEN]) -> &str {
+    buf[..4].copy_from_slice(b"msg_");
+    uuid::Uuid::now_v7().simple().encode_lower(&mut buf[4..]);
+    // Only ASCII was written.
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -338,6 +351,16 @@ mod tests {
                 .unwrap();
         assert_eq!(event.status, Some(AlertStatus::Other("SNOOZED".into())));
         assert_eq!(event.to_json()["priority"], "MEDIUM");
+    }
+
+    #[test]
+    fn webhook_ids_are_msg_and_32_hex_digits_and_unique() {
+        let (a, b) = (new_webhook_id(), Event::new(minimal_sample(), 0).id);
+        for id in [a.as_str(), &*b] {
+            assert_eq!(id.len(), 36, "{id}");
+            assert!(id.starts_with("msg_") && id[4..].bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+        assert_ne!(a, &*b);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! | 404 | a path other than `path` or `/health` |
 //! | 405 (`Allow: POST`) | a method other than POST on `path` |
 //! | 413 | the body is larger than `max_body_bytes` |
-//! | 503 + `Retry-After` | the sinks' buffers are full (nothing of the body was taken), or the pipeline is shutting down |
+//! | 503 + `Retry-After` | the sinks' buffers stayed full for `full_wait_ms` (nothing of the body was taken), or the pipeline is shutting down |
 //! | 500 / 400 | with `acknowledgements = true`: an event failed / was refused for good |
 //!
 //! On shutdown the listener is closed at once (new connections are refused), idle
@@ -108,6 +108,16 @@ pub struct HttpServerSourceConfig {
     /// Default: 5.
     #[serde(default = "default_retry_after_secs")]
     pub retry_after_secs: u32,
+    /// Back-pressure: how long (milliseconds) a request whose events the sinks have no
+    /// room for waits for room before it is answered 503 (with `Retry-After`). While it
+    /// waits, its sender is slowed down rather than refused, and memory stays bounded by
+    /// the buffers. `0` answers 503 at once. Default: 5000.
+    #[serde(default = "default_full_wait_ms")]
+    pub full_wait_ms: u64,
+}
+
+fn default_full_wait_ms() -> u64 {
+    5000
 }
 
 fn default_retry_after_secs() -> u32 {
@@ -125,6 +135,7 @@ impl HttpServerSourceConfig {
             auth: None,
             acknowledgements: false,
             retry_after_secs: default_retry_after_secs(),
+            full_wait_ms: default_full_wait_ms(),
         }
     }
 
@@ -184,6 +195,7 @@ impl SourceConfig for HttpServerSourceConfig {
             auth,
             acknowledgements: self.acknowledgements,
             retry_after_secs: self.retry_after_secs,
+            full_wait: Duration::from_millis(self.full_wait_ms),
             out: cx.out,
         });
         Ok(Box::pin(serve(listener, state, cx.shutdown)))
@@ -200,6 +212,7 @@ struct State {
     auth: Option<Authenticator>,
     acknowledgements: bool,
     retry_after_secs: u32,
+    full_wait: Duration,
     out: SourceSender,
 }
 
@@ -367,7 +380,7 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
     };
     let count = events.len();
     let ack = state.acknowledgements.then(AckGroup::new);
-    let report = match state.out.try_send(events, ack.as_ref()).await {
+    let report = match state.out.send_within(events, ack.as_ref(), Some(state.full_wait)).await {
         Ok(report) => report,
         Err(e) => {
             warn!(source = %state.name, peer = %peer, reason = %e, "http_server refused a body");
