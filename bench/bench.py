@@ -11,7 +11,9 @@ Subcommands:
   proc PID                  print {"ticks_s": utime+stime seconds, "hwm_kb": VmHWM}
   wait LOG N ...            wait until nginx's log LOG has N lines (bounded)
   count LOG [latency]       summarise an nginx log: deliveries, rate, (latency)
-  report RESULTS ...        print the table from the results file (JSON lines)
+  record RESULTS ...        append one run's result to RESULTS (see `record --help`)
+  median RESULTS CONFIG KEY print the median of KEY over CONFIG's successful runs
+  report RESULTS ...        print the tables from the results file (JSON lines)
 """
 
 import argparse
@@ -320,13 +322,34 @@ def cmd_count(args):
 # ---------------------------------------------------------------------------
 def cmd_record(args):
     """Append one run's result to RESULTS: the receiver's count, plus CPU and RSS from
-    /proc snapshots taken before the first event and after the last delivery."""
+    /proc snapshots taken before the first event and after the last delivery, or (for
+    the hyper loop, --client) from the sender's own summary line."""
     rec = {"config": args.config, "run": args.run}
     if args.count:
         try:
             rec.update(json.loads(args.count))
         except ValueError:
             args.error = args.error or f"unparsable count: {args.count[:200]}"
+    if args.client:
+        # examples/hyper_loop.rs: {"requests","rate","cpu_us","rss_mb","errors",...}. The
+        # rate in the table stays the receiver's; the loop's own is kept as client_rate.
+        try:
+            client = json.loads(args.client)
+            rec["client_rate"] = client.get("rate")
+            rec["client_requests"] = client.get("requests")
+            rec["client_errors"] = client.get("errors")
+            if client.get("cpu_us") is not None:
+                rec["cpu_us"] = client["cpu_us"]
+            if client.get("rss_mb") is not None:
+                rec["rss_mb"] = client["rss_mb"]
+            if not args.error and client.get("errors"):
+                args.error = f"{client['errors']} failed requests at the sender"
+            if not args.error and not client.get("requests"):
+                args.error = "no request succeeded"
+        except (ValueError, AttributeError):
+            args.error = args.error or f"unparsable sender summary: {args.client[:200]}"
+    elif args.config in ("hyper", "curve_hyper") and not args.error:
+        args.error = "no summary line from the hyper loop"
     if args.push:
         try:
             rec["push"] = json.loads(args.push)
@@ -347,6 +370,8 @@ def cmd_record(args):
             rec["cpu_us"] = round((p1["ticks_s"] - p0["ticks_s"]) / delivered * 1e6, 2)
         rec["rss_mb"] = round(p1["hwm_kb"] / 1024.0, 1)
     expected = args.expect
+    if not args.error and not expected and not rec.get("rate"):
+        args.error = f"the receiver counted {rec.get('delivered', 0)} deliveries"
     if not args.error and expected and rec.get("delivered", 0) < expected:
         args.error = f"only {rec.get('delivered', 0)} of {expected} deliveries counted"
     if not args.error and rec.get("non_204"):
@@ -359,7 +384,8 @@ def cmd_record(args):
                 rec["failed_" + k] = rec.pop(k)
     with open(args.results, "a") as f:
         f.write(json.dumps(rec) + "\n")
-    shown = {k: rec[k] for k in ("delivered", "rate", "cpu_us", "rss_mb", "p50_ms", "p99_ms", "offered", "error") if k in rec}
+    shown = {k: rec[k] for k in ("delivered", "rate", "cpu_us", "rss_mb", "p50_ms", "p99_ms", "offered",
+                                 "conc", "template", "body_bytes", "client_rate", "error") if k in rec}
     print(f"  {args.config} run {args.run}: {json.dumps(shown)}", file=sys.stderr)
 
 
@@ -374,6 +400,16 @@ def cmd_median(args):
     if not v:
         return 1
     print(statistics.median(v))
+
+
+def emit_table(out, table):
+    """Append TABLE (a header row, then rows of strings) to OUT, aligned."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for k, r in enumerate(table):
+        out.append("  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i])
+                             for i in range(len(r))).rstrip())
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
 
 
 def cmd_report(args):
@@ -408,6 +444,7 @@ def cmd_report(args):
         ("ours", "ours: webhook-sink, memory buffer"),
         ("ours_disk", "ours: webhook-sink, disk buffer"),
         ("ceiling", "ceiling: wrk -> nginx"),
+        ("hyper", "bare client: hyper-util loop -> nginx"),
         ("peer", "peer: syslog-ng http()"),
     ]
     configs = [(c, label) for c, label in configs if values(c, "rate")]
@@ -431,11 +468,7 @@ def cmd_report(args):
             cell(c, "cpu_us", 1),
             cell(c, "rss_mb", 1),
         ])
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for k, r in enumerate(table):
-        out.append("  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r))))
-        if k == 0:
-            out.append("  ".join("-" * w for w in widths))
+    emit_table(out, table)
 
     lat_rows = [("lat_full", "ours at full load"), ("lat_half", "ours at half load")]
     lat_rows = [(c, label) for c, label in lat_rows if values(c, "p50_ms")]
@@ -457,11 +490,7 @@ def cmd_report(args):
                 cell(c, "p99_ms", 1),
                 fmt(med(c, "rss_mb"), 1),
             ])
-        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-        for k, r in enumerate(table):
-            out.append("  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r))))
-            if k == 0:
-                out.append("  ".join("-" * w for w in widths))
+        emit_table(out, table)
 
     out.append("")
     ours = med("ours", "rate")
@@ -471,6 +500,10 @@ def cmd_report(args):
             out.append(f"{label:<38} {a / b:6.2f}")
 
     ratio(ours, med("ceiling", "rate"), "ours / ceiling (deliveries/s)")
+    ratio(ours, med("hyper", "rate"), "ours / bare hyper loop (deliveries/s)")
+    if ours is not None and med("hyper", "rate"):
+        out[-1] += "   (target >= 0.80)"
+    ratio(med("ours", "cpu_us"), med("hyper", "cpu_us"), "ours / bare hyper loop (CPU per event)")
     ratio(ours, med("peer", "rate"), "ours / peer (deliveries/s)")
     ratio(med("ours", "cpu_us"), med("peer", "cpu_us"), "ours / peer (CPU per event)")
     ratio(med("ours_disk", "rate"), ours, "disk / memory buffer (deliveries/s)")
@@ -485,6 +518,7 @@ def cmd_report(args):
             out.append(f"note: at full load ours delivered {kept:.0%} of the target rate (the body-logging")
             out.append("      receiver and the paced client cost CPU too): the queue grew during the pass, so")
             out.append("      the full-load latency is mostly queueing time and grows with LAT_SECS.")
+    out.extend(curve_tables(rows, args.conc))
     failures = [r for r in rows if r.get("error")]
     if failures:
         out.append("")
@@ -492,6 +526,67 @@ def cmd_report(args):
         for r in failures:
             out.append(f"  {r.get('config')} run {r.get('run')}: {r['error']}")
     print("\n".join(out))
+
+
+TEMPLATE_ORDER = ["small", "typical", "standard", "large"]
+
+
+def curve_tables(rows, conc):
+    """The CURVE=1 sweep: throughput and CPU per event against the request concurrency
+    (typical template), and against the template (at CONC). Cells: medians over
+    CURVE_RUNS, with (min..max) when there is more than one."""
+    def pick(config, **match):
+        return [r for r in rows if r.get("config") == config and r.get("rate") is not None
+                and all(r.get(k) == v for k, v in match.items())]
+
+    def cell(rs, key, nd=0):
+        v = [r[key] for r in rs if r.get(key) is not None]
+        if not v:
+            return "-"
+        m = f"{statistics.median(v):,.{nd}f}"
+        return m if len(v) == 1 else f"{m} ({min(v):,.{nd}f}..{max(v):,.{nd}f})"
+
+    def ratio(a, b):
+        va = [r["rate"] for r in a]
+        vb = [r["rate"] for r in b]
+        if not va or not vb:
+            return "-"
+        return f"{statistics.median(va) / statistics.median(vb):.2f}"
+
+    out = []
+    ours_all = [r for r in rows if r.get("config") == "curve_ours"]
+    if not ours_all:
+        return out
+    concs = sorted({int(r["conc"]) for r in rows if r.get("config", "").startswith("curve_")
+                    and r.get("conc") is not None and r.get("template", "typical") == "typical"})
+    if concs:
+        out.append("")
+        out.append("sweep: concurrency (requests in flight), typical template; ours = memory buffer,")
+        out.append("N_CURVE events pushed at once; hyper and wrk run for WRK_SECS; all counted at nginx")
+        table = [["in flight", "ours deliveries/s", "ours CPU us/ev", "hyper req/s",
+                  "hyper CPU us/req", "ours/hyper", "wrk req/s"]]
+        for c in concs:
+            ours = pick("curve_ours", conc=float(c), template="typical")
+            hyper = pick("curve_hyper", conc=float(c), template="typical")
+            wrk = pick("curve_wrk", conc=float(c))
+            table.append([str(c), cell(ours, "rate"), cell(ours, "cpu_us", 1), cell(hyper, "rate"),
+                          cell(hyper, "cpu_us", 1), ratio(ours, hyper), cell(wrk, "rate")])
+        emit_table(out, table)
+    templates = [t for t in TEMPLATE_ORDER if any(r.get("template") == t for r in ours_all)]
+    if templates and conc is not None:
+        out.append("")
+        out.append(f"sweep: template (body size), {conc} in flight")
+        table = [["template", "body bytes", "ours deliveries/s", "ours CPU us/ev", "hyper req/s",
+                  "hyper CPU us/req", "ours/hyper"]]
+        for t in templates:
+            ours = pick("curve_ours", conc=float(conc), template=t)
+            hyper = pick("curve_hyper", conc=float(conc), template=t)
+            size = next((r.get("body_bytes") for r in ours_all if r.get("template") == t), None)
+            table.append([t, f"{size:,.0f}" if size is not None else "-", cell(ours, "rate"),
+                          cell(ours, "cpu_us", 1), cell(hyper, "rate"), cell(hyper, "cpu_us", 1),
+                          ratio(ours, hyper)])
+        emit_table(out, table)
+    return out
 
 
 def main():
@@ -545,6 +640,7 @@ def main():
     s.add_argument("--expect", type=int, default=0)
     s.add_argument("--error", default="")
     s.add_argument("--extra", action="append", default=[])
+    s.add_argument("--client", default="", help="the hyper loop's JSON summary line")
     s.set_defaults(f=cmd_record)
     s = sub.add_parser("median")
     s.add_argument("results")
@@ -557,6 +653,7 @@ def main():
     s.add_argument("--cmd", default="")
     s.add_argument("--settings", default="")
     s.add_argument("--note", default="")
+    s.add_argument("--conc", type=int, help="CONC: the in-flight count of the template sweep")
     s.set_defaults(f=cmd_report)
     args = p.parse_args()
     sys.exit(args.f(args) or 0)

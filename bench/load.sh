@@ -3,17 +3,29 @@
 #
 #   bash bench/load.sh                 # full run (N=200000, RUNS=3), ~10 min on 2 cores
 #   QUICK=1 bash bench/load.sh         # smoke run (N=20000, RUNS=1)
+#   CURVE=1 bash bench/load.sh         # full run, then the concurrency / template sweep
 #
 # Environment (defaults in brackets):
 #   N [200000]        events per throughput run       BATCH [200]  events per POST to the source
-#   CONC [32]         requests in flight: webhook-sink request.concurrency and wrk connections
+#   CONC [32]         requests in flight: request.concurrency, wrk connections, hyper loop senders
 #   RUNS [3]          rounds; each round runs every configuration once, interleaved
 #   DISK [1]          also run webhook-sink with buffer.type = "disk"
 #   LAT [1]           also run the paced latency passes (full and half of the measured rate)
 #   LAT_SECS [5]      duration of each latency pass     WRK_SECS [5]  duration of the ceiling run
 #   PUSH_CONNS [2]    client connections to the source  WRK_THREADS [2]
 #   RUN_TIMEOUT [600] upper bound of any single run, in seconds
-#   BIN [target/release/webhook-sink]   SKIP_BUILD [0]: 1 = do not run cargo build --release
+#   HYPER [1]         also run the bare hyper-util client loop (examples/hyper_loop.rs) once
+#                     per round: CONC in flight for WRK_SECS, same body, auth and location
+#   HYPER_THREADS [0] tokio worker threads of the hyper loop; 0 = tokio's default (one per
+#                     core), 1 = a current-thread runtime
+#   CURVE [0]         1 = after the rounds, sweep concurrency and template size (bench/README.md)
+#   N_CURVE [50000]   events per webhook-sink run of the sweep
+#   CURVE_CONC ["1 8 32 128 256"]  request.concurrency (and hyper/wrk in-flight) points
+#   CURVE_RUNS [1]    repetitions of the whole sweep (cells are medians)
+#   CURVE_WRK [1]     also run wrk at each concurrency point of the sweep
+#   BIN [$CARGO_TARGET_DIR or target]/release/webhook-sink
+#   HYPER_BIN [$CARGO_TARGET_DIR or target]/release/examples/hyper_loop
+#   SKIP_BUILD [0]    1 = do not run cargo build --release (nor --example hyper_loop)
 #   KEEP [0]          1 = keep the temp dir (configs, nginx logs, stderr of every process)
 #   TMPDIR [/tmp]     where the temp dir (and the disk buffer) goes
 set -uo pipefail
@@ -38,19 +50,50 @@ WRK_SECS=${WRK_SECS:-5}
 WRK_THREADS=${WRK_THREADS:-2}
 PUSH_CONNS=${PUSH_CONNS:-2}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
-BIN=${BIN:-$ROOT/target/release/webhook-sink}
+HYPER=${HYPER:-1}
+HYPER_THREADS=${HYPER_THREADS:-0}
+CURVE=${CURVE:-0}
+N_CURVE=${N_CURVE:-50000}
+CURVE_CONC=${CURVE_CONC:-1 8 32 128 256}
+CURVE_RUNS=${CURVE_RUNS:-1}
+CURVE_WRK=${CURVE_WRK:-1}
+# cargo puts its output under CARGO_TARGET_DIR when that is set (relative to the
+# directory cargo runs in, which is ROOT here).
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
+BIN=${BIN:-$TARGET_DIR/release/webhook-sink}
+HYPER_BIN=${HYPER_BIN:-$TARGET_DIR/release/examples/hyper_loop}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 
-for var in N BATCH CONC RUNS LAT_SECS WRK_SECS WRK_THREADS PUSH_CONNS RUN_TIMEOUT; do
+for var in N BATCH CONC RUNS LAT_SECS WRK_SECS WRK_THREADS PUSH_CONNS RUN_TIMEOUT N_CURVE CURVE_RUNS; do
     if ! [[ ${!var} =~ ^[1-9][0-9]*$ ]]; then
         echo "load.sh: $var must be a positive integer, got '${!var}'" >&2
         exit 2
     fi
 done
-((WRK_THREADS > CONC)) && WRK_THREADS=$CONC
+if ! [[ $HYPER_THREADS =~ ^[0-9]+$ ]]; then
+    echo "load.sh: HYPER_THREADS must be a number (0 = tokio's default), got '$HYPER_THREADS'" >&2
+    exit 2
+fi
+read -r -a CURVE_POINTS <<<"$CURVE_CONC"
+if [[ $CURVE == 1 ]]; then
+    if ((${#CURVE_POINTS[@]} == 0)); then
+        echo "load.sh: CURVE_CONC is empty" >&2
+        exit 2
+    fi
+    for c in "${CURVE_POINTS[@]}"; do
+        if ! [[ $c =~ ^[1-9][0-9]*$ ]]; then
+            echo "load.sh: CURVE_CONC must hold positive integers, got '$c'" >&2
+            exit 2
+        fi
+    done
+fi
 
-COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK LAT=$LAT LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS bash bench/load.sh"
+COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK LAT=$LAT LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
+((HYPER_THREADS)) && COMMAND+=" HYPER_THREADS=$HYPER_THREADS"
+[[ $CURVE == 1 ]] && COMMAND+=" CURVE=1 N_CURVE=$N_CURVE CURVE_CONC=\"$CURVE_CONC\" CURVE_RUNS=$CURVE_RUNS CURVE_WRK=$CURVE_WRK"
+COMMAND+=" bash bench/load.sh"
 
 # Loopback only: no proxy may be used by libcurl (syslog-ng) or anything else.
 unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY
@@ -185,6 +228,26 @@ if [[ ! -x $BIN ]]; then
     echo "load.sh: $BIN not found; run cargo build --release" >&2
     exit 1
 fi
+# The bare hyper-util client loop (examples/hyper_loop.rs), for the `hyper` configuration
+# and the sweep. Without it those runs are skipped, with a note.
+HAVE_HYPER=0
+if [[ $HYPER == 1 || $CURVE == 1 ]]; then
+    HAVE_HYPER=1
+    if [[ $SKIP_BUILD != 1 ]]; then
+        log "cargo build --release --example hyper_loop"
+        if ! (cd "$ROOT" && cargo build --release --quiet --example hyper_loop); then
+            if [[ -x $HYPER_BIN ]]; then
+                log "cargo build --release --example hyper_loop failed; using the existing $HYPER_BIN"
+            else
+                HAVE_HYPER=0
+                log "cargo build --release --example hyper_loop failed and there is no $HYPER_BIN: the hyper runs are skipped"
+            fi
+        fi
+    elif [[ ! -x $HYPER_BIN ]]; then
+        HAVE_HYPER=0
+        log "SKIP_BUILD=1 and no $HYPER_BIN: the hyper runs are skipped (cargo build --release --example hyper_loop)"
+    fi
+fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/webhook-sink-bench.XXXXXX")
 # nginx's worker runs as `nobody`: it must reach the (empty) document root.
@@ -217,16 +280,60 @@ stop_nginx() {
     stop_pid "$NGX_PID" QUIT
 }
 
+# Body templates. `typical` is the one of every run but the sweep's template points:
+# 6 catalog variables and one event field (the send time used by the latency passes).
+# The sweep also runs `small` (2 variables), `standard` (no template: the standard
+# payload, the event as JSON) and `large` (a chat message with blocks, ~2 KB, about 30
+# variables). In single quotes: no shell expansion inside.
+TEMPLATE_NAMES=(small typical standard large)
+TEMPLATE_small='{"alert": "{{ alertUrl }}", "status": "{{ alertStatus }}"}'
+TEMPLATE_typical='{"text": "[{{ alertPriority }}] {{ alertSummary }} is {{ alertStatus }}", "source": "{{ alertSourceName }}", "alert": "{{ alertId }}", "link": {{{ link }}}, "sentAt": {{{ event.sentAt }}}}'
+TEMPLATE_standard=''
+TEMPLATE_large='{
+  "text": "[{{ alertPriority }}] {{ alertSummary }} is {{ alertStatus }}",
+  "username": "Incidents ({{ alertSourceName }})",
+  "blocks": [
+    {"type": "header", "text": {"type": "plain_text", "text": "{{ alertSummary }}"}},
+    {"type": "section", "fields": [
+      {"type": "mrkdwn", "text": "*Status:* {{ alertStatus }}"},
+      {"type": "mrkdwn", "text": "*Priority:* {{ alertPriority }}"},
+      {"type": "mrkdwn", "text": "*Event:* {{ eventType }}"},
+      {"type": "mrkdwn", "text": "*Reported:* {{ reportTime }}"},
+      {"type": "mrkdwn", "text": "*Source:* {{ alertSourceName }} (id {{ alertSourceId }})"},
+      {"type": "mrkdwn", "text": "*Escalation:* {{ escalationPolicyName }} (id {{ escalationPolicyId }})"}
+    ]},
+    {"type": "section", "text": {"type": "mrkdwn", "text": "*Details:* {{ alertDetails }}"}},
+    {"type": "actions", "elements": [
+      {"type": "button", "text": {"type": "plain_text", "text": "Open alert {{ alertId }}"}, "url": "{{ alertUrl }}"},
+      {"type": "button", "text": {"type": "plain_text", "text": "Runbook"}, "url": {{{ link }}}}
+    ]},
+    {"type": "context", "elements": [
+      {"type": "mrkdwn", "text": "alert {{ alertId }}, key {{ alertKey }}, {{ eventType }} at {{ reportTime }}"}
+    ]}
+  ],
+  "incident": {
+    "id": "{{ incidentId }}", "key": "{{ incidentKey }}", "status": "{{ incidentStatus }}",
+    "priority": "{{ incidentPriority }}", "summary": "{{ incidentSummary }}",
+    "details": "{{ incidentDetails }}", "url": "{{ incidentUrl }}"
+  },
+  "alertSource": {{{ event.alertSource }}},
+  "links": {{{ event.links }}},
+  "sentAt": {{{ event.sentAt }}}
+}'
+
 # webhook-sink's pipeline: an http_server source and one webhook sink to nginx, with
-# Basic auth from the URL and a typical JSON template (6 catalog variables and one
-# event field, the send time used by the latency passes).
+# Basic auth from the URL and the body template named by TEMPLATE (default `typical`,
+# see above). The request concurrency is OURS_CONC (default CONC).
 write_ours_config() { # FILE SOURCE_PORT PATH BUFFER_TYPE DATA_DIR EVENTS
     local file=$1 src_port=$2 path=$3 buffer=$4 data=$5 events=$6 max_bytes
+    local template_var=TEMPLATE_${TEMPLATE:-typical} template_line=""
     if [[ $buffer == memory ]]; then
         max_bytes=4294967296
     else
         max_bytes=17179869184
     fi
+    # No template at all (`standard`): the sink sends the standard payload.
+    [[ -n ${!template_var} ]] && template_line="template = '''${!template_var}'''"
     cat >"$file" <<EOF
 data_dir = "$data"
 shutdown_timeout_secs = 30
@@ -241,9 +348,9 @@ retry_after_secs = 1
 type = "webhook"
 inputs = ["events"]
 url = "http://$USER_NAME:$USER_PASS@127.0.0.1:$NGX_PORT$path"
-template = '''{"text": "[{{ alertPriority }}] {{ alertSummary }} is {{ alertStatus }}", "source": "{{ alertSourceName }}", "alert": "{{ alertId }}", "link": {{{ link }}}, "sentAt": {{{ event.sentAt }}}}'''
+$template_line
 healthcheck.enabled = false
-request.concurrency = $CONC
+request.concurrency = ${OURS_CONC:-$CONC}
 buffer.type = "$buffer"
 buffer.max_events = $((events + BATCH * PUSH_CONNS))
 buffer.max_bytes = $max_bytes
@@ -253,14 +360,21 @@ buffer.when_full = "reject"
 EOF
 }
 
-# One webhook-sink run. MODE: memory | disk | lat_full | lat_half.
+# One webhook-sink run. MODE: memory | disk | lat_full | lat_half | curve.
 # Throughput modes push N events as fast as the source takes them; the latency modes
-# pace RATE events/s for LAT_SECS seconds towards nginx's /lat location.
+# pace RATE events/s for LAT_SECS seconds towards nginx's /lat location. `curve` is a
+# memory run of the sweep: N_CURVE events, request.concurrency OURS_CONC and the
+# template TEMPLATE (both set by the caller).
 run_ours() { # RUN MODE [RATE]
     local run=$1 mode=$2 rate=${3:-0} name config buffer=memory path=/hook n=$N
     local dir src_port pid proc0="" proc1="" push="" count="" err="" push_args=() extra=()
     case $mode in
         memory) config=ours ;;
+        curve)
+            config=curve_ours n=$N_CURVE
+            extra=(--extra "conc=$OURS_CONC" --extra "template=$TEMPLATE"
+                --extra "body_bytes=$(wc -c <"$TMP/body-$TEMPLATE.json")")
+            ;;
         disk) config=ours_disk buffer=disk ;;
         lat_full | lat_half)
             config=$mode path=/lat
@@ -270,6 +384,7 @@ run_ours() { # RUN MODE [RATE]
             ;;
     esac
     name=$config-$run
+    [[ $mode == curve ]] && name=$config-c$OURS_CONC-$TEMPLATE-$run
     dir=$TMP/$name
     mkdir -p "$dir/data"
     start_nginx "$name" || {
@@ -308,22 +423,58 @@ run_ours() { # RUN MODE [RATE]
 
 # The ceiling: wrk sends the body webhook-sink renders for a benchmark event, with the
 # same Authorization header, over CONC connections, to the same nginx location.
-run_ceiling() { # RUN
-    local run=$1 dir=$TMP/ceiling-$1 count="" err="" wrk_rate
+# CONFIG (default `ceiling`) and IN_FLIGHT (default CONC) are for the sweep.
+run_ceiling() { # RUN [CONFIG] [IN_FLIGHT]
+    local run=$1 config=${2:-ceiling} conc=${3:-$CONC} name dir count="" err="" wrk_rate threads extra=()
+    name=$config-$run
+    [[ $config != ceiling ]] && name=$config-c$conc-$run extra=(--extra "conc=$conc")
+    dir=$TMP/$name
+    threads=$((WRK_THREADS < conc ? WRK_THREADS : conc))
     mkdir -p "$dir"
-    start_nginx "ceiling-$run" || {
-        "${PY[@]}" record "$RESULTS" --config ceiling --run "$run" --error "nginx did not start"
+    start_nginx "$name" || {
+        "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --error "nginx did not start" "${extra[@]}"
         return 1
     }
     run_wait "$dir/wrk.out" "$dir/wrk.err" $((WRK_SECS + 30)) \
         env BENCH_BODY_FILE="$BODY_FILE" BENCH_AUTH="$AUTH" \
-        wrk -t "$WRK_THREADS" -c "$CONC" -d "${WRK_SECS}s" -s "$HERE/post.lua" "http://127.0.0.1:$NGX_PORT/hook" ||
+        wrk -t "$threads" -c "$conc" -d "${WRK_SECS}s" -s "$HERE/post.lua" "http://127.0.0.1:$NGX_PORT/hook" ||
         err="wrk failed: $(tail -c 300 "$dir/wrk.out" "$dir/wrk.err")"
     stop_nginx
     wrk_rate=$(awk '/^Requests\/sec:/ {print $2}' "$dir/wrk.out")
     count=$("${PY[@]}" count "$NGX_LOG")
-    "${PY[@]}" record "$RESULTS" --config ceiling --run "$run" --count "$count" --error "$err" \
-        --extra "wrk_rate=${wrk_rate:-0}" --extra "wrk_summary=$(tr -d '\n' <"$dir/wrk.err")"
+    "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --count "$count" --error "$err" \
+        --extra "wrk_rate=${wrk_rate:-0}" --extra "wrk_summary=$(tr -d '\n' <"$dir/wrk.err")" "${extra[@]}"
+}
+
+# The bare client: examples/hyper_loop.rs, a plain hyper-util client loop keeping
+# IN_FLIGHT (default CONC) POSTs in flight for WRK_SECS seconds, with the body of
+# TEMPLATE (default `typical`), the same headers and auth, to the same nginx location.
+# Deliveries are counted at nginx, like every other run; CPU and RSS are the loop's own.
+run_hyper() { # RUN [CONFIG] [IN_FLIGHT] [TEMPLATE]
+    local run=$1 config=${2:-hyper} conc=${3:-$CONC} template=${4:-typical}
+    local name dir count="" err="" out="" threads_args=() extra=()
+    name=$config-$run
+    if [[ $config != hyper ]]; then
+        name=$config-c$conc-$template-$run
+        extra=(--extra "conc=$conc" --extra "template=$template"
+            --extra "body_bytes=$(wc -c <"$TMP/body-$template.json")")
+    fi
+    dir=$TMP/$name
+    ((HYPER_THREADS > 0)) && threads_args=(--threads "$HYPER_THREADS")
+    mkdir -p "$dir"
+    start_nginx "$name" || {
+        "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --error "nginx did not start" "${extra[@]}"
+        return 1
+    }
+    run_wait "$dir/hyper.json" "$dir/hyper.stderr" $((WRK_SECS + 30)) \
+        "$HYPER_BIN" --url "http://127.0.0.1:$NGX_PORT/hook" --body-file "$TMP/body-$template.json" \
+        --auth "$AUTH" --conc "$conc" --secs "$WRK_SECS" "${threads_args[@]}" ||
+        err="hyper_loop failed: $(tail -c 300 "$dir/hyper.json" "$dir/hyper.stderr")"
+    stop_nginx
+    out=$(tail -n 1 "$dir/hyper.json" 2>/dev/null)
+    count=$("${PY[@]}" count "$NGX_LOG")
+    "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --count "$count" --client "$out" \
+        --error "$err" "${extra[@]}"
 }
 
 # The peer: syslog-ng reads the same N events (appended to a file it follows) and
@@ -382,21 +533,31 @@ log "$COMMAND"
 log "machine: $MACHINE; load average before: $LOAD_BEFORE"
 log "temp dir: $TMP"
 
-# The peer's input, and the body the ceiling sends (rendered by webhook-sink itself).
+# The peer's input, and the bodies wrk and the hyper loop send (rendered by
+# webhook-sink itself, from the same event and config as its runs).
 EVENTS_FILE=$TMP/events.ndjson
 "${PY[@]}" gen "$N" "$EVENTS_FILE"
-BODY_FILE=$TMP/body.json
 mkdir -p "$TMP/render"
-NGX_PORT=1
-write_ours_config "$TMP/render/pipeline.toml" 1 /hook memory "$TMP/render/data" "$N"
 "${PY[@]}" event >"$TMP/render/event.json"
-if ! "$BIN" render --config "$TMP/render/pipeline.toml" --sink bench --event "$TMP/render/event.json" \
-    >"$TMP/render/body.out" 2>"$TMP/render/body.err"; then
-    echo "load.sh: webhook-sink render failed: $(cat "$TMP/render/body.err")" >&2
-    exit 1
+render_body() { # TEMPLATE -> $TMP/body-TEMPLATE.json
+    local TEMPLATE=$1 NGX_PORT=1 out=$TMP/render/body-$1
+    write_ours_config "$out.toml" 1 /hook memory "$TMP/render/data" "$N"
+    if ! "$BIN" render --config "$out.toml" --sink bench --event "$TMP/render/event.json" \
+        >"$out.out" 2>"$out.err"; then
+        echo "load.sh: webhook-sink render failed for the $1 template: $(cat "$out.err")" >&2
+        exit 1
+    fi
+    python3 -c 'import sys; b = open(sys.argv[1], "rb").read(); open(sys.argv[2], "wb").write(b[:-1] if b.endswith(b"\n") else b)' \
+        "$out.out" "$TMP/body-$1.json"
+}
+if [[ $CURVE == 1 ]]; then
+    for t in "${TEMPLATE_NAMES[@]}"; do
+        render_body "$t"
+    done
+else
+    render_body typical
 fi
-python3 -c 'import sys; b = open(sys.argv[1], "rb").read(); open(sys.argv[2], "wb").write(b[:-1] if b.endswith(b"\n") else b)' \
-    "$TMP/render/body.out" "$BODY_FILE"
+BODY_FILE=$TMP/body-typical.json
 
 STARTED=$(date +%s)
 for ((run = 1; run <= RUNS; run++)); do
@@ -405,6 +566,10 @@ for ((run = 1; run <= RUNS; run++)); do
     if ((HAVE_WRK)); then
         log "round $run/$RUNS: ceiling (wrk, ${WRK_SECS}s)"
         run_ceiling "$run"
+    fi
+    if [[ $HYPER == 1 ]] && ((HAVE_HYPER)); then
+        log "round $run/$RUNS: bare client (hyper-util loop, $CONC in flight, ${WRK_SECS}s)"
+        run_hyper "$run"
     fi
     if ((HAVE_SYSLOG_NG)); then
         log "round $run/$RUNS: peer (syslog-ng http()), N=$N"
@@ -428,12 +593,49 @@ for ((run = 1; run <= RUNS; run++)); do
         fi
     fi
 done
+
+# The sweep: webhook-sink (memory buffer, N_CURVE events), the hyper loop and wrk at
+# each concurrency of CURVE_CONC with the typical template, then webhook-sink and the
+# hyper loop at CONC with each template. The typical template at CONC is the
+# concurrency point's run when CONC is one of them.
+if [[ $CURVE == 1 ]]; then
+    in_conc_points=0
+    for c in "${CURVE_POINTS[@]}"; do
+        ((c == CONC)) && in_conc_points=1
+    done
+    for ((crun = 1; crun <= CURVE_RUNS; crun++)); do
+        for c in "${CURVE_POINTS[@]}"; do
+            log "sweep $crun/$CURVE_RUNS: ours at concurrency $c, N=$N_CURVE"
+            OURS_CONC=$c TEMPLATE=typical run_ours "$crun" curve
+            if ((HAVE_HYPER)); then
+                log "sweep $crun/$CURVE_RUNS: hyper loop, $c in flight, ${WRK_SECS}s"
+                run_hyper "$crun" curve_hyper "$c" typical
+            fi
+            if ((HAVE_WRK)) && [[ $CURVE_WRK == 1 ]]; then
+                log "sweep $crun/$CURVE_RUNS: wrk, $c connections, ${WRK_SECS}s"
+                run_ceiling "$crun" curve_wrk "$c"
+            fi
+        done
+        for t in "${TEMPLATE_NAMES[@]}"; do
+            [[ $t == typical ]] && ((in_conc_points)) && continue
+            log "sweep $crun/$CURVE_RUNS: ours with the $t template ($(wc -c <"$TMP/body-$t.json") bytes), concurrency $CONC, N=$N_CURVE"
+            OURS_CONC=$CONC TEMPLATE=$t run_ours "$crun" curve
+            if ((HAVE_HYPER)); then
+                log "sweep $crun/$CURVE_RUNS: hyper loop with the $t body, $CONC in flight, ${WRK_SECS}s"
+                run_hyper "$crun" curve_hyper "$CONC" "$t"
+            fi
+        done
+    done
+fi
 ELAPSED=$(($(date +%s) - STARTED))
 
 NOTE="load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg); took ${ELAPSED}s"
-"${PY[@]}" report "$RESULTS" --machine "$MACHINE" --cmd "$COMMAND" \
-    --settings "$VERSIONS; N=$N events, BATCH=$BATCH, CONC=$CONC, client connections=$PUSH_CONNS; disk buffer on $(df -T "$TMP" | awk 'NR == 2 {print $2 " (" $1 ")"}')" \
-    --note "$NOTE"
+SETTINGS="$VERSIONS; N=$N events, BATCH=$BATCH, CONC=$CONC, client connections=$PUSH_CONNS"
+[[ $DISK == 1 ]] && SETTINGS+="; disk buffer on $(df -T "$TMP" | awk 'NR == 2 {print $2 " (" $1 ")"}')"
+((HAVE_HYPER)) && SETTINGS+="; hyper loop: $([[ $HYPER_THREADS == 0 ]] && echo "tokio default runtime ($(nproc) workers)" || echo "$HYPER_THREADS tokio thread(s)")"
+[[ $CURVE == 1 ]] && SETTINGS+="; sweep: N_CURVE=$N_CURVE events, concurrency $CURVE_CONC, $CURVE_RUNS run(s) per point"
+"${PY[@]}" report "$RESULTS" --machine "$MACHINE" --cmd "$COMMAND" --settings "$SETTINGS" \
+    --note "$NOTE" --conc "$CONC"
 if grep -q '"error"' "$RESULTS"; then
     exit 1
 fi

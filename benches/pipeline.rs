@@ -1,17 +1,22 @@
 //! Micro-benchmarks of the CPU work per event: decoding a body, filtering, rendering the
-//! body template, building the request, and the three together.
+//! body template, building the request, and the three together; and (`buffer_fill`) the
+//! cost of one push and one pop on a sink buffer that already holds 0 to 100,000 events.
 //!
 //! ```text
 //! cargo bench --bench pipeline
+//! cargo bench --bench pipeline -- buffer_fill
 //! ```
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use serde_json::json;
-use webhook_sink::event::{new_webhook_id, IncidentEvent};
+use webhook_sink::buffer::{BufferConfig, BufferType, SinkBuffer};
+use webhook_sink::event::{new_webhook_id, Event, IncidentEvent, Outcome};
 use webhook_sink::filter::{ConditionConfig, Decision, Filter, OneOrMany};
 use webhook_sink::sinks::webhook::config::{CompiledWebhook, SecretUrl};
 use webhook_sink::sinks::webhook::WebhookSinkConfig;
@@ -234,6 +239,128 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
+/// Events a buffer holds before `buffer_fill` measures it.
+const MEMORY_FILLS: [usize; 3] = [0, 10_000, 100_000];
+/// The disk buffer is filled through its own `push` (one fsync per batch of
+/// [`FILL_BATCH`]); 100,000 records take a few seconds.
+const DISK_FILLS: [usize; 3] = [0, 10_000, 100_000];
+/// Events per push while filling.
+const FILL_BATCH: usize = 5_000;
+
+/// Opens a buffer as the topology does (`BufferConfig::open`), with room for `fill`
+/// events and the one the benchmark pushes, and fills it with copies of `event`.
+fn filled_buffer(
+    rt: &tokio::runtime::Runtime,
+    kind: BufferType,
+    data_dir: &Path,
+    event: &Event,
+    fill: usize,
+) -> SinkBuffer {
+    let config = BufferConfig {
+        kind,
+        max_events: Some(fill + 16),
+        max_bytes: Some(1 << 40),
+        ..Default::default()
+    };
+    let buffer = config
+        .open(data_dir, &format!("fill_{fill}"))
+        .expect("open the buffer");
+    rt.block_on(async {
+        let mut left = fill;
+        while left > 0 {
+            let n = left.min(FILL_BATCH);
+            let reservation = buffer
+                .try_reserve(n, (n * event.size) as u64)
+                .expect("room for the fill");
+            let batch = (0..n).map(|_| event.copy()).collect();
+            buffer.push(reservation, batch).await.expect("fill push");
+            left -= n;
+        }
+    });
+    assert_eq!(buffer.usage().0, fill, "events held after the fill");
+    buffer
+}
+
+/// One event through the buffer, as the source and the sink do it: reserve room, push,
+/// pop, report it delivered (which frees the room and, on disk, deletes the record).
+/// The buffer keeps its length: the event popped is the oldest one.
+async fn push_pop(buffer: &SinkBuffer, event: &Event) {
+    let reservation = buffer
+        .try_reserve(1, event.size as u64)
+        .expect("room for one more event");
+    buffer
+        .push(reservation, vec![event.copy()])
+        .await
+        .expect("push");
+    let popped = buffer.pop().await.expect("an event");
+    black_box(&popped);
+    popped.finish(Outcome::Delivered);
+}
+
+/// Whether the cost of one push + one pop stays flat as the buffer holds more events
+/// (no per-event work that grows with the queue length).
+fn buffer_fill(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let json = serde_json::to_vec(&event_json(1)).expect("serializable");
+    let event = Event::new(firing_event(), json.len());
+    let dir = tempfile::tempdir().expect("a temp dir");
+
+    let mut group = c.benchmark_group("buffer_fill");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    for (kind, label, fills) in [
+        (BufferType::Memory, "memory", MEMORY_FILLS),
+        (BufferType::Disk, "disk", DISK_FILLS),
+    ] {
+        // A disk push+pop is an fsync (milliseconds): few iterations per sample.
+        group.sampling_mode(if kind == BufferType::Disk {
+            SamplingMode::Flat
+        } else {
+            SamplingMode::Auto
+        });
+        for fill in fills {
+            let data_dir = dir.path().join(label);
+            // Filled on first use, so that a filter that skips this benchmark skips the fill.
+            let mut filled: Option<SinkBuffer> = None;
+            group.bench_with_input(BenchmarkId::new(label, fill), &fill, |b, &fill| {
+                let buffer = filled.get_or_insert_with(|| {
+                    let started = Instant::now();
+                    let buffer = filled_buffer(&rt, kind, &data_dir, &event, fill);
+                    eprintln!(
+                        "buffer_fill: {label} buffer filled with {fill} events in {:.2?}",
+                        started.elapsed()
+                    );
+                    buffer
+                });
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            push_pop(buffer, &event).await;
+                        }
+                        started.elapsed()
+                    })
+                })
+            });
+            if let Some(buffer) = filled {
+                assert_eq!(buffer.usage().0, fill, "the buffer kept its length");
+                buffer.close();
+                drop(buffer);
+                let _ = std::fs::remove_file(BufferConfig::disk_path(
+                    &data_dir,
+                    &format!("fill_{fill}"),
+                ));
+            }
+        }
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -246,4 +373,9 @@ criterion_group! {
     config = config();
     targets = decode, filter, render, request, pipeline
 }
-criterion_main!(benches);
+criterion_group! {
+    name = buffers;
+    config = config();
+    targets = buffer_fill
+}
+criterion_main!(benches, buffers);
