@@ -10,6 +10,9 @@
 #   CONC [32]         requests in flight: request.concurrency, wrk connections, hyper loop senders
 #   RUNS [3]          rounds; each round runs every configuration once, interleaved
 #   DISK [1]          also run webhook-sink with buffer.type = "disk"
+#   DEAD [1]          also run webhook-sink with a dead receiver: DEAD_N [100000] events
+#                     buffered in memory, peak RSS against their raw JSON size
+#   BUFFER_EVENTS []  buffer.max_events of the throughput runs (default: the sink's default)
 #   LAT [1]           also run the paced latency passes (full and half of the measured rate)
 #   LAT_SECS [5]      duration of each latency pass     WRK_SECS [5]  duration of the ceiling run
 #   PUSH_CONNS [2]    client connections to the source  WRK_THREADS [2]
@@ -44,6 +47,8 @@ BATCH=${BATCH:-200}
 CONC=${CONC:-32}
 RUNS=${RUNS:-3}
 DISK=${DISK:-1}
+DEAD=${DEAD:-1}
+DEAD_N=${DEAD_N:-100000}
 LAT=${LAT:-1}
 LAT_SECS=${LAT_SECS:-5}
 WRK_SECS=${WRK_SECS:-5}
@@ -66,7 +71,7 @@ HYPER_BIN=${HYPER_BIN:-$TARGET_DIR/release/examples/hyper_loop}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 
-for var in N BATCH CONC RUNS LAT_SECS WRK_SECS WRK_THREADS PUSH_CONNS RUN_TIMEOUT N_CURVE CURVE_RUNS; do
+for var in N BATCH CONC RUNS LAT_SECS WRK_SECS WRK_THREADS PUSH_CONNS RUN_TIMEOUT N_CURVE CURVE_RUNS DEAD_N; do
     if ! [[ ${!var} =~ ^[1-9][0-9]*$ ]]; then
         echo "load.sh: $var must be a positive integer, got '${!var}'" >&2
         exit 2
@@ -90,7 +95,7 @@ if [[ $CURVE == 1 ]]; then
     done
 fi
 
-COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK LAT=$LAT LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
+COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK DEAD=$DEAD DEAD_N=$DEAD_N LAT=$LAT LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
 ((HYPER_THREADS)) && COMMAND+=" HYPER_THREADS=$HYPER_THREADS"
 [[ $CURVE == 1 ]] && COMMAND+=" CURVE=1 N_CURVE=$N_CURVE CURVE_CONC=\"$CURVE_CONC\" CURVE_RUNS=$CURVE_RUNS CURVE_WRK=$CURVE_WRK"
 COMMAND+=" bash bench/load.sh"
@@ -324,13 +329,22 @@ TEMPLATE_large='{
 # webhook-sink's pipeline: an http_server source and one webhook sink to nginx, with
 # Basic auth from the URL and the body template named by TEMPLATE (default `typical`,
 # see above). The request concurrency is OURS_CONC (default CONC).
+# The buffer has its default size (memory: 1000 events, disk: 100000), unless
+# BUFFER_EVENTS is set: a client faster than delivery is slowed down by back-pressure
+# (the source holds its request until there is room), so memory stays bounded. The dead
+# receiver run (BUFFER_TYPE `dead`) sends to a closed port with a memory buffer of EVENTS.
 write_ours_config() { # FILE SOURCE_PORT PATH BUFFER_TYPE DATA_DIR EVENTS
-    local file=$1 src_port=$2 path=$3 buffer=$4 data=$5 events=$6 max_bytes
+    local file=$1 src_port=$2 path=$3 buffer=$4 data=$5 events=$6 limits="" url
     local template_var=TEMPLATE_${TEMPLATE:-typical} template_line=""
-    if [[ $buffer == memory ]]; then
-        max_bytes=4294967296
-    else
-        max_bytes=17179869184
+    url="http://$USER_NAME:$USER_PASS@127.0.0.1:$NGX_PORT$path"
+    if [[ $buffer == dead ]]; then
+        # Port 9 (discard) on loopback: nothing listens there, every attempt is refused.
+        buffer=memory url="http://$USER_NAME:$USER_PASS@127.0.0.1:9$path"
+        limits="buffer.max_events = $((events + BATCH * PUSH_CONNS))
+buffer.max_bytes = 4294967296"
+    elif [[ -n ${BUFFER_EVENTS:-} ]]; then
+        limits="buffer.max_events = $BUFFER_EVENTS
+buffer.max_bytes = 17179869184"
     fi
     # No template at all (`standard`): the sink sends the standard payload.
     [[ -n ${!template_var} ]] && template_line="template = '''${!template_var}'''"
@@ -343,21 +357,52 @@ type = "http_server"
 address = "127.0.0.1:$src_port"
 path = "/events"
 retry_after_secs = 1
+# Back-pressure: a batch that does not fit waits for room rather than being refused.
+full_wait_ms = 60000
 
 [sinks.bench]
 type = "webhook"
 inputs = ["events"]
-url = "http://$USER_NAME:$USER_PASS@127.0.0.1:$NGX_PORT$path"
+url = "$url"
 $template_line
 healthcheck.enabled = false
 request.concurrency = ${OURS_CONC:-$CONC}
 buffer.type = "$buffer"
-buffer.max_events = $((events + BATCH * PUSH_CONNS))
-buffer.max_bytes = $max_bytes
-# A full buffer answers 503 (the client waits Retry-After and resends) instead of
-# dead-lettering, so every event is either delivered or the run fails visibly.
+$limits
+# Were the buffer still full after full_wait_ms, the client would get 503 and resend,
+# rather than the events being dead-lettered: every event is delivered or the run fails.
 buffer.when_full = "reject"
 EOF
+}
+
+# The dead receiver: DEAD_N events pushed into a memory buffer big enough for all of
+# them while every delivery attempt is refused; the figure is the peak RSS against the
+# events' raw JSON size (target: RSS <= 2 x raw + 20 MB).
+run_dead() { # RUN
+    local run=$1 dir=$TMP/dead-$1 src_port pid proc1="" push="" err=""
+    mkdir -p "$dir/data"
+    src_port=$("${PY[@]}" port)
+    write_ours_config "$dir/pipeline.toml" "$src_port" /hook dead "$dir/data" "$DEAD_N"
+    sed -i 's/^shutdown_timeout_secs = .*/shutdown_timeout_secs = 1/' "$dir/pipeline.toml"
+    start_bg "$dir/webhook-sink.stdout" "$dir/webhook-sink.stderr" \
+        env WEBHOOK_SINK_LOG=error "$BIN" run --config "$dir/pipeline.toml"
+    pid=$LAST_PID
+    if ! run_wait /dev/null "$dir/health.stderr" 30 "${PY[@]}" health "http://127.0.0.1:$src_port/health" 20 "$pid"; then
+        err="webhook-sink did not start: $(tail -c 300 "$dir/webhook-sink.stderr")"
+    fi
+    if [[ -z $err ]]; then
+        run_wait "$dir/push.json" "$dir/push.stderr" "$RUN_TIMEOUT" "${PY[@]}" push \
+            --url "http://127.0.0.1:$src_port/events" --n "$DEAD_N" --batch "$BATCH" \
+            --conns "$PUSH_CONNS" --timeout "$RUN_TIMEOUT" ||
+            err="push failed: $(tail -c 300 "$dir/push.json" "$dir/push.stderr")"
+        push=$(cat "$dir/push.json" 2>/dev/null)
+        sleep 1
+    fi
+    alive "$pid" && proc1=$("${PY[@]}" proc "$pid")
+    stop_pid "$pid" TERM
+    [[ -z $err && -z $proc1 ]] && err="webhook-sink exited early: $(tail -c 300 "$dir/webhook-sink.stderr")"
+    "${PY[@]}" record "$RESULTS" --config dead --run "$run" --push "$push" --proc1 "$proc1" \
+        --extra "buffered=$DEAD_N" --error "$err"
 }
 
 # One webhook-sink run. MODE: memory | disk | lat_full | lat_half | curve.
@@ -574,6 +619,10 @@ for ((run = 1; run <= RUNS; run++)); do
     if ((HAVE_SYSLOG_NG)); then
         log "round $run/$RUNS: peer (syslog-ng http()), N=$N"
         run_peer "$run"
+    fi
+    if [[ $DEAD == 1 ]]; then
+        log "round $run/$RUNS: ours with a dead receiver, $DEAD_N events buffered"
+        run_dead "$run"
     fi
     if [[ $DISK == 1 ]]; then
         log "round $run/$RUNS: ours (disk buffer), N=$N"
