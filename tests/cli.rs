@@ -591,7 +591,8 @@ async fn run_delivers_posted_events_and_stops_on_sigterm() {
     let source = free_addr();
     let dir = Dir::new();
     let config = dir.write("run.toml", &http_pipeline(source, &receiver.url("/hook")));
-    let mut proc = Proc::spawn(&["run", "--config", path_str(&config)], &[], false);
+    // One worker thread: the whole pipeline also runs on a single thread.
+    let mut proc = Proc::spawn(&["run", "--config", path_str(&config), "--threads", "1"], &[], false);
     proc.wait_stderr("webhook-sink started").await;
 
     let body = format!(
