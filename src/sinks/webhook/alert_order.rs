@@ -6,8 +6,13 @@
 //! arrival order, and tokio's `Mutex` grants waiters in the order they asked, so a
 //! "resolved" never overtakes its "created". Locks are dropped when no delivery holds or
 //! waits for them, so the map stays as small as the number of alerts in flight.
+//!
+//! Locks are found by a 64-bit hash of the key, so taking a turn allocates nothing. Two
+//! alerts whose keys collide would share a lock: still each in order, just not concurrent
+//! with each other (at 1,000 alerts in flight, about one chance in 10^13).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -15,26 +20,27 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 /// The per-alert locks of one sink.
 #[derive(Debug, Default)]
 pub struct AlertOrder {
-    locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
+    hasher: RandomState,
+    locks: StdMutex<HashMap<u64, Arc<Mutex<()>>>>,
 }
 
 /// Held while an alert's event is being delivered.
 pub struct AlertTurn<'a> {
     order: &'a AlertOrder,
-    key: String,
+    key: u64,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl AlertOrder {
     /// Waits for `key`'s turn. `None` (an event with no alert key) never waits.
     pub async fn turn(&self, key: Option<&str>) -> Option<AlertTurn<'_>> {
-        let key = key?;
+        let key = self.hasher.hash_one(key?);
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            locks.entry(key.to_string()).or_default().clone()
+            locks.entry(key).or_default().clone()
         };
         let guard = lock.lock_owned().await;
-        Some(AlertTurn { order: self, key: key.to_string(), guard: Some(guard) })
+        Some(AlertTurn { order: self, key, guard: Some(guard) })
     }
 
     /// Alerts with a delivery holding or waiting for their lock.

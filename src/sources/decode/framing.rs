@@ -55,21 +55,27 @@ pub fn frame(body: &[u8], max_depth: usize) -> Result<Vec<Framed<'_>>, DecodeErr
 /// Refuses nesting deeper than `max_depth`, naming where it goes too deep.
 ///
 /// Hand-written because serde_json's own recursion limit is fixed (128) and cannot be
-/// lowered; this scan is one pass over the bytes, skipping strings.
+/// lowered; this scan is one pass over the bytes, jumping over the inside of strings
+/// (most of an event's bytes) with `memchr`.
 pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), DecodeError> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (i, &b) in body.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Skip to the closing quote: past every `\x` escape pair.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &body[i.min(body.len())..]) {
+                        None => return Ok(()),
+                        Some(at) if body[i + at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at;
+                            break;
+                        }
+                    }
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max_depth {
@@ -80,6 +86,7 @@ pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), DecodeError> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     Ok(())
 }
@@ -95,6 +102,7 @@ fn position_at(body: &[u8], offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     #[test]
     fn frames_objects_arrays_and_ndjson_with_positions() {
@@ -114,7 +122,41 @@ mod tests {
         assert_eq!((err.line, err.column), (1, 16));
         assert!(err.message.contains("deeper than the limit of 3"), "{err}");
         assert!(frame(br#"{"a":"[[[[[[[[{{{{\"]]]"}"#, 1).is_ok());
+        // Escaped quotes and backslashes inside strings do not end them.
+        assert!(check_depth(br#"{"a":"\\","b":"\"[[","c":"x\\\"{{"}"#, 1).is_ok());
+        let err = check_depth(br#"{"a":"\\",  "b":[{"c":1}]}"#, 2).unwrap_err();
+        assert_eq!(err.column, 18);
+        // An unterminated string ends the scan (the parser reports it).
+        assert!(check_depth(br#"{"a":"\"#, 1).is_ok());
         // The array around a batch does not count towards the limit.
         assert!(frame(br#"[{"a":1}]"#, 1).is_ok());
+    }
+
+    fn depth(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    proptest::proptest! {
+        /// The scan agrees with the real nesting depth, whatever the strings hold.
+        #[test]
+        fn scan_agrees_with_the_nesting_depth(
+            value in proptest::prop_oneof![
+                proptest::string::string_regex(r#"[\[\]{}"\\a ]{0,8}"#).unwrap().prop_map(serde_json::Value::from),
+                proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+            ].prop_recursive(6, 40, 4, |inner| proptest::prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    proptest::string::string_regex(r#"[\[{"\\k]{0,4}"#).unwrap(), inner, 0..4,
+                ).prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]),
+            limit in 0usize..8,
+        ) {
+            let text = serde_json::to_vec(&value).unwrap();
+            proptest::prop_assert_eq!(check_depth(&text, limit).is_ok(), depth(&value) <= limit, "{}", String::from_utf8_lossy(&text));
+        }
     }
 }
