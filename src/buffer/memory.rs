@@ -131,6 +131,10 @@ impl MemoryBuffer {
     /// The next event; `None` once closed and empty.
     pub async fn pop(&self) -> Option<Event> {
         loop {
+            // Most pops find an event waiting: no need to register for a wake-up then.
+            if let Some(event) = self.try_pop() {
+                return Some(event);
+            }
             let notified = self.items.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
