@@ -234,19 +234,21 @@ impl SourceSender {
         ack: Option<&AckGroup>,
         max_wait: Option<std::time::Duration>,
     ) -> Result<SendReport, SendError> {
+        if self.outputs.is_empty() {
+            return self.try_send(events, ack).await;
+        }
         let deadline = max_wait.map(|wait| tokio::time::Instant::now() + wait);
         let mut events = events;
         loop {
-            // Register interest in freed room before trying, so a give-back in between is seen.
-            let freed: Vec<_> = self.outputs.iter().map(|o| o.buffer.clone()).collect();
-            let waits = futures::future::select_all(freed.iter().map(|b| Box::pin(b.room_freed())));
+            // Register interest in freed room before trying, so a give-back in between is
+            // seen. A sender is woken once some sink has room for the whole batch.
+            let count = events.len();
+            let bytes: u64 = events.iter().map(|(_, size)| *size as u64).sum();
+            let waits = futures::future::select_all(self.outputs.iter().map(|o| o.buffer.room_for(count, bytes)));
             match self.try_send_inner(events, ack).await {
                 Ok(report) => return Ok(report),
                 Err((full @ SendError::Full { .. }, back)) => {
                     events = back;
-                    if self.outputs.is_empty() {
-                        return Ok(SendReport::default());
-                    }
                     // Bounded wait: re-check now and then even if a notification was missed.
                     let mut until = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
                     if let Some(deadline) = deadline {

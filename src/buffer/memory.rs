@@ -239,6 +239,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_waiting_sender_is_woken_once_its_batch_fits_not_per_event() {
+        use futures::FutureExt;
+        let buffer = SinkBuffer::Memory(Arc::new(MemoryBuffer::new(Limits { events: 4, bytes: 1000 })));
+        let r = buffer.try_reserve(4, 40).unwrap();
+        buffer.push(r, (0..4).map(|_| event(10)).collect()).await.unwrap();
+        let mut wait = buffer.room_for(3, 30);
+        let first = buffer.pop().await.unwrap();
+        first.finish(Outcome::Delivered);
+        assert!((&mut wait).now_or_never().is_none(), "room for 1 of 3: still waiting");
+        for _ in 0..2 {
+            buffer.pop().await.unwrap().finish(Outcome::Delivered);
+        }
+        assert!(wait.now_or_never().is_some(), "room for 3: woken");
+        assert!(buffer.try_reserve(3, 30).is_some());
+    }
+
+    #[tokio::test]
     async fn an_oversized_batch_fits_an_empty_buffer() {
         let buffer = SinkBuffer::Memory(Arc::new(MemoryBuffer::new(Limits { events: 2, bytes: 10 })));
         assert!(buffer.try_reserve(5, 50).is_some());

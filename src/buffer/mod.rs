@@ -191,11 +191,13 @@ impl SinkBuffer {
         }
     }
 
-    /// Waits until some room has been given back.
-    pub async fn room_freed(&self) {
+    /// Resolves once room for `events` events of `bytes` bytes has been given back (or the
+    /// buffer is empty). Interest is registered when this is called, not when the future
+    /// is first polled, so room given back in between is not missed.
+    pub fn room_for(&self, events: usize, bytes: u64) -> RoomFreed {
         match self {
-            SinkBuffer::Memory(b) => b.counters().freed().await,
-            SinkBuffer::Disk(b) => b.counters().freed().await,
+            SinkBuffer::Memory(b) => b.counters().room_for(events, bytes),
+            SinkBuffer::Disk(b) => b.counters().room_for(events, bytes),
         }
     }
 
@@ -219,25 +221,45 @@ impl SinkBuffer {
 #[derive(Debug)]
 pub struct Counters {
     limits: Limits,
-    used: std::sync::Mutex<(usize, u64)>,
-    freed: tokio::sync::Notify,
+    used: std::sync::Mutex<Used>,
+    freed: Arc<tokio::sync::Notify>,
 }
+
+#[derive(Debug, Default)]
+struct Used {
+    events: usize,
+    bytes: u64,
+    /// The smallest room a waiting sender needs; give-backs wake senders only once it is
+    /// free, not for every event delivered.
+    wanted: Option<(usize, u64)>,
+}
+
+impl Used {
+    fn fits(&self, limits: Limits, events: usize, bytes: u64) -> bool {
+        self.events == 0 || (self.events + events <= limits.events && self.bytes + bytes <= limits.bytes)
+    }
+}
+
+/// Resolves once the room a sender asked for ([`SinkBuffer::room_for`]) is free.
+pub type RoomFreed = std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>;
 
 impl Counters {
     /// Empty counters with these limits.
     pub fn new(limits: Limits) -> Self {
-        Counters { limits, used: std::sync::Mutex::new((0, 0)), freed: tokio::sync::Notify::new() }
+        Counters { limits, used: std::sync::Mutex::default(), freed: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Used> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes room if it fits. A batch larger than the whole buffer fits an empty buffer,
     /// so an oversized batch is not refused for ever.
     pub fn try_take(&self, events: usize, bytes: u64) -> bool {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        let empty = used.0 == 0;
-        let fits = used.0 + events <= self.limits.events && used.1 + bytes <= self.limits.bytes;
-        if fits || empty {
-            used.0 += events;
-            used.1 += bytes;
+        let mut used = self.lock();
+        if used.fits(self.limits, events, bytes) {
+            used.events += events;
+            used.bytes += bytes;
             true
         } else {
             false
@@ -246,28 +268,46 @@ impl Counters {
 
     /// Counts room as taken without checking (events already stored at start-up).
     pub fn force_take(&self, events: usize, bytes: u64) {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        used.0 += events;
-        used.1 += bytes;
+        let mut used = self.lock();
+        used.events += events;
+        used.bytes += bytes;
     }
 
-    /// Gives room back.
+    /// Gives room back, and wakes the waiting senders once the room they need is free.
     pub fn give_back(&self, events: usize, bytes: u64) {
-        {
-            let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-            used.0 = used.0.saturating_sub(events);
-            used.1 = used.1.saturating_sub(bytes);
+        let wake = {
+            let mut used = self.lock();
+            used.events = used.events.saturating_sub(events);
+            used.bytes = used.bytes.saturating_sub(bytes);
+            match used.wanted {
+                Some((events, bytes)) if used.fits(self.limits, events, bytes) => {
+                    used.wanted = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if wake {
+            self.freed.notify_waiters();
         }
-        self.freed.notify_waiters();
     }
 
     /// Events and bytes held.
     pub fn usage(&self) -> (usize, u64) {
-        *self.used.lock().unwrap_or_else(|p| p.into_inner())
+        let used = self.lock();
+        (used.events, used.bytes)
     }
 
-    /// Waits for the next give-back.
-    pub async fn freed(&self) {
-        self.freed.notified().await;
+    /// See [`SinkBuffer::room_for`].
+    pub fn room_for(&self, events: usize, bytes: u64) -> RoomFreed {
+        let mut used = self.lock();
+        used.wanted = Some(match used.wanted {
+            Some((e, b)) => (e.min(events), b.min(bytes)),
+            None => (events, bytes),
+        });
+        // Created under the lock: a give-back after it is seen by this future.
+        let mut notified = Box::pin(self.freed.clone().notified_owned());
+        notified.as_mut().enable();
+        notified
     }
 }
