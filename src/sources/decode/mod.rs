@@ -199,6 +199,11 @@ impl Decoder {
     /// As [`Decoder::decode`], with each event's share of the bytes it came in (a value
     /// that yields several events splits its size between them), for buffer limits.
     pub fn decode_sized(&self, body: &[u8]) -> Result<Vec<(IncidentEvent, usize)>, DecodeError> {
+        if let CodecImpl::Incident = self.codec {
+            if let Some(events) = self.decode_incident_stream(body) {
+                return Ok(events);
+            }
+        }
         let mut events = Vec::new();
         for (i, framed) in framing::frame(body, self.max_depth)?.into_iter().enumerate() {
             let text = framed.raw.get();
@@ -210,6 +215,29 @@ impl Decoder {
             events.extend(decoded.into_iter().map(|event| (event, share)));
         }
         Ok(events)
+    }
+
+    /// The fast path for a body of incident events that is one object or NDJSON: a single
+    /// pass, straight into events, keeping no positions. `None` for anything else (a JSON
+    /// array, any error): the framed path then decodes it, or finds and explains what is
+    /// wrong. Framing first and decoding each value after reads every byte twice, which
+    /// was a third of the cost of taking a batch in.
+    fn decode_incident_stream(&self, body: &[u8]) -> Option<Vec<(IncidentEvent, usize)>> {
+        let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+        if body[start] == b'[' || framing::check_depth(body, self.max_depth).is_err() {
+            return None;
+        }
+        let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<IncidentEvent>();
+        let mut events = Vec::new();
+        let mut end = 0;
+        while let Some(next) = stream.next() {
+            let event = next.ok()?;
+            // The value's own bytes, without the white space before it (as framing counts).
+            let value_start = end + body[end..].iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+            end = stream.byte_offset();
+            events.push((event, end - value_start));
+        }
+        (!events.is_empty()).then_some(events)
     }
 
     fn decode_value(&self, text: &str) -> Result<Vec<IncidentEvent>, DecodeError> {
@@ -253,6 +281,32 @@ mod tests {
         assert_eq!(decode_body(ndjson).unwrap().len(), 2);
         let pretty = b"{\n  \"eventType\": \"alert-created\"\n}\n";
         assert_eq!(decode_body(pretty).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_single_pass_and_the_framed_path_agree() {
+        let bodies: [&[u8]; 5] = [
+            b"{\"eventType\":\"alert-created\",\"id\":\"1\"}",
+            b"  {\"eventType\":\"alert-created\"}\n\n {\"eventType\":\"alert-resolved\",\"x\":[1,{\"y\":\"z\"}]}\n",
+            b"{\"eventType\":\"alert-created\"}{\"eventType\":\"alert-created\",\"summary\":\"a \\\"b\\\" c\"}",
+            b"[{\"eventType\":\"alert-created\"}]",
+            b"{\"eventType\":\"alert-created\"}\n{\"id\":\"no type\"}\n",
+        ];
+        let decoder = Decoder::default();
+        for body in bodies {
+            let fast = decoder.decode_incident_stream(body);
+            let slow: Result<Vec<_>, _> = framing::frame(body, DEFAULT_MAX_DEPTH).and_then(|values| {
+                values
+                    .iter()
+                    .map(|v| decode_incident(v.raw.get()).map(|e| (e, v.raw.get().len())))
+                    .collect()
+            });
+            match (fast, slow) {
+                (Some(fast), Ok(slow)) => assert_eq!(fast, slow, "{}", String::from_utf8_lossy(body)),
+                (None, _) => assert!(body.trim_ascii_start().starts_with(b"[") || decoder.decode_sized(body).is_err()),
+                (Some(_), Err(e)) => panic!("fast path took a body the framed path refuses: {e}"),
+            }
+        }
     }
 
     #[test]
