@@ -38,26 +38,42 @@ impl Outcome {
 type Callback = Box<dyn FnOnce(Outcome) + Send + Sync>;
 
 /// Reports one event copy's outcome, once, to whoever is waiting for it.
+///
+/// Most events carry one callback (their buffer's), so the first is kept inline: no list
+/// is allocated per event for it.
 #[derive(Default)]
 pub struct Finalizer {
-    callbacks: Vec<Callback>,
+    first: Option<Callback>,
+    more: Vec<Callback>,
 }
 
 impl std::fmt::Debug for Finalizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Finalizer").field("callbacks", &self.callbacks.len()).finish()
+        let count = usize::from(self.first.is_some()) + self.more.len();
+        f.debug_struct("Finalizer").field("callbacks", &count).finish()
     }
 }
 
 impl Finalizer {
-    /// Adds a callback; all run when the outcome is reported.
+    /// Adds a callback; all run, in the order they were added, when the outcome is reported.
     pub fn push(&mut self, callback: impl FnOnce(Outcome) + Send + Sync + 'static) {
-        self.callbacks.push(Box::new(callback));
+        if self.first.is_none() && self.more.is_empty() {
+            self.first = Some(Box::new(callback));
+        } else {
+            self.more.push(Box::new(callback));
+        }
     }
 
     /// Reports the outcome (consumes the finalizer).
     pub fn finish(mut self, outcome: Outcome) {
-        for callback in self.callbacks.drain(..) {
+        self.run(outcome);
+    }
+
+    fn run(&mut self, outcome: Outcome) {
+        if let Some(callback) = self.first.take() {
+            callback(outcome);
+        }
+        for callback in self.more.drain(..) {
             callback(outcome);
         }
     }
@@ -65,9 +81,7 @@ impl Finalizer {
 
 impl Drop for Finalizer {
     fn drop(&mut self) {
-        for callback in self.callbacks.drain(..) {
-            callback(Outcome::Dropped);
-        }
+        self.run(Outcome::Dropped);
     }
 }
 
@@ -199,5 +213,14 @@ mod tests {
         g.push(move |o| s.lock().unwrap().push(o));
         drop(g);
         assert_eq!(*seen.lock().unwrap(), vec![Outcome::Delivered, Outcome::Dropped]);
+
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut h = Finalizer::default();
+        for n in 0..3 {
+            let order = order.clone();
+            h.push(move |_| order.lock().unwrap().push(n));
+        }
+        h.finish(Outcome::Failed);
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2], "every callback, in order, once");
     }
 }
