@@ -14,6 +14,8 @@
 #                     buffered in memory, peak RSS against their raw JSON size
 #   BUFFER_EVENTS []  buffer.max_events of the throughput runs (default: the sink's default)
 #   LAT [1]           also run the paced latency passes (full and half of the measured rate)
+#   LAT_BATCH [BATCH] events per POST in the latency passes (a batch arrives at once, so
+#                     its last event waits for the ones before it to be sent)
 #   LAT_SECS [5]      duration of each latency pass     WRK_SECS [5]  duration of the ceiling run
 #   PUSH_CONNS [2]    client connections to the source  WRK_THREADS [2]
 #   RUN_TIMEOUT [600] upper bound of any single run, in seconds
@@ -44,6 +46,7 @@ if [[ $QUICK == 1 ]]; then
 fi
 N=${N:-200000}
 BATCH=${BATCH:-200}
+LAT_BATCH=${LAT_BATCH:-$BATCH}
 CONC=${CONC:-32}
 RUNS=${RUNS:-3}
 DISK=${DISK:-1}
@@ -71,7 +74,7 @@ HYPER_BIN=${HYPER_BIN:-$TARGET_DIR/release/examples/hyper_loop}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 
-for var in N BATCH CONC RUNS LAT_SECS WRK_SECS WRK_THREADS PUSH_CONNS RUN_TIMEOUT N_CURVE CURVE_RUNS DEAD_N; do
+for var in N BATCH LAT_BATCH CONC RUNS LAT_SECS WRK_SECS WRK_THREADS PUSH_CONNS RUN_TIMEOUT N_CURVE CURVE_RUNS DEAD_N; do
     if ! [[ ${!var} =~ ^[1-9][0-9]*$ ]]; then
         echo "load.sh: $var must be a positive integer, got '${!var}'" >&2
         exit 2
@@ -95,7 +98,7 @@ if [[ $CURVE == 1 ]]; then
     done
 fi
 
-COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK DEAD=$DEAD DEAD_N=$DEAD_N LAT=$LAT LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
+COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK DEAD=$DEAD DEAD_N=$DEAD_N LAT=$LAT LAT_BATCH=$LAT_BATCH LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
 ((HYPER_THREADS)) && COMMAND+=" HYPER_THREADS=$HYPER_THREADS"
 [[ $CURVE == 1 ]] && COMMAND+=" CURVE=1 N_CURVE=$N_CURVE CURVE_CONC=\"$CURVE_CONC\" CURVE_RUNS=$CURVE_RUNS CURVE_WRK=$CURVE_WRK"
 COMMAND+=" bash bench/load.sh"
@@ -411,7 +414,7 @@ run_dead() { # RUN
 # memory run of the sweep: N_CURVE events, request.concurrency OURS_CONC and the
 # template TEMPLATE (both set by the caller).
 run_ours() { # RUN MODE [RATE]
-    local run=$1 mode=$2 rate=${3:-0} name config buffer=memory path=/hook n=$N
+    local run=$1 mode=$2 rate=${3:-0} name config buffer=memory path=/hook n=$N batch=$BATCH
     local dir src_port pid proc0="" proc1="" push="" count="" err="" push_args=() extra=()
     case $mode in
         memory) config=ours ;;
@@ -423,7 +426,8 @@ run_ours() { # RUN MODE [RATE]
         disk) config=ours_disk buffer=disk ;;
         lat_full | lat_half)
             config=$mode path=/lat
-            n=$(python3 -c "import math; print(max($BATCH, math.ceil($rate * $LAT_SECS / $BATCH) * $BATCH))")
+            batch=$LAT_BATCH
+            n=$(python3 -c "import math; print(max($batch, math.ceil($rate * $LAT_SECS / $batch) * $batch))")
             push_args=(--rate "$rate")
             extra=(--extra "offered=$rate")
             ;;
@@ -447,7 +451,7 @@ run_ours() { # RUN MODE [RATE]
     if [[ -z $err ]]; then
         proc0=$("${PY[@]}" proc "$pid")
         run_wait "$dir/push.json" "$dir/push.stderr" "$RUN_TIMEOUT" "${PY[@]}" push \
-            --url "http://127.0.0.1:$src_port/events" --n "$n" --batch "$BATCH" \
+            --url "http://127.0.0.1:$src_port/events" --n "$n" --batch "$batch" \
             --conns "$PUSH_CONNS" --timeout "$RUN_TIMEOUT" "${push_args[@]}" ||
             err="push failed: $(tail -c 300 "$dir/push.json" "$dir/push.stderr")"
         push=$(cat "$dir/push.json" 2>/dev/null)
