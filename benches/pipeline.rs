@@ -176,6 +176,39 @@ fn filter(c: &mut Criterion) {
     group.finish();
 }
 
+/// The `large` template of `bench/load.sh`.
+const LARGE_TEMPLATE: &str = r##"{
+  "text": "[{{ alertPriority }}] {{ alertSummary }} is {{ alertStatus }}",
+  "username": "Incidents ({{ alertSourceName }})",
+  "blocks": [
+    {"type": "header", "text": {"type": "plain_text", "text": "{{ alertSummary }}"}},
+    {"type": "section", "fields": [
+      {"type": "mrkdwn", "text": "*Status:* {{ alertStatus }}"},
+      {"type": "mrkdwn", "text": "*Priority:* {{ alertPriority }}"},
+      {"type": "mrkdwn", "text": "*Event:* {{ eventType }}"},
+      {"type": "mrkdwn", "text": "*Reported:* {{ reportTime }}"},
+      {"type": "mrkdwn", "text": "*Source:* {{ alertSourceName }} (id {{ alertSourceId }})"},
+      {"type": "mrkdwn", "text": "*Escalation:* {{ escalationPolicyName }} (id {{ escalationPolicyId }})"}
+    ]},
+    {"type": "section", "text": {"type": "mrkdwn", "text": "*Details:* {{ alertDetails }}"}},
+    {"type": "actions", "elements": [
+      {"type": "button", "text": {"type": "plain_text", "text": "Open alert {{ alertId }}"}, "url": "{{ alertUrl }}"},
+      {"type": "button", "text": {"type": "plain_text", "text": "Runbook"}, "url": {{{ link }}}}
+    ]},
+    {"type": "context", "elements": [
+      {"type": "mrkdwn", "text": "alert {{ alertId }}, key {{ alertKey }}, {{ eventType }} at {{ reportTime }}"}
+    ]}
+  ],
+  "incident": {
+    "id": "{{ incidentId }}", "key": "{{ incidentKey }}", "status": "{{ incidentStatus }}",
+    "priority": "{{ incidentPriority }}", "summary": "{{ incidentSummary }}",
+    "details": "{{ incidentDetails }}", "url": "{{ incidentUrl }}"
+  },
+  "alertSource": {{{ event.alertSource }}},
+  "links": {{{ event.links }}},
+  "sentAt": {{{ event.sentAt }}}
+}"##;
+
 fn render(c: &mut Criterion) {
     let event = firing_event();
     let standard = BodyTemplate::Standard;
@@ -197,6 +230,11 @@ fn render(c: &mut Criterion) {
     });
     group.bench_function("custom_with_event_path", |b| {
         b.iter(|| event_path.render(black_box(&event)).unwrap())
+    });
+    // The load bench's `large` template: a chat message with blocks, 30 variables.
+    let large = BodyTemplate::custom(LARGE_TEMPLATE, Escape::Json).unwrap();
+    group.bench_function("custom_large_30_vars", |b| {
+        b.iter(|| large.render(black_box(&event)).unwrap())
     });
     group.finish();
 }
