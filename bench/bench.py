@@ -450,6 +450,7 @@ def cmd_report(args):
 
     configs = [
         ("ours", "ours: webhook-sink, memory buffer"),
+        ("ours_1t", "ours: the same, run --threads 1"),
         ("ours_disk", "ours: webhook-sink, disk buffer"),
         ("ceiling", "ceiling: wrk -> nginx"),
         ("hyper", "bare client: hyper-util loop -> nginx"),

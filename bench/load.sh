@@ -10,6 +10,7 @@
 #   CONC [32]         requests in flight: request.concurrency, wrk connections, hyper loop senders
 #   RUNS [3]          rounds; each round runs every configuration once, interleaved
 #   DISK [1]          also run webhook-sink with buffer.type = "disk"
+#   ONE_THREAD [1]    also run ours (memory buffer) with `run --threads 1`
 #   DEAD [1]          also run webhook-sink with a dead receiver: DEAD_N [100000] events
 #                     buffered in memory, peak RSS against their raw JSON size
 #   BUFFER_EVENTS []  buffer.max_events of the throughput runs (default: the sink's default)
@@ -51,6 +52,7 @@ CONC=${CONC:-32}
 RUNS=${RUNS:-3}
 DISK=${DISK:-1}
 DEAD=${DEAD:-1}
+ONE_THREAD=${ONE_THREAD:-1}
 DEAD_N=${DEAD_N:-100000}
 LAT=${LAT:-1}
 LAT_SECS=${LAT_SECS:-5}
@@ -98,7 +100,7 @@ if [[ $CURVE == 1 ]]; then
     done
 fi
 
-COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK DEAD=$DEAD DEAD_N=$DEAD_N LAT=$LAT LAT_BATCH=$LAT_BATCH LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
+COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK ONE_THREAD=$ONE_THREAD DEAD=$DEAD DEAD_N=$DEAD_N LAT=$LAT LAT_BATCH=$LAT_BATCH LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
 ((HYPER_THREADS)) && COMMAND+=" HYPER_THREADS=$HYPER_THREADS"
 [[ $CURVE == 1 ]] && COMMAND+=" CURVE=1 N_CURVE=$N_CURVE CURVE_CONC=\"$CURVE_CONC\" CURVE_RUNS=$CURVE_RUNS CURVE_WRK=$CURVE_WRK"
 COMMAND+=" bash bench/load.sh"
@@ -414,10 +416,11 @@ run_dead() { # RUN
 # memory run of the sweep: N_CURVE events, request.concurrency OURS_CONC and the
 # template TEMPLATE (both set by the caller).
 run_ours() { # RUN MODE [RATE]
-    local run=$1 mode=$2 rate=${3:-0} name config buffer=memory path=/hook n=$N batch=$BATCH
+    local run=$1 mode=$2 rate=${3:-0} name config buffer=memory path=/hook n=$N batch=$BATCH run_args=()
     local dir src_port pid proc0="" proc1="" push="" count="" err="" push_args=() extra=()
     case $mode in
         memory) config=ours ;;
+        memory1) config=ours_1t run_args=(--threads 1) ;;
         curve)
             config=curve_ours n=$N_CURVE
             extra=(--extra "conc=$OURS_CONC" --extra "template=$TEMPLATE"
@@ -443,7 +446,7 @@ run_ours() { # RUN MODE [RATE]
     src_port=$("${PY[@]}" port)
     write_ours_config "$dir/pipeline.toml" "$src_port" "$path" "$buffer" "$dir/data" "$n"
     start_bg "$dir/webhook-sink.stdout" "$dir/webhook-sink.stderr" \
-        env WEBHOOK_SINK_LOG=warn "$BIN" run --config "$dir/pipeline.toml"
+        env WEBHOOK_SINK_LOG=warn "$BIN" run --config "$dir/pipeline.toml" "${run_args[@]}"
     pid=$LAST_PID
     if ! run_wait /dev/null "$dir/health.stderr" 30 "${PY[@]}" health "http://127.0.0.1:$src_port/health" 20 "$pid"; then
         err="webhook-sink did not start: $(tail -c 300 "$dir/webhook-sink.stderr")"
@@ -612,6 +615,10 @@ STARTED=$(date +%s)
 for ((run = 1; run <= RUNS; run++)); do
     log "round $run/$RUNS: ours (memory buffer), N=$N"
     run_ours "$run" memory
+    if [[ $ONE_THREAD == 1 ]]; then
+        log "round $run/$RUNS: ours (memory buffer, --threads 1), N=$N"
+        run_ours "$run" memory1
+    fi
     if ((HAVE_WRK)); then
         log "round $run/$RUNS: ceiling (wrk, ${WRK_SECS}s)"
         run_ceiling "$run"
