@@ -228,7 +228,18 @@ def cmd_proc(args):
         for line in f:
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1])
-    print(json.dumps({"ticks_s": ticks / os.sysconf("SC_CLK_TCK"), "hwm_kb": hwm}))
+    # Context switches of all the process's threads (a thread that parks and is woken
+    # again costs a switch; many per event means many wake-ups per event).
+    switches = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        switches += int(line.split()[1])
+        except OSError:
+            pass  # the thread ended meanwhile
+    print(json.dumps({"ticks_s": ticks / os.sysconf("SC_CLK_TCK"), "hwm_kb": hwm, "switches": switches}))
 
 
 def count_lines(path):
@@ -376,6 +387,8 @@ def cmd_record(args):
         delivered = rec.get("delivered") or 0
         if delivered:
             rec["cpu_us"] = round((p1["ticks_s"] - p0["ticks_s"]) / delivered * 1e6, 2)
+            if "switches" in p0 and "switches" in p1:
+                rec["switches_per_event"] = round((p1["switches"] - p0["switches"]) / delivered, 2)
         rec["rss_mb"] = round(p1["hwm_kb"] / 1024.0, 1)
     expected = args.expect
     if not args.error and not expected and not rec.get("rate") and args.config != "dead":
@@ -392,7 +405,7 @@ def cmd_record(args):
                 rec["failed_" + k] = rec.pop(k)
     with open(args.results, "a") as f:
         f.write(json.dumps(rec) + "\n")
-    shown = {k: rec[k] for k in ("delivered", "rate", "cpu_us", "rss_mb", "raw_mb", "p50_ms", "p99_ms", "offered",
+    shown = {k: rec[k] for k in ("delivered", "rate", "cpu_us", "switches_per_event", "rss_mb", "raw_mb", "p50_ms", "p99_ms", "offered",
                                  "conc", "template", "body_bytes", "client_rate", "error") if k in rec}
     print(f"  {args.config} run {args.run}: {json.dumps(shown)}", file=sys.stderr)
 
