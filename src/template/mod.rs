@@ -79,8 +79,13 @@ pub enum BodyTemplate {
     Custom {
         /// The compiled template.
         template: Template,
-        /// How values are escaped (`Json` also validates each rendered body).
+        /// How values are escaped (`Json` also validates each rendered body, unless
+        /// `fixed_shape`).
         escape: Escape,
+        /// A JSON template whose bodies are valid JSON whatever the values (see
+        /// [`Template::json_shape_is_fixed`]), checked at load: bodies are not parsed
+        /// again one by one.
+        fixed_shape: bool,
     },
 }
 
@@ -94,7 +99,8 @@ impl BodyTemplate {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let body = BodyTemplate::Custom { template, escape };
+        let fixed_shape = escape == Escape::Json && template.json_shape_is_fixed();
+        let body = BodyTemplate::Custom { template, escape, fixed_shape };
         if escape == Escape::Json {
             for (sample, event) in [("full", sample_event()), ("minimal", minimal_sample())] {
                 let rendered = body.render_unchecked(&event);
@@ -113,7 +119,7 @@ impl BodyTemplate {
     /// Renders the body for `event`. JSON bodies are checked to be valid JSON.
     pub fn render(&self, event: &IncidentEvent) -> Result<Bytes, RenderError> {
         let rendered = self.render_unchecked(event);
-        if let BodyTemplate::Custom { escape: Escape::Json, .. } = self {
+        if let BodyTemplate::Custom { escape: Escape::Json, fixed_shape: false, .. } = self {
             serde_json::from_slice::<IgnoredAny>(&rendered).map_err(|e| RenderError(e.to_string()))?;
         }
         Ok(rendered)
@@ -123,7 +129,7 @@ impl BodyTemplate {
         match self {
             // Serializing the typed event cannot fail: all map keys are strings.
             BodyTemplate::Standard => Bytes::from(serde_json::to_vec(event).unwrap_or_default()),
-            BodyTemplate::Custom { template, escape } => {
+            BodyTemplate::Custom { template, escape, .. } => {
                 let root = EventRoot { view: EventView::new(event) };
                 let mut out = String::with_capacity(256);
                 template.render(&root, *escape, &Partials::default(), &mut out);

@@ -110,9 +110,81 @@ fn text_and_form_bodies() {
     assert_eq!(pairs[1], ("p".into(), "HIGH".into()));
 }
 
+#[test]
+fn templates_whose_json_shape_is_fixed_are_recognised() {
+    let fixed = |source: &str| mustache::parse(source).unwrap().json_shape_is_fixed();
+    assert!(fixed(r#"{"a": "{{x}}", "b": {{{y}}}, "c": [{{{z}}}, "t {{w}} \"q\" {{v}}"]}"#));
+    assert!(fixed(r#"{"a": "x\\{{x}}"}"#), "an escaped backslash does not escape the tag");
+    assert!(!fixed(r#"{"a": {{x}}}"#), "escaped text outside a string");
+    assert!(!fixed(r#"{"a": "{{{x}}}"}"#), "a JSON value inside a string");
+    assert!(!fixed(r#"{"a": "\{{x}}"}"#), "right after a backslash");
+    assert!(!fixed(r#"[{{#l}}{{{.}}},{{/l}}]"#), "sections change the shape");
+    // Checked at load, then not again: the flag is what `render` goes by.
+    let body = json_template(r#"{"a": "{{alertSummary}}", "b": {{{event.x}}}}"#).unwrap();
+    assert!(matches!(body, BodyTemplate::Custom { fixed_shape: true, .. }));
+    let body = json_template(r#"[{{#event.l}}{{{.}}}{{/event.l}}]"#).unwrap();
+    assert!(matches!(body, BodyTemplate::Custom { fixed_shape: false, .. }));
+    // Such a template is still checked body by body: two values in a row are not JSON.
+    let mut event = sample_event();
+    event.extra.insert("l".into(), serde_json::json!(["a", "b"]));
+    assert!(body.render(&event).is_err());
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
+
+    /// Any JSON value, strings with any characters included.
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+            any::<String>().prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(any::<String>(), inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// A template recognised as fixed in shape renders valid JSON whatever the event
+        /// holds, so skipping the per-body check is safe.
+        #[test]
+        fn fixed_shape_bodies_are_valid_json(
+            summary in any::<String>(),
+            source_name in any::<String>(),
+            source_id in any_json(),
+            custom in any_json(),
+            labels in any_json(),
+        ) {
+            let templates = [
+                r#"{"text": "[{{ alertPriority }}] {{ alertSummary }} is {{ alertStatus }}", "source": "{{ alertSourceName }}", "link": {{{ link }}}, "sentAt": {{{ event.sentAt }}}}"#,
+                r#"{"id": {{{alertSourceId}}}, "s": "{{alertSourceId}} \\ {{event.labels}}", "l": [{{{event.labels}}}, {{{event.alertSource}}}], "x": {{{ event }}}}"#,
+            ];
+            let mut event = sample_event();
+            event.summary = Some(summary);
+            let source = event.alert_source.as_mut().unwrap();
+            source.name = Some(source_name);
+            source.id = Some(source_id);
+            event.extra.insert("sentAt".into(), custom);
+            event.extra.insert("labels".into(), labels);
+            for source in templates {
+                let body = json_template(source).unwrap();
+                prop_assert!(matches!(body, BodyTemplate::Custom { fixed_shape: true, .. }), "{}", source);
+                let rendered = body.render_unchecked(&event);
+                prop_assert!(
+                    serde_json::from_slice::<serde::de::IgnoredAny>(&rendered).is_ok(),
+                    "{}", String::from_utf8_lossy(&rendered)
+                );
+            }
+        }
+    }
 
     proptest! {
         /// Whatever a value holds, a JSON template renders valid JSON and the value round-trips.

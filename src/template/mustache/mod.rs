@@ -250,6 +250,36 @@ impl Partials {
 }
 
 impl Template {
+    /// Whether, with [`Escape::Json`], every rendering has the same JSON shape whatever
+    /// the values: no sections or partials, each `{{x}}` inside a string literal of the
+    /// template (its escaped text cannot end the string) and each `{{{x}}}` outside any
+    /// (it writes one whole JSON value, `null` when missing). Such a template renders valid
+    /// JSON for every event once it has for an event with every value missing (where each
+    /// `{{{x}}}` is `null`), so its bodies need no checking one by one.
+    pub fn json_shape_is_fixed(&self) -> bool {
+        let (mut in_string, mut escaped) = (false, false);
+        for node in &self.nodes {
+            match node {
+                parse::Node::Text(text) => {
+                    for b in text.bytes() {
+                        match (in_string, b) {
+                            (true, _) if escaped => escaped = false,
+                            (true, b'\\') => escaped = true,
+                            (_, b'"') => in_string = !in_string,
+                            _ => {}
+                        }
+                    }
+                }
+                // Right after a backslash, the value's first character would be escaped
+                // by the template's backslash instead.
+                parse::Node::Var { escaped: true, .. } if in_string && !escaped => {}
+                parse::Node::Var { escaped: false, .. } if !in_string => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Every use of a name, in source order (closing tags not included).
     pub fn names(&self) -> Vec<NameUse> {
         let mut out = Vec::new();
