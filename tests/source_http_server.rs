@@ -416,6 +416,20 @@ async fn a_sink_that_stays_full_gets_503_once_the_wait_is_over() {
 }
 
 #[tokio::test]
+async fn a_request_waiting_for_room_is_answered_503_when_shutdown_begins() {
+    let h = start_with(1, |c| c.full_wait_ms = 60_000).await;
+    assert_eq!(post(h.addr, "/", r#"{"eventType":"alert-created"}"#).await.status, 200);
+    let addr = h.addr;
+    let mut pending = tokio::spawn(async move { post(addr, "/", r#"{"eventType":"alert-created"}"#).await });
+    assert!(timeout(Duration::from_millis(300), &mut pending).await.is_err(), "answered while there was no room");
+    h.shutdown.cancel();
+    let resp = timeout(WAIT, pending).await.expect("answered once shutdown began").unwrap();
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert_eq!(resp.error(), "the pipeline is shutting down");
+    assert_eq!(timeout(WAIT, h.source).await.unwrap().unwrap(), Ok(()));
+}
+
+#[tokio::test]
 async fn acknowledgements_answer_once_delivered() {
     let mut h = start_with(8, |c| c.acknowledgements = true).await;
     let addr = h.addr;

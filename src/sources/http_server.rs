@@ -197,6 +197,7 @@ impl SourceConfig for HttpServerSourceConfig {
             retry_after_secs: self.retry_after_secs,
             full_wait: Duration::from_millis(self.full_wait_ms),
             out: cx.out,
+            shutdown: cx.shutdown.clone(),
         });
         Ok(Box::pin(serve(listener, state, cx.shutdown)))
     }
@@ -214,6 +215,8 @@ struct State {
     retry_after_secs: u32,
     full_wait: Duration,
     out: SourceSender,
+    /// Cancelled when the pipeline shuts down: a request waiting for room stops waiting.
+    shutdown: CancellationToken,
 }
 
 /// Accepts connections until `shutdown`, then drains them.
@@ -380,7 +383,13 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
     };
     let count = events.len();
     let ack = state.acknowledgements.then(AckGroup::new);
-    let report = match state.out.send_within(events, ack.as_ref(), Some(state.full_wait)).await {
+    // Waiting for room ends at shutdown: the sender is better told at once to retry later.
+    let sent = tokio::select! {
+        biased;
+        sent = state.out.send_within(events, ack.as_ref(), Some(state.full_wait)) => sent,
+        () = state.shutdown.cancelled() => Err(SendError::Closed),
+    };
+    let report = match sent {
         Ok(report) => report,
         Err(e) => {
             warn!(source = %state.name, peer = %peer, reason = %e, "http_server refused a body");
