@@ -909,6 +909,17 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stdin_source_runs_to_end_of_input_and_names_bad_lines() {
+    stdin_run(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_source_runs_to_end_of_input_on_one_thread() {
+    // `--threads 1` is tokio's current-thread runtime: stdin is read on a blocking thread
+    // beside it, and the process still ends by itself.
+    stdin_run(&["--threads", "1"]).await;
+}
+
+async fn stdin_run(extra_args: &[&str]) {
     let receiver = Receiver::http().await;
     let dir = Dir::new();
     let config = dir.write(
@@ -919,7 +930,8 @@ async fn stdin_source_runs_to_end_of_input_and_names_bad_lines() {
             receiver.url("/hook")
         ),
     );
-    let mut proc = Proc::spawn(&["run", "--config", path_str(&config)], &[], true);
+    let args: Vec<&str> = ["run", "--config", path_str(&config)].into_iter().chain(extra_args.iter().copied()).collect();
+    let mut proc = Proc::spawn(&args, &[], true);
     {
         let mut stdin = proc.child.stdin.take().unwrap();
         let input = format!(

@@ -36,10 +36,10 @@ pub enum Command {
         /// The pipeline file (.toml, .yaml or .yml).
         #[arg(long, short)]
         config: PathBuf,
-        /// Worker threads of the async runtime. Default: one per CPU core. One thread
-        /// spends the least CPU per event (no hand-offs between threads) and, on a small
-        /// host shared with other services, delivers about as many (see the README's
-        /// Performance section).
+        /// Worker threads of the async runtime. Default: one per CPU core. `1` runs the
+        /// whole pipeline on one thread (tokio's current-thread runtime): the least CPU per
+        /// event, and on a small host shared with other services about as many deliveries
+        /// (see the README's Performance section).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
     },
@@ -93,11 +93,18 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One thread: tokio's current-thread scheduler, which needs no synchronisation between
+    // workers at all. Otherwise the multi-thread one, one worker per core by default.
+    let mut builder = match &cli.command {
+        Command::Run { threads: Some(1), .. } => tokio::runtime::Builder::new_current_thread(),
+        Command::Run { threads: Some(threads), .. } => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(*threads));
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Command::Run { threads: Some(threads), .. } = &cli.command {
-        builder.worker_threads(usize::from(*threads));
-    }
     let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(e) => {
