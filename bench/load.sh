@@ -294,42 +294,13 @@ stop_nginx() {
 # 6 catalog variables and one event field (the send time used by the latency passes).
 # The sweep also runs `small` (2 variables), `standard` (no template: the standard
 # payload, the event as JSON) and `large` (a chat message with blocks, ~2 KB, about 30
-# variables). In single quotes: no shell expansion inside.
+# variables, in templates/large.json, which the criterion bench renders too). In single
+# quotes: no shell expansion inside.
 TEMPLATE_NAMES=(small typical standard large)
 TEMPLATE_small='{"alert": "{{ alertUrl }}", "status": "{{ alertStatus }}"}'
 TEMPLATE_typical='{"text": "[{{ alertPriority }}] {{ alertSummary }} is {{ alertStatus }}", "source": "{{ alertSourceName }}", "alert": "{{ alertId }}", "link": {{{ link }}}, "sentAt": {{{ event.sentAt }}}}'
 TEMPLATE_standard=''
-TEMPLATE_large='{
-  "text": "[{{ alertPriority }}] {{ alertSummary }} is {{ alertStatus }}",
-  "username": "Incidents ({{ alertSourceName }})",
-  "blocks": [
-    {"type": "header", "text": {"type": "plain_text", "text": "{{ alertSummary }}"}},
-    {"type": "section", "fields": [
-      {"type": "mrkdwn", "text": "*Status:* {{ alertStatus }}"},
-      {"type": "mrkdwn", "text": "*Priority:* {{ alertPriority }}"},
-      {"type": "mrkdwn", "text": "*Event:* {{ eventType }}"},
-      {"type": "mrkdwn", "text": "*Reported:* {{ reportTime }}"},
-      {"type": "mrkdwn", "text": "*Source:* {{ alertSourceName }} (id {{ alertSourceId }})"},
-      {"type": "mrkdwn", "text": "*Escalation:* {{ escalationPolicyName }} (id {{ escalationPolicyId }})"}
-    ]},
-    {"type": "section", "text": {"type": "mrkdwn", "text": "*Details:* {{ alertDetails }}"}},
-    {"type": "actions", "elements": [
-      {"type": "button", "text": {"type": "plain_text", "text": "Open alert {{ alertId }}"}, "url": "{{ alertUrl }}"},
-      {"type": "button", "text": {"type": "plain_text", "text": "Runbook"}, "url": {{{ link }}}}
-    ]},
-    {"type": "context", "elements": [
-      {"type": "mrkdwn", "text": "alert {{ alertId }}, key {{ alertKey }}, {{ eventType }} at {{ reportTime }}"}
-    ]}
-  ],
-  "incident": {
-    "id": "{{ incidentId }}", "key": "{{ incidentKey }}", "status": "{{ incidentStatus }}",
-    "priority": "{{ incidentPriority }}", "summary": "{{ incidentSummary }}",
-    "details": "{{ incidentDetails }}", "url": "{{ incidentUrl }}"
-  },
-  "alertSource": {{{ event.alertSource }}},
-  "links": {{{ event.links }}},
-  "sentAt": {{{ event.sentAt }}}
-}'
+TEMPLATE_large=$(<"$HERE/templates/large.json")
 
 # webhook-sink's pipeline: an http_server source and one webhook sink to nginx, with
 # Basic auth from the URL and the body template named by TEMPLATE (default `typical`,

@@ -177,37 +177,7 @@ fn filter(c: &mut Criterion) {
 }
 
 /// The `large` template of `bench/load.sh`.
-const LARGE_TEMPLATE: &str = r##"{
-  "text": "[{{ alertPriority }}] {{ alertSummary }} is {{ alertStatus }}",
-  "username": "Incidents ({{ alertSourceName }})",
-  "blocks": [
-    {"type": "header", "text": {"type": "plain_text", "text": "{{ alertSummary }}"}},
-    {"type": "section", "fields": [
-      {"type": "mrkdwn", "text": "*Status:* {{ alertStatus }}"},
-      {"type": "mrkdwn", "text": "*Priority:* {{ alertPriority }}"},
-      {"type": "mrkdwn", "text": "*Event:* {{ eventType }}"},
-      {"type": "mrkdwn", "text": "*Reported:* {{ reportTime }}"},
-      {"type": "mrkdwn", "text": "*Source:* {{ alertSourceName }} (id {{ alertSourceId }})"},
-      {"type": "mrkdwn", "text": "*Escalation:* {{ escalationPolicyName }} (id {{ escalationPolicyId }})"}
-    ]},
-    {"type": "section", "text": {"type": "mrkdwn", "text": "*Details:* {{ alertDetails }}"}},
-    {"type": "actions", "elements": [
-      {"type": "button", "text": {"type": "plain_text", "text": "Open alert {{ alertId }}"}, "url": "{{ alertUrl }}"},
-      {"type": "button", "text": {"type": "plain_text", "text": "Runbook"}, "url": {{{ link }}}}
-    ]},
-    {"type": "context", "elements": [
-      {"type": "mrkdwn", "text": "alert {{ alertId }}, key {{ alertKey }}, {{ eventType }} at {{ reportTime }}"}
-    ]}
-  ],
-  "incident": {
-    "id": "{{ incidentId }}", "key": "{{ incidentKey }}", "status": "{{ incidentStatus }}",
-    "priority": "{{ incidentPriority }}", "summary": "{{ incidentSummary }}",
-    "details": "{{ incidentDetails }}", "url": "{{ incidentUrl }}"
-  },
-  "alertSource": {{{ event.alertSource }}},
-  "links": {{{ event.links }}},
-  "sentAt": {{{ event.sentAt }}}
-}"##;
+const LARGE_TEMPLATE: &str = include_str!("../bench/templates/large.json");
 
 fn render(c: &mut Criterion) {
     let event = firing_event();
