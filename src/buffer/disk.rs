@@ -19,11 +19,19 @@ use crate::storage::StorageError;
 const PREFETCH: usize = 256;
 
 /// An event as stored in the disk buffer.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Record {
     id: String,
     size: usize,
     event: IncidentEvent,
+}
+
+/// A [`Record`] as written: the same JSON, borrowing the event instead of copying it.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    id: &'a str,
+    size: usize,
+    event: &'a IncidentEvent,
 }
 
 /// A disk-backed queue for one sink.
@@ -113,7 +121,7 @@ impl DiskBuffer {
         let mut finalizers = Vec::with_capacity(events.len());
         let mut records = Vec::with_capacity(events.len());
         for mut event in events {
-            let record = Record { id: event.id.to_string(), size: event.size, event: (*event.incident).clone() };
+            let record = RecordRef { id: &event.id, size: event.size, event: &event.incident };
             // Serializing plain data into bytes cannot fail.
             records.push(serde_json::to_vec(&record).unwrap_or_default());
             finalizers.push(std::mem::take(&mut event.finalizer));
