@@ -22,6 +22,7 @@
 #   RUN_TIMEOUT [600] upper bound of any single run, in seconds
 #   HYPER [1]         also run the bare hyper-util client loop (examples/hyper_loop.rs) once
 #                     per round: CONC in flight for WRK_SECS, same body, auth and location
+#   CEILING [1], PEER [1]  0 = skip the wrk ceiling run, the syslog-ng peer run
 #   HYPER_THREADS [0] tokio worker threads of the hyper loop; 0 = tokio's default (one per
 #                     core), 1 = a current-thread runtime
 #   CURVE [0]         1 = after the rounds, sweep concurrency and template size (bench/README.md)
@@ -61,6 +62,8 @@ WRK_THREADS=${WRK_THREADS:-2}
 PUSH_CONNS=${PUSH_CONNS:-2}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 HYPER=${HYPER:-1}
+CEILING=${CEILING:-1}
+PEER=${PEER:-1}
 HYPER_THREADS=${HYPER_THREADS:-0}
 CURVE=${CURVE:-0}
 N_CURVE=${N_CURVE:-50000}
@@ -101,6 +104,8 @@ if [[ $CURVE == 1 ]]; then
 fi
 
 COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK ONE_THREAD=$ONE_THREAD DEAD=$DEAD DEAD_N=$DEAD_N LAT=$LAT LAT_BATCH=$LAT_BATCH LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
+[[ $CEILING != 1 ]] && COMMAND+=" CEILING=$CEILING"
+[[ $PEER != 1 ]] && COMMAND+=" PEER=$PEER"
 ((HYPER_THREADS)) && COMMAND+=" HYPER_THREADS=$HYPER_THREADS"
 [[ $CURVE == 1 ]] && COMMAND+=" CURVE=1 N_CURVE=$N_CURVE CURVE_CONC=\"$CURVE_CONC\" CURVE_RUNS=$CURVE_RUNS CURVE_WRK=$CURVE_WRK"
 COMMAND+=" bash bench/load.sh"
@@ -216,9 +221,16 @@ for tool in python3 nginx timeout base64; do
 done
 PATH=$PATH:/usr/sbin
 HAVE_WRK=1
-need wrk || { HAVE_WRK=0; log "wrk not found: the ceiling run is skipped (apt-get install -y wrk)"; }
+if [[ $CEILING != 1 ]]; then
+    HAVE_WRK=0
+elif ! need wrk; then
+    HAVE_WRK=0
+    log "wrk not found: the ceiling run is skipped (apt-get install -y wrk)"
+fi
 HAVE_SYSLOG_NG=1
-if ! need syslog-ng || ! ls /usr/lib/syslog-ng/*/libhttp.so >/dev/null 2>&1; then
+if [[ $PEER != 1 ]]; then
+    HAVE_SYSLOG_NG=0
+elif ! need syslog-ng || ! ls /usr/lib/syslog-ng/*/libhttp.so >/dev/null 2>&1; then
     HAVE_SYSLOG_NG=0
     log "syslog-ng with http() not found: the peer run is skipped (apt-get install -y syslog-ng-core syslog-ng-mod-http)"
 fi

@@ -233,7 +233,7 @@ async fn test(path: &Path, name: &str, event: Option<&Path>, source: Option<&str
         None => vec![sample_event()],
     };
     let client = build_client(&compiled.tls).map_err(|e| e.to_string())?;
-    let service = WebhookService::new(client, compiled.timeout);
+    let service = WebhookService::new(client, 1, compiled.timeout);
     let builder = &compiled.request_builder;
     let mut all_ok = true;
     for event in &events {

@@ -327,7 +327,7 @@ impl WebhookSinkConfig {
     pub fn build_sink(&self, cx: SinkContext) -> Result<(WebhookSink, Healthcheck), BuildError> {
         let compiled = self.compile(&cx.config_dir).map_err(|errors| BuildError::Invalid { errors })?;
         let client = build_client(&compiled.tls).map_err(|e| BuildError::Other { message: e.to_string() })?;
-        let service = WebhookService::new(client, compiled.timeout);
+        let service = WebhookService::new(client, self.request.concurrency, compiled.timeout);
         let healthcheck = super::healthcheck::healthcheck(
             compiled.request_builder.target().clone(),
             self.healthcheck.enabled,
@@ -337,7 +337,6 @@ impl WebhookSinkConfig {
             filter: compiled.filter,
             request_builder: Arc::new(compiled.request_builder),
             service,
-            requests: tokio::sync::Semaphore::new(self.request.concurrency),
             stats: cx.stats,
             order: Default::default(),
             retry: compiled.retry,

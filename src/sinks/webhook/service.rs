@@ -1,4 +1,5 @@
-//! Sending: a tower `Service` that POSTs a request with a time limit and reports the answer.
+//! Sending: a tower `Service` that POSTs a request with a time limit and reports the answer,
+//! at most `request.concurrency` requests at once.
 //!
 //! Any HTTP answer is an `Ok` (the caller decides what a status means); network failures
 //! and timeouts are typed errors. Retries are the sink's loop around it, steered by
@@ -6,6 +7,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use futures::future::BoxFuture;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 
 use super::client::{Body, HttpClient};
 
@@ -60,10 +63,12 @@ pub enum DeliveryError {
     Transport(String),
 }
 
-/// Sends webhook requests over a shared keep-alive client.
+/// Sends webhook requests over a keep-alive client, at most `concurrency` at once.
 #[derive(Clone)]
 pub struct WebhookService {
     client: HttpClient,
+    /// One permit per request in flight (`request.concurrency`).
+    slots: Arc<Semaphore>,
     timeout: Duration,
 }
 
@@ -74,13 +79,17 @@ impl fmt::Debug for WebhookService {
 }
 
 impl WebhookService {
-    /// A service over `client`; each request (answer body included) must finish in `timeout`.
-    pub fn new(client: HttpClient, timeout: Duration) -> Self {
-        WebhookService { client, timeout }
+    /// A service over `client` sending at most `concurrency` requests at once (at least
+    /// one); each request (answer body included) must finish in `timeout`, which starts
+    /// once the request has a slot.
+    pub fn new(client: HttpClient, concurrency: usize, timeout: Duration) -> Self {
+        WebhookService { client, slots: Arc::new(Semaphore::new(concurrency.max(1))), timeout }
     }
 
-    /// Sends one request.
+    /// Sends one request, after waiting for a free slot.
     pub async fn send(&self, request: Request<Body>) -> Result<DeliveryResponse, DeliveryError> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _slot = self.slots.acquire().await.expect("the slots semaphore is never closed");
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| DeliveryError::Transport(chain(&e)))?;
             let status = response.status();

@@ -30,10 +30,8 @@ pub struct WebhookSink {
     pub filter: Filter,
     /// Event → request.
     pub request_builder: Arc<RequestBuilder>,
-    /// Sends requests.
+    /// Sends requests, at most `request.concurrency` at once.
     pub service: WebhookService,
-    /// Requests in flight at once (`request.concurrency`).
-    pub requests: tokio::sync::Semaphore,
     /// Counters.
     pub stats: Arc<SinkStats>,
     /// Keeps each alert's events in order.
@@ -117,11 +115,8 @@ impl WebhookSink {
         loop {
             attempt += 1;
             let request = self.request_builder.request(body.clone(), &event.id);
-            let result = {
-                // Only the request holds a slot; a backoff sleep does not.
-                let _slot = self.requests.acquire().await;
-                self.service.send(request).await
-            };
+            // Only the request holds one of the service's slots; a backoff sleep does not.
+            let result = self.service.send(request).await;
             let verdict = match &result {
                 Ok(response) => self.retry.verdict(
                     AttemptResult::Response {
