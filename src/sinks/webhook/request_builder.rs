@@ -1,8 +1,8 @@
 //! Event → HTTP request: body from the template, headers, Basic auth from the URL.
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 
 use super::client::Body;
@@ -11,7 +11,7 @@ use crate::event::IncidentEvent;
 use crate::template::{BodyTemplate, RenderError};
 
 /// The header carrying an event's stable delivery id (Standard Webhooks).
-pub const WEBHOOK_ID: &str = "webhook-id";
+pub const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT_VALUE: &str = concat!("webhook-sink/", env!("CARGO_PKG_VERSION"));
@@ -21,6 +21,10 @@ pub const USER_AGENT_VALUE: &str = concat!("webhook-sink/", env!("CARGO_PKG_VERS
 pub struct RequestBuilder {
     target: Target,
     body: BodyTemplate,
+    /// Every header of a request, `webhook-id` included (empty until a request sets it):
+    /// each request clones this map and only replaces that one value, so the map never
+    /// has to grow or hash a new name per request. `Host` is here for the same reason (the
+    /// client would add it to every request otherwise).
     headers: HeaderMap,
 }
 
@@ -34,6 +38,12 @@ impl RequestBuilder {
         if let Some(auth) = target.authorization() {
             headers.insert(AUTHORIZATION, auth.clone());
         }
+        if !headers.contains_key(HOST) {
+            if let Some(host) = host_header(target.uri()) {
+                headers.insert(HOST, host);
+            }
+        }
+        headers.insert(WEBHOOK_ID, HeaderValue::from_static(""));
         RequestBuilder { target, body, headers }
     }
 
@@ -59,10 +69,69 @@ impl RequestBuilder {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.target.uri().clone();
         let mut headers = self.headers.clone();
-        if let Ok(id) = HeaderValue::from_str(webhook_id) {
-            headers.insert(WEBHOOK_ID, id);
-        }
+        match HeaderValue::from_str(webhook_id) {
+            Ok(id) => headers.insert(WEBHOOK_ID, id),
+            Err(_) => headers.remove(WEBHOOK_ID),
+        };
         *request.headers_mut() = headers;
         request
+    }
+}
+
+/// The `Host` header for `uri`, as hyper-util's client would add it: the host, with the
+/// port only when it is not the scheme's default. Built from host and port, so userinfo
+/// could never reach it.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+    match uri.port_u16() {
+        Some(port) if port != default_port => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        _ => HeaderValue::from_str(host).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::sample_event;
+    use crate::template::BodyTemplate;
+
+    fn builder(url: &str, extra: HeaderMap) -> RequestBuilder {
+        let target = Target::parse(url).unwrap();
+        RequestBuilder::new(target, (BodyTemplate::Standard, HeaderValue::from_static("application/json")), extra)
+    }
+
+    fn host_of(url: &str) -> String {
+        let request = builder(url, HeaderMap::new()).request(Bytes::new(), "msg_1");
+        request.headers()[HOST].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn host_names_the_port_only_when_it_is_not_the_default() {
+        assert_eq!(host_of("http://a.example/x"), "a.example");
+        assert_eq!(host_of("http://a.example:80/x"), "a.example");
+        assert_eq!(host_of("http://a.example:8080/x"), "a.example:8080");
+        assert_eq!(host_of("https://a.example:443/x"), "a.example");
+        assert_eq!(host_of("https://a.example:80/x"), "a.example:80");
+        assert_eq!(host_of("http://u:p@[::1]:9000/x"), "[::1]:9000");
+    }
+
+    #[test]
+    fn a_host_header_from_the_config_is_kept() {
+        let mut extra = HeaderMap::new();
+        extra.insert(HOST, HeaderValue::from_static("virtual.example"));
+        let request = builder("http://127.0.0.1:9/x", extra).request(Bytes::new(), "msg_1");
+        assert_eq!(request.headers().get_all(HOST).iter().collect::<Vec<_>>(), ["virtual.example"]);
+    }
+
+    #[test]
+    fn every_request_gets_its_own_webhook_id_once() {
+        let builder = builder("http://127.0.0.1:9/x", HeaderMap::new());
+        let first = builder.build(&sample_event(), "msg_a").unwrap();
+        let second = builder.request(Bytes::from_static(b"{}"), "msg_b");
+        assert_eq!(first.headers().get_all(WEBHOOK_ID).iter().collect::<Vec<_>>(), ["msg_a"]);
+        assert_eq!(second.headers().get_all(WEBHOOK_ID).iter().collect::<Vec<_>>(), ["msg_b"]);
+        // An id that is not a valid header value sends no webhook-id at all, not an empty one.
+        assert!(builder.request(Bytes::new(), "bad\nid").headers().get(WEBHOOK_ID).is_none());
     }
 }
