@@ -22,8 +22,8 @@ pub struct RequestBuilder {
     target: Target,
     body: BodyTemplate,
     /// Every header of a request, `webhook-id` included (empty until a request sets it):
-    /// each request clones this map and only replaces that one value, so the map never
-    /// has to grow or hash a new name per request. `Host` is here for the same reason (the
+    /// each request clones this map and only replaces that one value, so the map does not
+    /// grow or parse a header name per request. `Host` is here for the same reason (the
     /// client would add it to every request otherwise).
     headers: HeaderMap,
 }

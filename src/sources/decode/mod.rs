@@ -235,6 +235,12 @@ impl Decoder {
             // The value's own bytes, without the white space before it (as framing counts).
             let value_start = end + body[end..].iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
             end = stream.byte_offset();
+            if events.is_empty() {
+                // Room for as many events as the first one's size suggests: the vector is
+                // sized about once instead of growing (and moving every event again) eight
+                // times for a batch of 200.
+                events.reserve(body.len() / (end - value_start).max(1));
+            }
             events.push((event, end - value_start));
         }
         (!events.is_empty()).then_some(events)
