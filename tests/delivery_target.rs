@@ -1,4 +1,5 @@
-//! `Target` + `build_client` against the recording receiver: what goes on the wire.
+//! `Target` + `WebhookService` (its connections and connector) against the recording
+//! receiver: what goes on the wire, TLS, keep-alive.
 
 mod support;
 
@@ -10,36 +11,29 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use webhook_sink::sinks::webhook::client::{build_client, ClientError, HttpClient, TlsOptions};
+use http_body_util::Full;
+use webhook_sink::sinks::webhook::client::{build_connector, ClientError, TlsOptions};
+use webhook_sink::sinks::webhook::service::{DeliveryError, WebhookService};
 use webhook_sink::sinks::webhook::target::Target;
 
 use support::{Receiver, TestCerts};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-type SendError = Box<dyn std::error::Error + Send + Sync>;
+/// A one-slot service with the given TLS settings.
+fn build_client(tls: &TlsOptions) -> Result<WebhookService, ClientError> {
+    Ok(WebhookService::new(build_connector(tls)?, 1, TIMEOUT))
+}
 
-/// POST `body` to `target` with its credentials; returns status and response body.
-async fn post(
-    client: &HttpClient,
-    target: &Target,
-    body: &[u8],
-) -> Result<(StatusCode, Bytes), SendError> {
+/// POST `body` to `target` with its credentials; returns status and the answer's excerpt.
+async fn post(client: &WebhookService, target: &Target, body: &[u8]) -> Result<(StatusCode, String), DeliveryError> {
     let mut builder = Request::post(target.uri().clone()).header(CONTENT_TYPE, "application/json");
     if let Some(auth) = target.authorization() {
         builder = builder.header(AUTHORIZATION, auth.clone());
     }
-    let request = builder.body(Full::new(Bytes::copy_from_slice(body)))?;
-    let exchange = async {
-        let response = client.request(request).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok::<_, SendError>((status, body))
-    };
-    tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| SendError::from("request timed out"))?
+    let request = builder.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let response = client.send(request).await?;
+    Ok((response.status, response.excerpt))
 }
 
 /// `Basic base64(user:password)` computed from the already-decoded credentials.
@@ -85,7 +79,7 @@ async fn post_with_encoded_credentials_arrives_exactly() {
     let body: &[u8] = b"{\"summary\":\"disk full \xc3\xa4\"}\n\x00\xff";
     let (status, response) = post(&client, &target, body).await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(&response[..], b"ok");
+    assert_eq!(response, "ok");
 
     let got = rx.wait_for(1, TIMEOUT).await;
     assert_eq!(got.len(), 1, "{got:?}");
@@ -231,7 +225,7 @@ async fn https_without_ca_is_rejected_as_unknown_issuer() {
     let err = post(&client, &target, b"should not arrive")
         .await
         .expect_err("untrusted certificate must be rejected");
-    let chain = error_chain(err.as_ref());
+    let chain = error_chain(&err);
     assert!(
         chain.to_lowercase().contains("certificate") && chain.contains("UnknownIssuer"),
         "error chain does not name the certificate problem: {chain}"
@@ -250,7 +244,7 @@ async fn keep_alive_reuses_one_connection() {
             .await
             .unwrap();
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(&body[..], b"ok");
+        assert_eq!(body, "ok");
     }
     let got = rx.wait_for(5, TIMEOUT).await;
     assert_eq!(got.len(), 5);
@@ -288,7 +282,7 @@ async fn receiver_answers_with_configured_status() {
     rx.set_status(503);
     let (status, body) = post(&client, &target, b"").await.unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(&body[..], b"ok");
+    assert_eq!(body, "ok");
     rx.set_status(204);
     let (status, _) = post(&client, &target, b"").await.unwrap();
     assert_eq!(status, StatusCode::NO_CONTENT);

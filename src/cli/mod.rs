@@ -13,7 +13,7 @@ use tracing::info;
 use crate::config::{self, PipelineConfig, SinkKind, SourceSpec};
 use crate::event::{new_webhook_id, sample_event};
 use crate::filter::Decision;
-use crate::sinks::webhook::client::build_client;
+use crate::sinks::webhook::client::build_connector;
 use crate::sinks::webhook::service::WebhookService;
 use crate::sinks::webhook::WebhookSinkConfig;
 use crate::sources::decode::Decoder;
@@ -232,8 +232,8 @@ async fn test(path: &Path, name: &str, event: Option<&Path>, source: Option<&str
         Some(event) => read_events(&config, event, source)?,
         None => vec![sample_event()],
     };
-    let client = build_client(&compiled.tls).map_err(|e| e.to_string())?;
-    let service = WebhookService::new(client, 1, compiled.timeout);
+    let connector = build_connector(&compiled.tls).map_err(|e| e.to_string())?;
+    let service = WebhookService::new(connector, 1, compiled.timeout);
     let builder = &compiled.request_builder;
     let mut all_ok = true;
     for event in &events {

@@ -1,18 +1,14 @@
-//! The shared HTTP(S) client webhook deliveries go through.
-//!
-//! A keep-alive `hyper-util` legacy client over `hyper-rustls`: plain http and
-//! https, HTTP/1.1, certificate verification against the webpki roots plus an
+//! How webhook connections are opened: TCP (`TCP_NODELAY`), and for https URLs TLS
+//! through `hyper-rustls`, verifying certificates against the webpki roots plus an
 //! optional extra CA bundle. rustls uses the ring provider explicitly, so no
-//! process-wide default provider has to be installed.
+//! process-wide default provider has to be installed. [`super::connections`] keeps
+//! the connections and sends on them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -20,12 +16,8 @@ use rustls_pki_types::CertificateDer;
 /// The body type webhook requests use.
 pub type Body = http_body_util::Full<bytes::Bytes>;
 
-/// A keep-alive hyper-util client over hyper-rustls (http and https), webpki
-/// roots + optional extra CA from a PEM file.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
-
-/// How long an idle pooled connection is kept open.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Opens a connection for an `http://` or `https://` URI: TCP, then TLS by scheme.
+pub type Connector = HttpsConnector<HttpConnector>;
 
 /// TLS settings of a sink.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,8 +47,8 @@ pub enum ClientError {
     Tls { reason: String },
 }
 
-/// Build the shared client for the given TLS settings.
-pub fn build_client(tls: &TlsOptions) -> Result<HttpClient, ClientError> {
+/// Builds the connector for the given TLS settings.
+pub fn build_connector(tls: &TlsOptions) -> Result<Connector, ClientError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -83,17 +75,11 @@ pub fn build_client(tls: &TlsOptions) -> Result<HttpClient, ClientError> {
     http.enforce_http(false);
     http.set_nodelay(true);
 
-    let connector = HttpsConnectorBuilder::new()
+    Ok(HttpsConnectorBuilder::new()
         .with_tls_config(tls_config)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector);
-    Ok(client)
+        .wrap_connector(http))
 }
 
 /// Read every `CERTIFICATE` section of a PEM file (other sections are ignored).
@@ -131,14 +117,14 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            build_client(&TlsOptions::default()).unwrap();
+            build_connector(&TlsOptions::default()).unwrap();
         });
     }
 
     #[test]
     fn missing_ca_file_names_path() {
         let path = PathBuf::from("/nonexistent/dir/ca-bundle.pem");
-        let err = build_client(&TlsOptions {
+        let err = build_connector(&TlsOptions {
             ca_file: Some(path.clone()),
         })
         .unwrap_err();

@@ -13,7 +13,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::client::{build_client, TlsOptions};
+use super::client::{build_connector, TlsOptions};
 use super::request_builder::RequestBuilder;
 use super::retry::{RetryConfig, RetryPolicy};
 use super::service::WebhookService;
@@ -326,8 +326,8 @@ impl WebhookSinkConfig {
     /// more than the stream interface (replaying dead letters).
     pub fn build_sink(&self, cx: SinkContext) -> Result<(WebhookSink, Healthcheck), BuildError> {
         let compiled = self.compile(&cx.config_dir).map_err(|errors| BuildError::Invalid { errors })?;
-        let client = build_client(&compiled.tls).map_err(|e| BuildError::Other { message: e.to_string() })?;
-        let service = WebhookService::new(client, self.request.concurrency, compiled.timeout);
+        let connector = build_connector(&compiled.tls).map_err(|e| BuildError::Other { message: e.to_string() })?;
+        let service = WebhookService::new(connector, self.request.concurrency, compiled.timeout);
         let healthcheck = super::healthcheck::healthcheck(
             compiled.request_builder.target().clone(),
             self.healthcheck.enabled,

@@ -2,11 +2,11 @@
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
 
 use super::client::Body;
-use super::target::Target;
+use super::target::{host_header, Target};
 use crate::event::IncidentEvent;
 use crate::template::{BodyTemplate, RenderError};
 
@@ -75,18 +75,6 @@ impl RequestBuilder {
         };
         *request.headers_mut() = headers;
         request
-    }
-}
-
-/// The `Host` header for `uri`, as hyper-util's client would add it: the host, with the
-/// port only when it is not the scheme's default. Built from host and port, so userinfo
-/// could never reach it.
-fn host_header(uri: &Uri) -> Option<HeaderValue> {
-    let host = uri.host()?;
-    let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
-    match uri.port_u16() {
-        Some(port) if port != default_port => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
-        _ => HeaderValue::from_str(host).ok(),
     }
 }
 

@@ -15,9 +15,9 @@ use futures::future::BoxFuture;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::Semaphore;
 
-use super::client::{Body, HttpClient};
+use super::client::{Body, Connector};
+use super::connections::{Connections, Slot};
 
 /// At most this much of an answer's body is read (the rest is dropped with the connection).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -63,12 +63,10 @@ pub enum DeliveryError {
     Transport(String),
 }
 
-/// Sends webhook requests over a keep-alive client, at most `concurrency` at once.
+/// Sends webhook requests over kept-alive connections, at most `concurrency` at once.
 #[derive(Clone)]
 pub struct WebhookService {
-    client: HttpClient,
-    /// One permit per request in flight (`request.concurrency`).
-    slots: Arc<Semaphore>,
+    connections: Arc<Connections>,
     timeout: Duration,
 }
 
@@ -79,26 +77,46 @@ impl fmt::Debug for WebhookService {
 }
 
 impl WebhookService {
-    /// A service over `client` sending at most `concurrency` requests at once (at least
-    /// one); each request (answer body included) must finish in `timeout`, which starts
-    /// once the request has a slot.
-    pub fn new(client: HttpClient, concurrency: usize, timeout: Duration) -> Self {
-        WebhookService { client, slots: Arc::new(Semaphore::new(concurrency.max(1))), timeout }
+    /// A service opening connections with `connector` and sending at most `concurrency`
+    /// requests at once (at least one); each request (connecting and the answer's body
+    /// included) must finish in `timeout`, which starts once the request has a slot.
+    pub fn new(connector: Connector, concurrency: usize, timeout: Duration) -> Self {
+        WebhookService { connections: Arc::new(Connections::new(connector, concurrency)), timeout }
     }
 
-    /// Sends one request, after waiting for a free slot.
+    /// Sends one request (its URI absolute, `http://` or `https://`), after waiting for a
+    /// free slot.
     pub async fn send(&self, request: Request<Body>) -> Result<DeliveryResponse, DeliveryError> {
-        // The semaphore is never closed, so acquiring cannot fail.
-        let _slot = self.slots.acquire().await.expect("the slots semaphore is never closed");
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| DeliveryError::Transport(chain(&e)))?;
-            let status = response.status();
-            let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
-            let excerpt = read_excerpt(response.into_body()).await;
-            Ok(DeliveryResponse { status, excerpt, retry_after })
-        };
-        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| DeliveryError::Timeout(self.timeout))?
+        let mut slot = self.connections.slot().await;
+        // Boxed: the exchange's future is large (the request, the answer's head, reading
+        // its body), and inline it would be part of every event's future, of which a sink
+        // holds up to 1024 while they wait for a slot.
+        let exchange = Box::pin(exchange(&self.connections, &mut slot, request));
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok((response, complete))) => {
+                self.connections.release(slot, complete);
+                Ok(response)
+            }
+            // A connection left mid-exchange cannot carry another request: it is dropped
+            // with the slot, and hyper closes it.
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(DeliveryError::Timeout(self.timeout)),
+        }
     }
+}
+
+/// Sends `request` on `slot` and reads the answer; `true` when the answer's body was read
+/// to its end, so that the connection can carry the next request.
+async fn exchange(
+    connections: &Connections,
+    slot: &mut Slot<'_>,
+    request: Request<Body>,
+) -> Result<(DeliveryResponse, bool), DeliveryError> {
+    let response = connections.send(slot, request).await.map_err(|e| DeliveryError::Transport(chain(&e)))?;
+    let status = response.status();
+    let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
+    let (excerpt, complete) = read_excerpt(response.into_body()).await;
+    Ok((DeliveryResponse { status, excerpt, retry_after }, complete))
 }
 
 impl tower::Service<Request<Body>> for WebhookService {
@@ -116,17 +134,26 @@ impl tower::Service<Request<Body>> for WebhookService {
     }
 }
 
-/// Reads up to [`MAX_ANSWER_BYTES`] of the body (so the connection can be reused) and
-/// returns its first characters.
-async fn read_excerpt(mut body: Incoming) -> String {
+/// Reads up to [`MAX_ANSWER_BYTES`] of the body and returns its first characters, and
+/// whether the body was read to its end (so that the connection can be reused).
+async fn read_excerpt(mut body: Incoming) -> (String, bool) {
     let mut bytes = Vec::new();
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Some(data) = frame.data_ref() {
-            bytes.extend_from_slice(data);
-            if bytes.len() > MAX_ANSWER_BYTES {
-                break;
+    let complete = loop {
+        match body.frame().await {
+            None => break true,
+            Some(Err(_)) => break false,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                    if bytes.len() > MAX_ANSWER_BYTES {
+                        break false;
+                    }
+                }
             }
         }
+    };
+    if bytes.is_empty() {
+        return (String::new(), complete);
     }
     // One line: runs of white space (an HTML error page's newlines) become one space.
     let text = String::from_utf8_lossy(&bytes);
@@ -136,7 +163,7 @@ async fn read_excerpt(mut body: Incoming) -> String {
     if flat.chars().count() > EXCERPT_CHARS {
         excerpt.push('…');
     }
-    excerpt
+    (excerpt, complete)
 }
 
 /// An error with its causes, `a: b: c`: hyper's own message alone says little.

@@ -207,6 +207,17 @@ fn leading_scheme(input: &str) -> Option<&str> {
     }
 }
 
+/// The `Host` header for `uri`, as clients send it: the host, with the port only when it
+/// is not the scheme's default. Built from host and port, so userinfo could never reach it.
+pub fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+    match uri.port_u16() {
+        Some(port) if port != default_port => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        _ => HeaderValue::from_str(host).ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
