@@ -227,7 +227,11 @@ impl Decoder {
         if body[start] == b'[' || framing::check_depth(body, self.max_depth).is_err() {
             return None;
         }
-        let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<IncidentEvent>();
+        // Checked as UTF-8 once, whole: parsing from a `str` then skips the check string by
+        // string, which costs more for an event's many short strings. A body that is not
+        // UTF-8 goes to the framed path, which says where.
+        let text = std::str::from_utf8(body).ok()?;
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<IncidentEvent>();
         let mut events = Vec::new();
         let mut end = 0;
         while let Some(next) = stream.next() {
@@ -291,8 +295,11 @@ mod tests {
 
     #[test]
     fn the_single_pass_and_the_framed_path_agree() {
-        let bodies: [&[u8]; 5] = [
+        let bodies: [&[u8]; 7] = [
             b"{\"eventType\":\"alert-created\",\"id\":\"1\"}",
+            "{\"eventType\":\"alert-created\",\"summary\":\"caf\u{e9} \u{1f525}\"}".as_bytes(),
+            // Not UTF-8 inside a string: refused, whichever path reads it.
+            b"{\"eventType\":\"alert-created\"}\n{\"eventType\":\"alert-created\",\"summary\":\"\xff\"}\n",
             b"  {\"eventType\":\"alert-created\"}\n\n {\"eventType\":\"alert-resolved\",\"x\":[1,{\"y\":\"z\"}]}\n",
             b"{\"eventType\":\"alert-created\"}{\"eventType\":\"alert-created\",\"summary\":\"a \\\"b\\\" c\"}",
             b"[{\"eventType\":\"alert-created\"}]",
@@ -313,6 +320,14 @@ mod tests {
                 (Some(_), Err(e)) => panic!("fast path took a body the framed path refuses: {e}"),
             }
         }
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_where_it_goes_wrong() {
+        let body = b"{\"eventType\":\"alert-created\"}\n{\"eventType\":\"alert-created\",\"summary\":\"ok \xff\"}\n";
+        let err = decode_body(body).unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.to_string().starts_with("line 2, column ") && err.message.contains("unicode"), "{err}");
     }
 
     #[test]
