@@ -4,8 +4,9 @@
 //! `bench/load.sh` runs it against the same nginx location, with the same body, the same
 //! headers (`Content-Type: application/json`, `Authorization`, `User-Agent`, a
 //! `webhook-id` per request) and the same number of requests in flight as webhook-sink.
-//! The client is built like webhook-sink's (keep-alive pool, `TCP_NODELAY`, pool timer),
-//! minus the TLS layer, which plain-HTTP URLs do not use. No events, no buffer, no
+//! The client is hyper-util's pooled one, as issue 5 names it (keep-alive pool,
+//! `TCP_NODELAY`, pool timer); webhook-sink now keeps a connection per request slot
+//! instead (`src/sinks/webhook/connections.rs`). No events, no buffer, no
 //! template, no retries: whatever webhook-sink delivers below this loop's rate is the cost
 //! of its own work, and the benchmark issue's target is at least 0.8× of it.
 //!
