@@ -815,32 +815,9 @@ impl SlowReceiver {
     ) {
         let mut buf = Vec::new();
         loop {
-            // Headers.
-            let head_end = loop {
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                let mut chunk = [0u8; 4096];
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
+            let Some(body) = support::raw_http::read_request(&mut stream, &mut buf).await else {
+                return;
             };
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < head_end + length {
-                let mut chunk = [0u8; 4096];
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let body = buf[head_end..head_end + length].to_vec();
-            buf.drain(..head_end + length);
             arrived.send_modify(|n| *n += 1);
             tokio::time::sleep(delay).await;
             let answer =

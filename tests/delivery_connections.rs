@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use webhook_sink::sinks::webhook::client::{build_connector, TlsOptions};
 use webhook_sink::sinks::webhook::service::{DeliveryError, WebhookService};
 
+use support::raw_http::read_request;
 use support::Receiver;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,40 +79,11 @@ impl Drop for RawServer {
     }
 }
 
-/// Reads one request (head, then `Content-Length` bytes); `false` at the end of the stream.
-async fn read_request(stream: &mut TcpStream, pending: &mut Vec<u8>) -> bool {
-    loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            let total = end + 4 + length;
-            while pending.len() < total {
-                let mut chunk = [0u8; 4096];
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => pending.extend_from_slice(&chunk[..n]),
-                }
-            }
-            pending.drain(..total);
-            return true;
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => pending.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 async fn serve(mut stream: TcpStream, answer: Answer, requests: Arc<AtomicUsize>) {
     let mut pending = Vec::new();
     // Bounded: no test sends more than this many requests on one connection.
     for _ in 0..1000 {
-        if !read_request(&mut stream, &mut pending).await {
+        if read_request(&mut stream, &mut pending).await.is_none() {
             return;
         }
         let number = requests.fetch_add(1, Ordering::SeqCst) + 1;

@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod faulty;
 pub mod peer;
+pub mod raw_http;
 pub mod receiver;
 
 #[allow(unused_imports)]

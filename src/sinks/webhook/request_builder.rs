@@ -82,7 +82,6 @@ impl RequestBuilder {
 mod tests {
     use super::*;
     use crate::event::sample_event;
-    use crate::template::BodyTemplate;
 
     fn builder(url: &str, extra: HeaderMap) -> RequestBuilder {
         let target = Target::parse(url).unwrap();
