@@ -47,91 +47,43 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// on every architecture this runs on.
 const USER_HZ: f64 = 100.0;
 
-const USAGE: &str = "usage: hyper_loop --url URL --body-file FILE [--auth VALUE] [--conc K] \
-[--secs D] [--n N] [--threads T]";
-
+/// Command-line arguments (clap checks them and prints `--help`).
+#[derive(clap::Parser)]
+#[command(name = "hyper_loop", about = "A bare hyper-util client loop: K POSTs in flight to one URL")]
 struct Args {
+    /// Where to POST: a plain `http://` URL.
+    #[arg(long, value_parser = plain_http_uri)]
     url: Uri,
+    /// The request body, sent as is.
+    #[arg(long)]
     body_file: String,
+    /// The `Authorization` header value.
+    #[arg(long)]
     auth: Option<String>,
-    conc: usize,
+    /// Requests in flight (one sender task each).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    conc: u32,
+    /// How long to send (default 5; with `--n`, only a bound, default 300).
+    #[arg(long, value_parser = positive_secs)]
     secs: Option<f64>,
+    /// Stop after starting this many requests.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     n: Option<u64>,
-    threads: Option<usize>,
+    /// tokio worker threads (1 = current-thread runtime; default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut url = None;
-    let mut body_file = None;
-    let mut auth = None;
-    let mut conc = 32usize;
-    let mut secs = None;
-    let mut n = None;
-    let mut threads = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(key) = it.next() {
-        if key == "-h" || key == "--help" {
-            return Err(USAGE.into());
-        }
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{key} needs a value\n{USAGE}"))?;
-        let bad = |what: &str| format!("{key}: {what}, got {value:?}");
-        match key.as_str() {
-            "--url" => url = Some(value.parse::<Uri>().map_err(|e| bad(&e.to_string()))?),
-            "--body-file" => body_file = Some(value),
-            "--auth" => auth = Some(value),
-            "--conc" => {
-                conc = value
-                    .parse()
-                    .ok()
-                    .filter(|&k| k > 0)
-                    .ok_or_else(|| bad("a positive integer"))?
-            }
-            "--secs" => {
-                secs = Some(
-                    value
-                        .parse()
-                        .ok()
-                        .filter(|&d: &f64| d > 0.0)
-                        .ok_or_else(|| bad("a positive number"))?,
-                )
-            }
-            "--n" => {
-                n = Some(
-                    value
-                        .parse()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| bad("a positive integer"))?,
-                )
-            }
-            "--threads" => {
-                threads = Some(
-                    value
-                        .parse()
-                        .ok()
-                        .filter(|&t| t > 0)
-                        .ok_or_else(|| bad("a positive integer"))?,
-                )
-            }
-            _ => return Err(format!("unknown argument {key:?}\n{USAGE}")),
-        }
-    }
-    let url = url.ok_or_else(|| format!("--url is required\n{USAGE}"))?;
+fn plain_http_uri(value: &str) -> Result<Uri, String> {
+    let url: Uri = value.parse().map_err(|e| format!("{e}"))?;
     if url.scheme_str() != Some("http") {
-        return Err(format!("--url must be plain http://, got {url}"));
+        return Err(format!("must be plain http://, got {url}"));
     }
-    let body_file = body_file.ok_or_else(|| format!("--body-file is required\n{USAGE}"))?;
-    Ok(Args {
-        url,
-        body_file,
-        auth,
-        conc,
-        secs,
-        n,
-        threads,
-    })
+    Ok(url)
+}
+
+fn positive_secs(value: &str) -> Result<f64, String> {
+    value.parse::<f64>().ok().filter(|&d| d > 0.0).ok_or_else(|| "a positive number".to_string())
 }
 
 /// User + system CPU seconds of this process so far.
@@ -274,13 +226,7 @@ async fn run(args: &Args, body: Bytes, counts: Arc<Counts>) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("hyper_loop: {message}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     let body = match std::fs::read(&args.body_file) {
         Ok(body) => Bytes::from(body),
         Err(e) => {
@@ -293,7 +239,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build(),
         Some(t) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(t)
+            .worker_threads(usize::from(t))
             .enable_all()
             .build(),
         None => tokio::runtime::Builder::new_multi_thread()
