@@ -314,6 +314,26 @@ TEMPLATE_typical='{"text": "[{{ alertPriority }}] {{ alertSummary }} is {{ alert
 TEMPLATE_standard=''
 TEMPLATE_large=$(<"$HERE/templates/large.json")
 
+# The end of a sender's run: unless ERR is already set, wait until nginx has logged N
+# answers; then read the sender's CPU, stop it and nginx, and count nginx's log (COUNT_ARG
+# "latency" for the latency log). NAME is the sender, and its stderr file in DIR.
+# Sets FIN_ERR, FIN_PROC1 and FIN_COUNT.
+finish_run() { # DIR PID N NAME ERR [COUNT_ARG]
+    local dir=$1 pid=$2 n=$3 name=$4
+    FIN_ERR=$5 FIN_PROC1=""
+    if [[ -z $FIN_ERR ]]; then
+        run_wait /dev/null "$dir/wait.stderr" $((RUN_TIMEOUT + 30)) \
+            "${PY[@]}" wait "$NGX_LOG" "$n" --timeout "$RUN_TIMEOUT" --stall 20 --pid "$pid" ||
+            FIN_ERR="$(cat "$dir/wait.stderr")"
+    fi
+    alive "$pid" && FIN_PROC1=$("${PY[@]}" proc "$pid")
+    stop_pid "$pid" TERM
+    stop_nginx
+    FIN_COUNT=$("${PY[@]}" count "$NGX_LOG" "${6:-}")
+    [[ -z $FIN_ERR && -z $FIN_PROC1 ]] && FIN_ERR="$name exited early: $(tail -c 300 "$dir/$name.stderr")"
+    return 0
+}
+
 # webhook-sink's pipeline: an http_server source and one webhook sink to nginx, with
 # Basic auth from the URL and the body template named by TEMPLATE (default `typical`,
 # see above). The request concurrency is OURS_CONC (default CONC).
@@ -400,7 +420,7 @@ run_dead() { # RUN
 # template TEMPLATE (both set by the caller).
 run_ours() { # RUN MODE [RATE]
     local run=$1 mode=$2 rate=${3:-0} name config buffer=memory path=/hook n=$N batch=$BATCH run_args=()
-    local dir src_port pid proc0="" proc1="" push="" count="" err="" push_args=() extra=()
+    local dir src_port pid proc0="" push="" err="" push_args=() extra=()
     case $mode in
         memory) config=ours ;;
         memory1) config=ours_1t run_args=(--threads 1) ;;
@@ -442,18 +462,9 @@ run_ours() { # RUN MODE [RATE]
             err="push failed: $(tail -c 300 "$dir/push.json" "$dir/push.stderr")"
         push=$(cat "$dir/push.json" 2>/dev/null)
     fi
-    if [[ -z $err ]]; then
-        run_wait /dev/null "$dir/wait.stderr" $((RUN_TIMEOUT + 30)) \
-            "${PY[@]}" wait "$NGX_LOG" "$n" --timeout "$RUN_TIMEOUT" --stall 20 --pid "$pid" ||
-            err="$(cat "$dir/wait.stderr")"
-    fi
-    alive "$pid" && proc1=$("${PY[@]}" proc "$pid")
-    stop_pid "$pid" TERM
-    stop_nginx
-    count=$("${PY[@]}" count "$NGX_LOG" "$([[ $path == /lat ]] && echo latency)")
-    [[ -z $err && -z $proc1 ]] && err="webhook-sink exited early: $(tail -c 300 "$dir/webhook-sink.stderr")"
-    "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --count "$count" --push "$push" \
-        --proc0 "$proc0" --proc1 "$proc1" --expect "$n" --error "$err" "${extra[@]}"
+    finish_run "$dir" "$pid" "$n" webhook-sink "$err" "$([[ $path == /lat ]] && echo latency)"
+    "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --count "$FIN_COUNT" --push "$push" \
+        --proc0 "$proc0" --proc1 "$FIN_PROC1" --expect "$n" --error "$FIN_ERR" "${extra[@]}"
 }
 
 # The ceiling: wrk sends the body webhook-sink renders for a benchmark event, with the
@@ -515,7 +526,7 @@ run_hyper() { # RUN [CONFIG] [IN_FLIGHT] [TEMPLATE]
 # The peer: syslog-ng reads the same N events (appended to a file it follows) and
 # POSTs one request per event with its http() destination.
 run_peer() { # RUN
-    local run=$1 dir=$TMP/peer-$1 pid proc0="" proc1="" count="" err="" i
+    local run=$1 dir=$TMP/peer-$1 pid proc0="" err="" i
     mkdir -p "$dir"
     start_nginx "peer-$run" || {
         "${PY[@]}" record "$RESULTS" --config peer --run "$run" --error "nginx did not start"
@@ -540,17 +551,10 @@ run_peer() { # RUN
         sleep 0.3
         proc0=$("${PY[@]}" proc "$pid")
         cat "$EVENTS_FILE" >>"$dir/input.ndjson"
-        run_wait /dev/null "$dir/wait.stderr" $((RUN_TIMEOUT + 30)) \
-            "${PY[@]}" wait "$NGX_LOG" "$N" --timeout "$RUN_TIMEOUT" --stall 20 --pid "$pid" ||
-            err="$(cat "$dir/wait.stderr")"
     fi
-    alive "$pid" && proc1=$("${PY[@]}" proc "$pid")
-    stop_pid "$pid" TERM
-    stop_nginx
-    count=$("${PY[@]}" count "$NGX_LOG")
-    [[ -z $err && -z $proc1 ]] && err="syslog-ng exited early: $(tail -c 300 "$dir/syslog-ng.stderr")"
-    "${PY[@]}" record "$RESULTS" --config peer --run "$run" --count "$count" \
-        --proc0 "$proc0" --proc1 "$proc1" --expect "$N" --error "$err"
+    finish_run "$dir" "$pid" "$N" syslog-ng "$err"
+    "${PY[@]}" record "$RESULTS" --config peer --run "$run" --count "$FIN_COUNT" \
+        --proc0 "$proc0" --proc1 "$FIN_PROC1" --expect "$N" --error "$FIN_ERR"
 }
 
 # ---------------------------------------------------------------------------
