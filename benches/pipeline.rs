@@ -11,9 +11,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
-};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use serde_json::json;
 use webhook_sink::buffer::{BufferConfig, BufferType, SinkBuffer};
 use webhook_sink::event::{new_webhook_id, Event, IncidentEvent, Outcome};
@@ -39,18 +37,9 @@ const EVENT_PATH_TEMPLATE: &str =
 /// The `i`th event of a realistic stream, shaped like the reference payload (compact JSON,
 /// ~350–400 bytes): types, priorities, hosts and teams vary.
 fn event_json(i: usize) -> serde_json::Value {
-    let hosts = [
-        "app.compute",
-        "db-1.storage",
-        "edge-lb-03",
-        "queue.worker-7",
-    ];
+    let hosts = ["app.compute", "db-1.storage", "edge-lb-03", "queue.worker-7"];
     let teams = ["payments", "platform", "search"];
-    let (event_type, status) = if i % 4 == 3 {
-        ("alert-resolved", "RESOLVED")
-    } else {
-        ("alert-created", "PENDING")
-    };
+    let (event_type, status) = if i % 4 == 3 { ("alert-resolved", "RESOLVED") } else { ("alert-created", "PENDING") };
     let host = hosts[i % hosts.len()];
     json!({
         "id": format!("{}", 2_983_781 + i),
@@ -88,21 +77,13 @@ fn json_array_body() -> Vec<u8> {
 
 fn three_conditions() -> Vec<ConditionConfig> {
     vec![
-        ConditionConfig {
-            field: "priority".into(),
-            equals: Some(OneOrMany::One("HIGH".into())),
-            ..Default::default()
-        },
+        ConditionConfig { field: "priority".into(), equals: Some(OneOrMany::One("HIGH".into())), ..Default::default() },
         ConditionConfig {
             field: "alertSource.name".into(),
             matches: Some("(?i)nagios|zabbix".into()),
             ..Default::default()
         },
-        ConditionConfig {
-            field: "labels.team".into(),
-            exists: Some(true),
-            ..Default::default()
-        },
+        ConditionConfig { field: "labels.team".into(), exists: Some(true), ..Default::default() },
     ]
 }
 
@@ -144,16 +125,10 @@ fn decode(c: &mut Criterion) {
     // Baseline for the batches: a batch costs more than `BATCH` of these if framing is
     // worse than linear in the body size.
     group.throughput(Throughput::Elements(1));
-    group.bench_function("single_event", |b| {
-        b.iter(|| decoder.decode_sized(black_box(&single)).unwrap())
-    });
+    group.bench_function("single_event", |b| b.iter(|| decoder.decode_sized(black_box(&single)).unwrap()));
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("ndjson_batch_200", |b| {
-        b.iter(|| decoder.decode_sized(black_box(&ndjson)).unwrap())
-    });
-    group.bench_function("json_array_200", |b| {
-        b.iter(|| decoder.decode_sized(black_box(&array)).unwrap())
-    });
+    group.bench_function("ndjson_batch_200", |b| b.iter(|| decoder.decode_sized(black_box(&ndjson)).unwrap()));
+    group.bench_function("json_array_200", |b| b.iter(|| decoder.decode_sized(black_box(&array)).unwrap()));
     group.finish();
 }
 
@@ -167,12 +142,8 @@ fn filter(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("filter");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("triggers_only", |b| {
-        b.iter(|| triggers_only.decide(black_box(&event)))
-    });
-    group.bench_function("triggers_and_3_conditions", |b| {
-        b.iter(|| with_conditions.decide(black_box(&event)))
-    });
+    group.bench_function("triggers_only", |b| b.iter(|| triggers_only.decide(black_box(&event))));
+    group.bench_function("triggers_and_3_conditions", |b| b.iter(|| with_conditions.decide(black_box(&event))));
     group.finish();
 }
 
@@ -185,27 +156,16 @@ fn render(c: &mut Criterion) {
     let chat = BodyTemplate::custom(CHAT_TEMPLATE, Escape::Json).unwrap();
     let event_path = BodyTemplate::custom(EVENT_PATH_TEMPLATE, Escape::Json).unwrap();
     let team = event_path.render(&event).unwrap();
-    assert!(
-        std::str::from_utf8(&team).unwrap().contains("platform"),
-        "{team:?}"
-    );
+    assert!(std::str::from_utf8(&team).unwrap().contains("platform"), "{team:?}");
 
     let mut group = c.benchmark_group("render");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("standard_payload", |b| {
-        b.iter(|| standard.render(black_box(&event)).unwrap())
-    });
-    group.bench_function("custom_5_vars", |b| {
-        b.iter(|| chat.render(black_box(&event)).unwrap())
-    });
-    group.bench_function("custom_with_event_path", |b| {
-        b.iter(|| event_path.render(black_box(&event)).unwrap())
-    });
+    group.bench_function("standard_payload", |b| b.iter(|| standard.render(black_box(&event)).unwrap()));
+    group.bench_function("custom_5_vars", |b| b.iter(|| chat.render(black_box(&event)).unwrap()));
+    group.bench_function("custom_with_event_path", |b| b.iter(|| event_path.render(black_box(&event)).unwrap()));
     // The load bench's `large` template: a chat message with blocks, 30 variables.
     let large = BodyTemplate::custom(LARGE_TEMPLATE, Escape::Json).unwrap();
-    group.bench_function("custom_large_30_vars", |b| {
-        b.iter(|| large.render(black_box(&event)).unwrap())
-    });
+    group.bench_function("custom_large_30_vars", |b| b.iter(|| large.render(black_box(&event)).unwrap()));
     group.finish();
 }
 
@@ -218,9 +178,7 @@ fn request(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("request");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("build", |b| {
-        b.iter(|| builder.request(black_box(body.clone()), black_box(&webhook_id)))
-    });
+    group.bench_function("build", |b| b.iter(|| builder.request(black_box(body.clone()), black_box(&webhook_id))));
     group.finish();
 }
 
@@ -239,9 +197,7 @@ fn pipeline(c: &mut Criterion) {
             let decision = compiled.filter.decide(event);
             assert!(decision == Decision::Fire);
             let body = compiled.request_builder.body(event).unwrap();
-            compiled
-                .request_builder
-                .request(body, black_box(&webhook_id))
+            compiled.request_builder.request(body, black_box(&webhook_id))
         })
     });
     group.finish();
@@ -264,22 +220,13 @@ fn filled_buffer(
     event: &Event,
     fill: usize,
 ) -> SinkBuffer {
-    let config = BufferConfig {
-        kind,
-        max_events: Some(fill + 16),
-        max_bytes: Some(1 << 40),
-        ..Default::default()
-    };
-    let buffer = config
-        .open(data_dir, &format!("fill_{fill}"))
-        .expect("open the buffer");
+    let config = BufferConfig { kind, max_events: Some(fill + 16), max_bytes: Some(1 << 40), ..Default::default() };
+    let buffer = config.open(data_dir, &format!("fill_{fill}")).expect("open the buffer");
     rt.block_on(async {
         let mut left = fill;
         while left > 0 {
             let n = left.min(FILL_BATCH);
-            let reservation = buffer
-                .try_reserve(n, (n * event.size) as u64)
-                .expect("room for the fill");
+            let reservation = buffer.try_reserve(n, (n * event.size) as u64).expect("room for the fill");
             let batch = (0..n).map(|_| event.copy()).collect();
             buffer.push(reservation, batch).await.expect("fill push");
             left -= n;
@@ -293,13 +240,8 @@ fn filled_buffer(
 /// pop, report it delivered (which frees the room and, on disk, deletes the record).
 /// The buffer keeps its length: the event popped is the oldest one.
 async fn push_pop(buffer: &SinkBuffer, event: &Event) {
-    let reservation = buffer
-        .try_reserve(1, event.size as u64)
-        .expect("room for one more event");
-    buffer
-        .push(reservation, vec![event.copy()])
-        .await
-        .expect("push");
+    let reservation = buffer.try_reserve(1, event.size as u64).expect("room for one more event");
+    buffer.push(reservation, vec![event.copy()]).await.expect("push");
     let popped = buffer.pop().await.expect("an event");
     black_box(&popped);
     popped.finish(Outcome::Delivered);
@@ -308,10 +250,7 @@ async fn push_pop(buffer: &SinkBuffer, event: &Event) {
 /// Whether the cost of one push + one pop stays flat as the buffer holds more events
 /// (no per-event work that grows with the queue length).
 fn buffer_fill(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let json = serde_json::to_vec(&event_json(1)).expect("serializable");
     let event = Event::new(firing_event(), json.len());
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -321,16 +260,9 @@ fn buffer_fill(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
-    for (kind, label, fills) in [
-        (BufferType::Memory, "memory", MEMORY_FILLS),
-        (BufferType::Disk, "disk", DISK_FILLS),
-    ] {
+    for (kind, label, fills) in [(BufferType::Memory, "memory", MEMORY_FILLS), (BufferType::Disk, "disk", DISK_FILLS)] {
         // A disk push+pop is an fsync (milliseconds): few iterations per sample.
-        group.sampling_mode(if kind == BufferType::Disk {
-            SamplingMode::Flat
-        } else {
-            SamplingMode::Auto
-        });
+        group.sampling_mode(if kind == BufferType::Disk { SamplingMode::Flat } else { SamplingMode::Auto });
         for fill in fills {
             let data_dir = dir.path().join(label);
             // Filled on first use, so that a filter that skips this benchmark skips the fill.
@@ -339,10 +271,7 @@ fn buffer_fill(c: &mut Criterion) {
                 let buffer = filled.get_or_insert_with(|| {
                     let started = Instant::now();
                     let buffer = filled_buffer(&rt, kind, &data_dir, &event, fill);
-                    eprintln!(
-                        "buffer_fill: {label} buffer filled with {fill} events in {:.2?}",
-                        started.elapsed()
-                    );
+                    eprintln!("buffer_fill: {label} buffer filled with {fill} events in {:.2?}", started.elapsed());
                     buffer
                 });
                 b.iter_custom(|iters| {
@@ -359,10 +288,7 @@ fn buffer_fill(c: &mut Criterion) {
                 assert_eq!(buffer.usage().0, fill, "the buffer kept its length");
                 buffer.close();
                 drop(buffer);
-                let _ = std::fs::remove_file(BufferConfig::disk_path(
-                    &data_dir,
-                    &format!("fill_{fill}"),
-                ));
+                let _ = std::fs::remove_file(BufferConfig::disk_path(&data_dir, &format!("fill_{fill}")));
             }
         }
     }
@@ -370,10 +296,7 @@ fn buffer_fill(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(50)
 }
 
 criterion_group! {

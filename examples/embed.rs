@@ -35,10 +35,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     incident.summary = Some("disk full on db-1".into());
     let events = futures::stream::iter([Event::new(incident, 0)]).boxed();
     let _ = sink.run(events).await;
-    println!(
-        "delivered {}, failed {}",
-        SinkStats::get(&stats.delivered),
-        SinkStats::get(&stats.failed)
-    );
+    println!("delivered {}, failed {}", SinkStats::get(&stats.delivered), SinkStats::get(&stats.failed));
     Ok(())
 }

@@ -148,17 +148,10 @@ async fn sender(
             request.headers_mut().insert("webhook-id", id);
         }
         let exchange = async {
-            let response = client
-                .request(request)
-                .await
-                .map_err(|e| format!("request: {e:?}"))?;
+            let response = client.request(request).await.map_err(|e| format!("request: {e:?}"))?;
             let status = response.status();
             // Read the (empty) body to the end, so that the connection goes back to the pool.
-            response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?;
+            response.into_body().collect().await.map_err(|e| format!("body: {e}"))?;
             Ok::<_, String>(status)
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
@@ -199,9 +192,7 @@ async fn run(args: &Args, body: Bytes, counts: Arc<Counts>) -> f64 {
     }
 
     // With --n, --secs (default 300) only bounds the run.
-    let secs = args
-        .secs
-        .unwrap_or(if args.n.is_some() { 300.0 } else { 5.0 });
+    let secs = args.secs.unwrap_or(if args.n.is_some() { 300.0 } else { 5.0 });
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..args.conc)
@@ -235,16 +226,9 @@ fn main() -> ExitCode {
         }
     };
     let runtime = match args.threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Some(t) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(t))
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(t) => tokio::runtime::Builder::new_multi_thread().worker_threads(usize::from(t)).enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -262,22 +246,13 @@ fn main() -> ExitCode {
 
     let requests = counts.ok.load(Ordering::Relaxed);
     let errors = counts.errors.load(Ordering::Relaxed);
-    let rate = if elapsed > 0.0 {
-        requests as f64 / elapsed
-    } else {
-        0.0
-    };
+    let rate = if elapsed > 0.0 { requests as f64 / elapsed } else { 0.0 };
     let cpu_us = match (cpu0, cpu1) {
         (Some(a), Some(b)) if requests > 0 => format!("{:.2}", (b - a) / requests as f64 * 1e6),
         _ => "null".into(),
     };
     let rss_mb = peak_rss_mb().map_or_else(|| "null".into(), |mb| format!("{mb:.1}"));
-    if let Some(first) = counts
-        .first_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
+    if let Some(first) = counts.first_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         eprintln!("hyper_loop: {errors} errors; the first: {first}");
     }
     println!(

@@ -222,7 +222,11 @@ impl SourceSender {
     }
 
     /// Sends a batch, waiting for room while every sink is full.
-    pub async fn send(&self, events: Vec<(IncidentEvent, usize)>, ack: Option<&AckGroup>) -> Result<SendReport, SendError> {
+    pub async fn send(
+        &self,
+        events: Vec<(IncidentEvent, usize)>,
+        ack: Option<&AckGroup>,
+    ) -> Result<SendReport, SendError> {
         self.send_within(events, ack, None).await
     }
 
@@ -265,7 +269,11 @@ impl SourceSender {
     }
 
     /// Sends a batch now, or says why not.
-    pub async fn try_send(&self, events: Vec<(IncidentEvent, usize)>, ack: Option<&AckGroup>) -> Result<SendReport, SendError> {
+    pub async fn try_send(
+        &self,
+        events: Vec<(IncidentEvent, usize)>,
+        ack: Option<&AckGroup>,
+    ) -> Result<SendReport, SendError> {
         self.try_send_inner(events, ack).await.map_err(|(e, _)| e)
     }
 

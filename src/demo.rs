@@ -31,7 +31,8 @@ struct Seen {
 
 /// Runs the demo and prints what arrived.
 pub async fn run() -> Result<ExitCode, String> {
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot bind a receiver: {e}"))?;
+    let receiver =
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot bind a receiver: {e}"))?;
     let receiver_addr = receiver.local_addr().map_err(|e| e.to_string())?;
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     tokio::spawn(serve_receiver(receiver, seen.clone()));
@@ -44,7 +45,8 @@ pub async fn run() -> Result<ExitCode, String> {
         "DEMO_DATA_DIR" => Some(data_dir.display().to_string()),
         _ => None,
     };
-    let config = config::load_str(Path::new("config-examples/demo.toml"), DEMO_CONFIG, &env).map_err(|e| e.to_string())?;
+    let config =
+        config::load_str(Path::new("config-examples/demo.toml"), DEMO_CONFIG, &env).map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let pipeline = Pipeline::build(&config, shutdown.clone()).await.map_err(|e| e.to_string())?;
     let running = tokio::spawn(pipeline.run());

@@ -289,7 +289,10 @@ mod tests {
     fn unknown_trigger_lists_valid_names_and_suggests() {
         let errors = Filter::compile(Some(&["alert-created".into(), "alert-resolvd".into()]), &[]).unwrap_err();
         let text = format!("{}: {}", errors[0].field(), errors[0]);
-        assert!(text.starts_with("triggers[1]: unknown event type `alert-resolvd`, did you mean `alert-resolved`?"), "{text}");
+        assert!(
+            text.starts_with("triggers[1]: unknown event type `alert-resolvd`, did you mean `alert-resolved`?"),
+            "{text}"
+        );
         assert!(text.contains("alert-acknowledged") && text.contains("incident-created"), "{text}");
     }
 
@@ -298,7 +301,10 @@ mod tests {
         let high = ConditionConfig { equals: Some(OneOrMany::One("HIGH".into())), ..cond("priority") };
         let source = ConditionConfig { matches: Some("^Nagios".into()), ..cond("alertSource.name") };
         let assigned = ConditionConfig { exists: Some(true), ..cond("assignedTo.email") };
-        let numeric = ConditionConfig { equals: Some(OneOrMany::Many(vec!["1".into(), "2101194".into()])), ..cond("alertSource.id") };
+        let numeric = ConditionConfig {
+            equals: Some(OneOrMany::Many(vec!["1".into(), "2101194".into()])),
+            ..cond("alertSource.id")
+        };
         let filter = Filter::compile(None, &[high, source, assigned, numeric]).unwrap();
         let mut event = sample_event();
         assert_eq!(filter.decide(&event), Decision::Fire);

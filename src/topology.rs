@@ -98,11 +98,11 @@ impl Pipeline {
             let outputs =
                 inputs.iter().filter(|(_, reads)| reads.contains(name)).map(|(input, _)| input.clone()).collect();
             let cx = SourceContext { name: name.clone(), out: SourceSender::new(outputs), shutdown: shutdown.clone() };
-            let source = spec
-                .as_config()
-                .build(cx)
-                .await
-                .map_err(|source| TopologyError { kind: "source", name: name.clone(), source })?;
+            let source = spec.as_config().build(cx).await.map_err(|source| TopologyError {
+                kind: "source",
+                name: name.clone(),
+                source,
+            })?;
             sources.push((name.clone(), source));
         }
         Ok(Pipeline { sources, sinks, stats, shutdown, shutdown_timeout: config.shutdown_timeout })
@@ -120,7 +120,8 @@ impl Pipeline {
         let buffers: Vec<SinkBuffer> = self.sinks.iter().map(|(_, _, buffer)| buffer.clone()).collect();
         for (name, sink, buffer) in self.sinks {
             let input =
-                futures::stream::unfold(buffer, |buffer| async move { buffer.pop().await.map(|e| (e, buffer)) }).boxed();
+                futures::stream::unfold(buffer, |buffer| async move { buffer.pop().await.map(|e| (e, buffer)) })
+                    .boxed();
             sink_tasks.spawn(async move {
                 if sink.run(input).await.is_err() {
                     error!(sink = %name, "sink stopped with an error");

@@ -30,7 +30,6 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_webhook-sink")
 }
 
-
 /// Removes ANSI colour sequences (`ESC [ ... letter`).
 fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -72,10 +71,7 @@ impl Collector {
                 }
             }
         });
-        Collector {
-            text,
-            thread: Some(thread),
-        }
+        Collector { text, thread: Some(thread) }
     }
 
     fn get(&self) -> String {
@@ -110,11 +106,7 @@ impl Proc {
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .stdin(if stdin_piped {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin_piped { Stdio::piped() } else { Stdio::null() })
             .env_remove("WEBHOOK_SINK_LOG");
         for (name, value) in env {
             cmd.env(name, value);
@@ -122,11 +114,7 @@ impl Proc {
         let mut child = cmd.spawn().expect("start webhook-sink");
         let stdout = Collector::new(child.stdout.take().unwrap());
         let stderr = Collector::new(child.stderr.take().unwrap());
-        Proc {
-            child,
-            stdout,
-            stderr,
-        }
+        Proc { child, stdout, stderr }
     }
 
     fn pid(&self) -> String {
@@ -143,10 +131,7 @@ impl Proc {
 
     /// Sends SIGTERM (through `kill(1)`: `libc` is not a dependency).
     fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid()])
-            .status()
-            .expect("run kill");
+        let status = Command::new("kill").args(["-TERM", &self.pid()]).status().expect("run kill");
         assert!(status.success(), "kill -TERM {} failed", self.pid());
     }
 
@@ -162,16 +147,10 @@ impl Proc {
                 if self.stderr().contains(needle) {
                     return;
                 }
-                panic!(
-                    "webhook-sink exited ({status}) before logging {needle:?}; stderr:\n{}",
-                    self.stderr()
-                );
+                panic!("webhook-sink exited ({status}) before logging {needle:?}; stderr:\n{}", self.stderr());
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "no {needle:?} on stderr within {WAIT:?}; stderr:\n{}",
-                    self.stderr()
-                );
+                panic!("no {needle:?} on stderr within {WAIT:?}; stderr:\n{}", self.stderr());
             }
             tokio::time::sleep(POLL).await;
         }
@@ -219,11 +198,7 @@ struct Output {
 async fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut proc = Proc::spawn(args, env, false);
     let status = proc.wait_exit().await;
-    Output {
-        status,
-        stdout: proc.stdout(),
-        stderr: proc.stderr(),
-    }
+    Output { status, stdout: proc.stdout(), stderr: proc.stderr() }
 }
 
 fn path_str(path: &Path) -> &str {
@@ -234,9 +209,7 @@ fn path_str(path: &Path) -> &str {
 /// and the body of the answer.
 async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .expect("connect to the source");
+        let mut stream = TcpStream::connect(addr).await.expect("connect to the source");
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -251,15 +224,10 @@ async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no status line in {answer:?}"));
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         (status, body)
     };
-    tokio::time::timeout(WAIT, exchange)
-        .await
-        .expect("the source answers")
+    tokio::time::timeout(WAIT, exchange).await.expect("the source answers")
 }
 
 /// The fields of the `sink finished` summary line of sink `name`.
@@ -269,10 +237,7 @@ fn summary(stderr: &str, name: &str) -> HashMap<String, String> {
         .lines()
         .find(|l| l.contains("sink finished") && l.split_whitespace().any(|w| w == sink_field))
         .unwrap_or_else(|| panic!("no `sink finished` line for `{name}` in:\n{stderr}"));
-    line.split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    line.split_whitespace().filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn event(id: &str, event_type: &str) -> String {
@@ -282,8 +247,7 @@ fn event(id: &str, event_type: &str) -> String {
 }
 
 fn body_json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
 /// An `http_server` source on `source` and one webhook sink `hook` to `url`.
@@ -361,10 +325,7 @@ async fn validate_accepts_every_example_config() {
             .into_iter()
             .map(|name| {
                 let upper = name.to_ascii_uppercase();
-                let value = if ["ADDRESS", "RECEIVER", "HOST"]
-                    .iter()
-                    .any(|k| upper.contains(k))
-                {
+                let value = if ["ADDRESS", "RECEIVER", "HOST"].iter().any(|k| upper.contains(k)) {
                     free_addr().to_string()
                 } else {
                     "value".to_string()
@@ -372,16 +333,10 @@ async fn validate_accepts_every_example_config() {
                 (name, value)
             })
             .collect();
-        let env: Vec<(&str, &str)> = values
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
+        let env: Vec<(&str, &str)> = values.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let out = run_to_end(&["validate", "--config", path_str(&file)], &env).await;
         let name = file.strip_prefix(&dir).unwrap().to_string_lossy().into_owned();
-        let ok_line = out
-            .stdout
-            .lines()
-            .any(|l| l.contains(&name) && l.contains(": ok"));
+        let ok_line = out.stdout.lines().any(|l| l.contains(&name) && l.contains(": ok"));
         if !out.status.success() || !ok_line {
             failures.push(format!(
                 "{name}: {} (env {values:?})\nstdout:\n{}\nstderr:\n{}",
@@ -390,10 +345,7 @@ async fn validate_accepts_every_example_config() {
         }
         checked.push(name);
     }
-    assert!(
-        checked.iter().any(|n| n == "demo.toml"),
-        "demo.toml was validated: {checked:?}"
-    );
+    assert!(checked.iter().any(|n| n == "demo.toml"), "demo.toml was validated: {checked:?}");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -408,21 +360,11 @@ async fn validate_lists_every_problem_of_a_broken_config() {
     );
     let out = run_to_end(&["validate", "--config", path_str(&path)], &[]).await;
     assert!(!out.status.success(), "exit status {}", out.status);
-    assert!(
-        !out.stdout.contains(": ok"),
-        "no ok line for a broken file:\n{}",
-        out.stdout
-    );
-    assert!(
-        out.stderr.contains("2 problems"),
-        "the count of problems:\n{}",
-        out.stderr
-    );
+    assert!(!out.stdout.contains(": ok"), "no ok line for a broken file:\n{}", out.stdout);
+    assert!(out.stderr.contains("2 problems"), "the count of problems:\n{}", out.stderr);
     for key in ["`sinks.chat.url`", "`sinks.chat.request.concurrency`"] {
         assert!(
-            out.stderr
-                .lines()
-                .any(|l| l.contains("broken.toml") && l.contains(key)),
+            out.stderr.lines().any(|l| l.contains("broken.toml") && l.contains(key)),
             "a line names the file and {key}:\n{}",
             out.stderr
         );
@@ -457,23 +399,9 @@ async fn render_prints_the_body_or_why_an_event_would_not_fire() {
     let config = path_str(&config);
 
     // One firing event: stdout is exactly the rendered body.
-    let firing = dir.write(
-        "firing.json",
-        r#"{"id":"7","eventType":"alert-created","summary":"Disk \"full\"","priority":"HIGH"}"#,
-    );
-    let out = run_to_end(
-        &[
-            "render",
-            "--config",
-            config,
-            "--sink",
-            "chat",
-            "--event",
-            path_str(&firing),
-        ],
-        &[],
-    )
-    .await;
+    let firing = dir
+        .write("firing.json", r#"{"id":"7","eventType":"alert-created","summary":"Disk \"full\"","priority":"HIGH"}"#);
+    let out = run_to_end(&["render", "--config", config, "--sink", "chat", "--event", path_str(&firing)], &[]).await;
     assert!(out.status.success(), "{}\n{}", out.status, out.stderr);
     let body = body_json(out.stdout.trim().as_bytes());
     assert_eq!(body["text"], "[HIGH] Disk \"full\"");
@@ -487,19 +415,7 @@ async fn render_prints_the_body_or_why_an_event_would_not_fire() {
         r#"{"id":"3","eventType":"alert-created","summary":"Three","priority":"LOW"}"#,
     );
     let events = dir.write("events.ndjson", &events);
-    let out = run_to_end(
-        &[
-            "render",
-            "--config",
-            config,
-            "--sink",
-            "chat",
-            "--event",
-            path_str(&events),
-        ],
-        &[],
-    )
-    .await;
+    let out = run_to_end(&["render", "--config", config, "--sink", "chat", "--event", path_str(&events)], &[]).await;
     assert!(out.status.success(), "{}\n{}", out.status, out.stderr);
     let sections: Vec<&str> = out.stdout.split("--- event ").skip(1).collect();
     assert_eq!(sections.len(), 3, "one section per event:\n{}", out.stdout);
@@ -509,9 +425,7 @@ async fn render_prints_the_body_or_why_an_event_would_not_fire() {
 
     let second = sections[1];
     assert!(
-        second.contains("would not fire: ")
-            && second.contains("alert-acknowledged")
-            && second.contains("triggers"),
+        second.contains("would not fire: ") && second.contains("alert-acknowledged") && second.contains("triggers"),
         "the type is not a trigger:\n{second}"
     );
     assert!(!second.contains("Two"), "nothing rendered:\n{second}");
@@ -532,53 +446,30 @@ async fn render_prints_the_body_or_why_an_event_would_not_fire() {
 
 /// The `-> STATUS ...` line `test` prints for the answer.
 fn answer_line(stdout: &str) -> &str {
-    stdout
-        .lines()
-        .find(|l| l.starts_with("-> "))
-        .unwrap_or_else(|| panic!("no answer line in:\n{stdout}"))
+    stdout.lines().find(|l| l.starts_with("-> ")).unwrap_or_else(|| panic!("no answer line in:\n{stdout}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn test_sends_one_sample_event_and_reports_the_status() {
     let receiver = Receiver::http().await;
     let dir = Dir::new();
-    let config = dir.write(
-        "test.toml",
-        &http_pipeline(free_addr(), &receiver.url("/hook")),
-    );
+    let config = dir.write("test.toml", &http_pipeline(free_addr(), &receiver.url("/hook")));
     let args = ["test", "--config", path_str(&config), "--sink", "hook"];
 
     let out = run_to_end(&args, &[]).await;
-    assert!(
-        out.status.success(),
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    assert!(out.status.success(), "{}\nstdout:\n{}\nstderr:\n{}", out.status, out.stdout, out.stderr);
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1, "exactly one request: {requests:#?}");
     assert_eq!(requests[0].method, "POST");
     assert_eq!(requests[0].path_and_query, "/hook");
     let body = requests[0].body_str();
-    assert!(
-        body.contains(r#""eventType":"alert-created""#),
-        "the sample event: {body}"
-    );
-    assert!(
-        answer_line(&out.stdout).contains("200 OK"),
-        "status shown:\n{}",
-        out.stdout
-    );
+    assert!(body.contains(r#""eventType":"alert-created""#), "the sample event: {body}");
+    assert!(answer_line(&out.stdout).contains("200 OK"), "status shown:\n{}", out.stdout);
 
     receiver.set_status(500);
     let out = run_to_end(&args, &[]).await;
     assert!(!out.status.success(), "a 500 answer fails the test command");
-    assert!(
-        answer_line(&out.stdout).contains("500 Internal Server Error"),
-        "status shown:\n{}",
-        out.stdout
-    );
+    assert!(answer_line(&out.stdout).contains("500 Internal Server Error"), "status shown:\n{}", out.stdout);
     assert_eq!(receiver.requests().len(), 2);
 }
 
@@ -603,16 +494,11 @@ async fn run_delivers_posted_events_and_stops_on_sigterm() {
     );
     let (status, answer) = post(source, "/events", &body).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&answer).unwrap()["accepted"],
-        3
-    );
+    assert_eq!(serde_json::from_str::<Value>(&answer).unwrap()["accepted"], 3);
 
     let requests = receiver.wait_for(3, WAIT).await;
-    let mut ids: Vec<String> = requests
-        .iter()
-        .map(|r| body_json(&r.body)["id"].as_str().unwrap_or("").to_string())
-        .collect();
+    let mut ids: Vec<String> =
+        requests.iter().map(|r| body_json(&r.body)["id"].as_str().unwrap_or("").to_string()).collect();
     ids.sort();
     assert_eq!(ids, ["a1", "a2", "a3"], "{requests:#?}");
 
@@ -621,16 +507,8 @@ async fn run_delivers_posted_events_and_stops_on_sigterm() {
     let stderr = proc.stderr();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
     let fields = summary(&stderr, "hook");
-    assert_eq!(
-        fields.get("delivered").map(String::as_str),
-        Some("3"),
-        "{stderr}"
-    );
-    assert_eq!(
-        fields.get("failed").map(String::as_str),
-        Some("0"),
-        "{stderr}"
-    );
+    assert_eq!(fields.get("delivered").map(String::as_str), Some("3"), "{stderr}");
+    assert_eq!(fields.get("failed").map(String::as_str), Some("0"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -650,13 +528,9 @@ fn secret_pipeline(source: SocketAddr, receiver: SocketAddr, template: &str) -> 
 
 fn assert_no_secrets(what: &str, text: &str) {
     let basic = base64::engine::general_purpose::STANDARD.encode("alice:Sup3rS3cretPw!");
-    let basic_no_pad =
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode("alice:Sup3rS3cretPw!");
+    let basic_no_pad = base64::engine::general_purpose::STANDARD_NO_PAD.encode("alice:Sup3rS3cretPw!");
     for secret in [PASSWORD, "Sup3rS3cretPw!", TOKEN, &basic, &basic_no_pad] {
-        assert!(
-            !text.contains(secret),
-            "{what}: `{secret}` appears in the output:\n{text}"
-        );
+        assert!(!text.contains(secret), "{what}: `{secret}` appears in the output:\n{text}");
     }
 }
 
@@ -676,10 +550,7 @@ async fn run_one_event(config: &Path, source: SocketAddr, log: &str) -> String {
 
 /// The WARN/ERROR lines of `output` that hold `needle`.
 fn problem_lines<'a>(output: &'a str, needle: &str) -> Vec<&'a str> {
-    output
-        .lines()
-        .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && l.contains(needle))
-        .collect()
+    output.lines().filter(|l| (l.contains("WARN") || l.contains("ERROR")) && l.contains(needle)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -690,35 +561,24 @@ async fn secrets_never_appear_in_logs_or_output() {
     let receiver = Receiver::http().await;
     receiver.set_status(500);
     let source = free_addr();
-    let config = dir.write(
-        "rejected.toml",
-        &secret_pipeline(source, receiver.addr(), ""),
-    );
+    let config = dir.write("rejected.toml", &secret_pipeline(source, receiver.addr(), ""));
     let output = run_one_event(&config, source, "webhook not delivered").await;
     assert_no_secrets("endpoint answers 500", &output);
     let lines = problem_lines(&output, "webhook not delivered");
     assert!(
-        lines.iter().any(|l| l.contains("sink=chat")
-            && l.contains("500")
-            && l.contains("Internal Server Error")),
+        lines.iter().any(|l| l.contains("sink=chat") && l.contains("500") && l.contains("Internal Server Error")),
         "the log names the sink, the status and its reason:\n{output}"
     );
     // The secrets were sent, to the endpoint only.
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1, "{requests:#?}");
     let basic = base64::engine::general_purpose::STANDARD.encode("alice:Sup3rS3cretPw!");
-    assert_eq!(
-        requests[0].header_str("authorization"),
-        Some(format!("Basic {basic}"))
-    );
+    assert_eq!(requests[0].header_str("authorization"), Some(format!("Basic {basic}")));
     assert_eq!(requests[0].header_str("x-token").as_deref(), Some(TOKEN));
 
     // `test` against the same endpoint prints the target and the answer, not the secrets.
-    let out = run_to_end(
-        &["test", "--config", path_str(&config), "--sink", "chat"],
-        &[("WEBHOOK_SINK_LOG", "debug")],
-    )
-    .await;
+    let out =
+        run_to_end(&["test", "--config", path_str(&config), "--sink", "chat"], &[("WEBHOOK_SINK_LOG", "debug")]).await;
     assert!(!out.status.success());
     assert!(answer_line(&out.stdout).contains("500"), "{}", out.stdout);
     assert_no_secrets("test command", &format!("{}\n{}", out.stdout, out.stderr));
@@ -732,26 +592,16 @@ async fn secrets_never_appear_in_logs_or_output() {
     assert_no_secrets("endpoint down", &output);
     let lines = problem_lines(&output, "webhook not delivered");
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("sink=chat") && l.to_lowercase().contains("refused")),
+        lines.iter().any(|l| l.contains("sink=chat") && l.to_lowercase().contains("refused")),
         "the log names the sink and the failure:\n{output}"
     );
 
     // 3. `validate` with a template error in that sink.
     let config = dir.write(
         "template.toml",
-        &secret_pipeline(
-            free_addr(),
-            free_addr(),
-            "template = '{\"text\": \"{{ alertSumary }}\"}'\n",
-        ),
+        &secret_pipeline(free_addr(), free_addr(), "template = '{\"text\": \"{{ alertSumary }}\"}'\n"),
     );
-    let out = run_to_end(
-        &["validate", "--config", path_str(&config)],
-        &[("WEBHOOK_SINK_LOG", "debug")],
-    )
-    .await;
+    let out = run_to_end(&["validate", "--config", path_str(&config)], &[("WEBHOOK_SINK_LOG", "debug")]).await;
     assert!(!out.status.success());
     assert!(
         out.stderr.contains("template.toml") && out.stderr.contains("`sinks.chat.template`"),
@@ -789,21 +639,12 @@ impl SlowReceiver {
                     let arrived_tx = arrived_tx.clone();
                     let answered = answered.clone();
                     connections.spawn(async move {
-                        let _ = tokio::time::timeout(
-                            WAIT,
-                            Self::serve(stream, delay, &arrived_tx, &answered),
-                        )
-                        .await;
+                        let _ = tokio::time::timeout(WAIT, Self::serve(stream, delay, &arrived_tx, &answered)).await;
                     });
                 }
             }
         });
-        SlowReceiver {
-            addr,
-            arrived,
-            answered,
-            task,
-        }
+        SlowReceiver { addr, arrived, answered, task }
     }
 
     /// Serves the requests of one connection (a healthcheck connects and sends nothing).
@@ -820,8 +661,7 @@ impl SlowReceiver {
             };
             arrived.send_modify(|n| *n += 1);
             tokio::time::sleep(delay).await;
-            let answer =
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+            let answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
             if stream.write_all(answer).await.is_err() || stream.flush().await.is_err() {
                 return;
             }
@@ -856,10 +696,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     let (status, answer) = post(source, "/events", &event("slow1", "alert-created")).await;
     assert_eq!(status, 200, "{answer}");
     receiver.wait_arrived(1).await;
-    assert!(
-        receiver.answered.lock().unwrap().is_empty(),
-        "SIGTERM is sent before the answer"
-    );
+    assert!(receiver.answered.lock().unwrap().is_empty(), "SIGTERM is sent before the answer");
     proc.terminate();
 
     let status = proc.wait_exit().await;
@@ -874,11 +711,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
         Some("1"),
         "the request in flight was finished, not cut:\n{stderr}"
     );
-    assert_eq!(
-        fields.get("failed").map(String::as_str),
-        Some("0"),
-        "{stderr}"
-    );
+    assert_eq!(fields.get("failed").map(String::as_str), Some("0"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -907,7 +740,8 @@ async fn stdin_run(extra_args: &[&str]) {
             receiver.url("/hook")
         ),
     );
-    let args: Vec<&str> = ["run", "--config", path_str(&config)].into_iter().chain(extra_args.iter().copied()).collect();
+    let args: Vec<&str> =
+        ["run", "--config", path_str(&config)].into_iter().chain(extra_args.iter().copied()).collect();
     let mut proc = Proc::spawn(&args, &[], true);
     {
         let mut stdin = proc.child.stdin.take().unwrap();
@@ -924,25 +758,17 @@ async fn stdin_run(extra_args: &[&str]) {
     let stderr = proc.stderr();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
     let requests = receiver.wait_for(2, Duration::from_secs(1)).await;
-    let ids: Vec<String> = requests
-        .iter()
-        .map(|r| body_json(&r.body)["id"].as_str().unwrap_or("").to_string())
-        .collect();
+    let ids: Vec<String> =
+        requests.iter().map(|r| body_json(&r.body)["id"].as_str().unwrap_or("").to_string()).collect();
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(sorted, ["in1", "in3"], "{requests:#?}");
     assert!(
-        stderr
-            .lines()
-            .any(|l| l.contains("rejected") && l.contains("line=2")),
+        stderr.lines().any(|l| l.contains("rejected") && l.contains("line=2")),
         "the bad line is named by its number:\n{stderr}"
     );
     let fields = summary(&stderr, "hook");
-    assert_eq!(
-        fields.get("delivered").map(String::as_str),
-        Some("2"),
-        "{stderr}"
-    );
+    assert_eq!(fields.get("delivered").map(String::as_str), Some("2"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -966,12 +792,16 @@ async fn dead_letters_are_listed_replayed_and_purged() {
     let mut proc = Proc::spawn(&["run", "--config", cfg], &[], true);
     {
         let mut stdin = proc.child.stdin.take().unwrap();
-        let input = format!("{}\n{}\n{}\n", event("d1", "alert-created"), event("d2", "alert-created"), event("d3", "alert-created"));
+        let input = format!(
+            "{}\n{}\n{}\n",
+            event("d1", "alert-created"),
+            event("d2", "alert-created"),
+            event("d3", "alert-created")
+        );
         stdin.write_all(input.as_bytes()).unwrap();
     }
     assert!(proc.wait_exit().await.success(), "{}", proc.stderr());
-    let first_ids: Vec<String> =
-        receiver.requests().iter().filter_map(|r| r.header_str("webhook-id")).collect();
+    let first_ids: Vec<String> = receiver.requests().iter().filter_map(|r| r.header_str("webhook-id")).collect();
     assert_eq!(first_ids.len(), 3);
 
     let list = run_to_end(&["dead-letters", "list", "--config", cfg, "--json"], &[]).await;
@@ -1010,14 +840,25 @@ async fn render_decodes_as_a_source_does() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = root.join("config-examples/alertmanager/webhook-sink.toml");
     let payload = root.join("tests/fixtures/alertmanager/firing.json");
-    let args = ["render", "--config", path_str(&config), "--sink", "chat", "--source", "alertmanager", "--event", path_str(&payload)];
+    let args = [
+        "render",
+        "--config",
+        path_str(&config),
+        "--sink",
+        "chat",
+        "--source",
+        "alertmanager",
+        "--event",
+        path_str(&payload),
+    ];
     let out = run_to_end(&args, &[("CHAT_TOKEN", "x")]).await;
     assert!(out.status.success(), "{}", out.stderr);
     let body: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
     assert_eq!(body["id"], "c0ffee0123456789");
     assert_eq!(body["text"], "[HIGH] Disk full on db-1 is PENDING");
     // Without --source the file is read as incident events, which it is not.
-    let plain = run_to_end(&args[..5].iter().chain(&args[7..]).copied().collect::<Vec<_>>(), &[("CHAT_TOKEN", "x")]).await;
+    let plain =
+        run_to_end(&args[..5].iter().chain(&args[7..]).copied().collect::<Vec<_>>(), &[("CHAT_TOKEN", "x")]).await;
     assert!(!plain.status.success());
     assert!(plain.stderr.contains("eventType"), "{}", plain.stderr);
 }

@@ -22,10 +22,14 @@ fn load(name: &str, text: &str) -> (Dir, Result<PipelineConfig, ConfigErrors>) {
 fn errors(name: &str, text: &str) -> Vec<String> {
     let (_dir, result) = load(name, text);
     let errors = result.expect_err("config should be refused");
-    errors.0.iter().map(|e| {
-        assert!(e.file.ends_with(name), "error names the file: {e}");
-        e.to_string()
-    }).collect()
+    errors
+        .0
+        .iter()
+        .map(|e| {
+            assert!(e.file.ends_with(name), "error names the file: {e}");
+            e.to_string()
+        })
+        .collect()
 }
 
 const SOURCE: &str = "[sources.alerts]\ntype = \"http_server\"\naddress = \"127.0.0.1:8687\"\n";
@@ -57,7 +61,12 @@ fn unknown_keys_are_named_with_a_suggestion() {
     let text = single("a.toml", &with_sink("url = \"http://h/\"\ntriggerz = [\"alert-created\"]\n"));
     assert!(text.contains("`sinks.chat.triggerz`") && text.contains("did you mean `triggers`?"), "{text}");
     let text = single("b.toml", &format!("sinkz = 1\n{}", with_sink("url = \"http://h/\"")));
-    assert!(text.contains("`sinkz`: unknown key (known keys: sources, sinks, shutdown_timeout_secs, data_dir), did you mean `sinks`?"), "{text}");
+    assert!(
+        text.contains(
+            "`sinkz`: unknown key (known keys: sources, sinks, shutdown_timeout_secs, data_dir), did you mean `sinks`?"
+        ),
+        "{text}"
+    );
     let text = single("c.toml", &with_sink("url = \"http://h/\"").replace("address", "adress"));
     assert!(text.contains("`sources.alerts.adress`"), "{text}");
 }
@@ -65,15 +74,27 @@ fn unknown_keys_are_named_with_a_suggestion() {
 #[test]
 fn unknown_component_types() {
     let text = single("t.toml", &with_sink("url = \"http://h/\"").replace("type = \"webhook\"", "type = \"webhok\""));
-    assert!(text.contains("`sinks.chat.type`: unknown component type `webhok` (known types: webhook), did you mean `webhook`?"), "{text}");
+    assert!(
+        text.contains(
+            "`sinks.chat.type`: unknown component type `webhok` (known types: webhook), did you mean `webhook`?"
+        ),
+        "{text}"
+    );
     let text = single("s.toml", &with_sink("url = \"http://h/\"").replace("http_server", "kafka"));
-    assert!(text.contains("`sources.alerts.type`: unknown component type `kafka` (known types: http_server, stdin)"), "{text}");
+    assert!(
+        text.contains("`sources.alerts.type`: unknown component type `kafka` (known types: http_server, stdin)"),
+        "{text}"
+    );
 }
 
 #[test]
 fn inputs_must_name_sources() {
-    let text = single("i.toml", &with_sink("url = \"http://h/\"").replace("inputs = [\"alerts\"]", "inputs = [\"alert\"]"));
-    assert!(text.contains("`sinks.chat.inputs[0]`: `alert` names no source (sources: alerts), did you mean `alerts`?"), "{text}");
+    let text =
+        single("i.toml", &with_sink("url = \"http://h/\"").replace("inputs = [\"alerts\"]", "inputs = [\"alert\"]"));
+    assert!(
+        text.contains("`sinks.chat.inputs[0]`: `alert` names no source (sources: alerts), did you mean `alerts`?"),
+        "{text}"
+    );
     let text = single("n.toml", &with_sink("url = \"http://h/\"").replace("inputs = [\"alerts\"]\n", ""));
     assert!(text.contains("`sinks.chat.inputs`: the sink has no inputs"), "{text}");
     let text = single("e.toml", &with_sink("url = \"http://h/\"").replace("[\"alerts\"]", "[]"));
@@ -92,15 +113,21 @@ fn urls_must_be_http_with_a_host() {
 
 #[test]
 fn template_and_template_file_together() {
-    let text = single("tt.toml", &with_sink("url = \"http://h/\"\ntemplate = \"{}\"\ntemplate_file = \"t.mustache\"\n"));
+    let text =
+        single("tt.toml", &with_sink("url = \"http://h/\"\ntemplate = \"{}\"\ntemplate_file = \"t.mustache\"\n"));
     assert!(text.contains("`sinks.chat.template`: `template` and `template_file` are both set"), "{text}");
 }
 
 #[test]
 fn template_errors_name_sink_line_and_column() {
-    let text = single("tv.toml", &with_sink("url = \"http://h/\"\ntemplate = '''{\n  \"text\": \"{{ alertSumary }}\"\n}'''\n"));
+    let text = single(
+        "tv.toml",
+        &with_sink("url = \"http://h/\"\ntemplate = '''{\n  \"text\": \"{{ alertSumary }}\"\n}'''\n"),
+    );
     assert!(
-        text.contains("`sinks.chat.template`: line 2, column 12: unknown variable `alertSumary`, did you mean `alertSummary`?"),
+        text.contains(
+            "`sinks.chat.template`: line 2, column 12: unknown variable `alertSumary`, did you mean `alertSummary`?"
+        ),
         "{text}"
     );
     let text = single("ts.toml", &with_sink("url = \"http://h/\"\ntemplate = '{\"a\": \"{{#alertId}}\"}'\n"));
@@ -142,7 +169,10 @@ fn syntax_errors_have_lines() {
 #[test]
 fn bad_triggers_and_conditions_are_named() {
     let text = single("tr.toml", &with_sink("url = \"http://h/\"\ntriggers = [\"alert-creatd\"]\n"));
-    assert!(text.contains("`sinks.chat.triggers[0]`: unknown event type `alert-creatd`, did you mean `alert-created`?"), "{text}");
+    assert!(
+        text.contains("`sinks.chat.triggers[0]`: unknown event type `alert-creatd`, did you mean `alert-created`?"),
+        "{text}"
+    );
     let text = single("co.toml", &with_sink("url = \"http://h/\"\n[[sinks.chat.conditions]]\nfield = \"priority\"\n"));
     assert!(text.contains("`sinks.chat.conditions[0]`: needs one test"), "{text}");
 }

@@ -39,11 +39,7 @@ async fn post(client: &WebhookService, target: &Target, body: &[u8]) -> Result<(
 /// `Basic base64(user:password)` computed from the already-decoded credentials.
 fn expected_basic(user: &str, password: &str) -> Vec<u8> {
     let raw = format!("{user}:{password}");
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())
-    )
-    .into_bytes()
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())).into_bytes()
 }
 
 /// Display of the error and every source, then the Debug form of the top.
@@ -88,39 +84,18 @@ async fn post_with_encoded_credentials_arrives_exactly() {
     assert_eq!(req.version, "HTTP/1.1");
     assert_eq!(req.path_and_query, "/hooks/a%2Fb/c?x=1&y=%20z+w");
     assert_eq!(req.body, body);
-    assert_eq!(
-        req.header_str("content-length"),
-        Some(body.len().to_string())
-    );
+    assert_eq!(req.header_str("content-length"), Some(body.len().to_string()));
     assert_eq!(req.header("content-type"), Some(&b"application/json"[..]));
-    assert_eq!(
-        req.header("authorization"),
-        Some(expected_basic("al@ice böb", "p:a/s%s+w@rd ä🔑").as_slice())
-    );
+    assert_eq!(req.header("authorization"), Some(expected_basic("al@ice böb", "p:a/s%s+w@rd ä🔑").as_slice()));
     assert_eq!(req.header_all("authorization").len(), 1);
     assert_eq!(req.header_str("host"), Some(format!("127.0.0.1:{port}")));
 
     // No userinfo anywhere: not in the request target, not in any header.
     assert!(!req.path_and_query.contains('@'));
-    for needle in [
-        "al%40ice",
-        "al@ice",
-        "ice b",
-        "p%3Aa",
-        "p:a/s",
-        "w@rd",
-        "w%40rd",
-        "@127.0.0.1",
-    ] {
-        assert!(
-            !req.path_and_query.contains(needle),
-            "{needle} in request target"
-        );
+    for needle in ["al%40ice", "al@ice", "ice b", "p%3Aa", "p:a/s", "w@rd", "w%40rd", "@127.0.0.1"] {
+        assert!(!req.path_and_query.contains(needle), "{needle} in request target");
         for (name, value) in &req.headers {
-            assert!(
-                !contains(value, needle.as_bytes()),
-                "{needle:?} found in header {name}"
-            );
+            assert!(!contains(value, needle.as_bytes()), "{needle:?} found in header {name}");
         }
     }
 }
@@ -144,15 +119,9 @@ async fn raw_specials_and_user_without_password() {
     let got = rx.wait_for(3, TIMEOUT).await;
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[0].path_and_query, "/raw");
-    assert_eq!(
-        got[0].header("authorization"),
-        Some(expected_basic("b+ob", "raw:pass@word").as_slice())
-    );
+    assert_eq!(got[0].header("authorization"), Some(expected_basic("b+ob", "raw:pass@word").as_slice()));
     assert_eq!(got[1].path_and_query, "/user");
-    assert_eq!(
-        got[1].header("authorization"),
-        Some(expected_basic("onlyuser", "").as_slice())
-    );
+    assert_eq!(got[1].header("authorization"), Some(expected_basic("onlyuser", "").as_slice()));
     assert_eq!(got[2].path_and_query, "/none");
     assert_eq!(got[2].header("authorization"), None);
     for req in &got {
@@ -168,8 +137,7 @@ async fn ipv6_loopback_target() {
     assert_eq!(rx.url("/v6?q=1"), format!("http://[::1]:{port}/v6?q=1"));
     let client = build_client(&TlsOptions::default()).unwrap();
 
-    let target =
-        Target::parse(&format!("http://six%20user:p%C3%A4ss@[::1]:{port}/v6?q=1")).unwrap();
+    let target = Target::parse(&format!("http://six%20user:p%C3%A4ss@[::1]:{port}/v6?q=1")).unwrap();
     assert_eq!(target.host(), "[::1]");
     assert_eq!(target.port(), port);
     post(&client, &target, b"hello v6").await.unwrap();
@@ -179,10 +147,7 @@ async fn ipv6_loopback_target() {
     assert_eq!(got[0].path_and_query, "/v6?q=1");
     assert_eq!(got[0].body, b"hello v6");
     assert_eq!(got[0].header_str("host"), Some(format!("[::1]:{port}")));
-    assert_eq!(
-        got[0].header("authorization"),
-        Some(expected_basic("six user", "päss").as_slice())
-    );
+    assert_eq!(got[0].header("authorization"), Some(expected_basic("six user", "päss").as_slice()));
 }
 
 #[tokio::test]
@@ -192,14 +157,8 @@ async fn https_with_extra_ca_file() {
     let port = rx.addr().port();
     assert!(rx.url("/x").starts_with("https://127.0.0.1:"));
 
-    let client = build_client(&TlsOptions {
-        ca_file: Some(certs.ca_path.clone()),
-    })
-    .unwrap();
-    let target = Target::parse(&format!(
-        "https://tls%20user:s3cr%2Ft@127.0.0.1:{port}/secure?a=b"
-    ))
-    .unwrap();
+    let client = build_client(&TlsOptions { ca_file: Some(certs.ca_path.clone()) }).unwrap();
+    let target = Target::parse(&format!("https://tls%20user:s3cr%2Ft@127.0.0.1:{port}/secure?a=b")).unwrap();
     assert!(target.is_https());
     let (status, _) = post(&client, &target, b"over tls").await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -209,10 +168,7 @@ async fn https_with_extra_ca_file() {
     assert_eq!(got[0].path_and_query, "/secure?a=b");
     assert_eq!(got[0].body, b"over tls");
     assert_eq!(got[0].header_str("host"), Some(format!("127.0.0.1:{port}")));
-    assert_eq!(
-        got[0].header("authorization"),
-        Some(expected_basic("tls user", "s3cr/t").as_slice())
-    );
+    assert_eq!(got[0].header("authorization"), Some(expected_basic("tls user", "s3cr/t").as_slice()));
 }
 
 #[tokio::test]
@@ -222,9 +178,7 @@ async fn https_without_ca_is_rejected_as_unknown_issuer() {
 
     let client = build_client(&TlsOptions::default()).unwrap();
     let target = Target::parse(&rx.url("/secure")).unwrap();
-    let err = post(&client, &target, b"should not arrive")
-        .await
-        .expect_err("untrusted certificate must be rejected");
+    let err = post(&client, &target, b"should not arrive").await.expect_err("untrusted certificate must be rejected");
     let chain = error_chain(&err);
     assert!(
         chain.to_lowercase().contains("certificate") && chain.contains("UnknownIssuer"),
@@ -240,9 +194,7 @@ async fn keep_alive_reuses_one_connection() {
     let target = Target::parse(&rx.url("/keep")).unwrap();
 
     for i in 0..5 {
-        let (status, body) = post(&client, &target, format!("req {i}").as_bytes())
-            .await
-            .unwrap();
+        let (status, body) = post(&client, &target, format!("req {i}").as_bytes()).await.unwrap();
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, "ok");
     }
@@ -251,21 +203,14 @@ async fn keep_alive_reuses_one_connection() {
     for (i, req) in got.iter().enumerate() {
         assert_eq!(req.body, format!("req {i}").as_bytes());
     }
-    assert_eq!(
-        rx.connections(),
-        1,
-        "sequential requests should share one connection"
-    );
+    assert_eq!(rx.connections(), 1, "sequential requests should share one connection");
 }
 
 #[tokio::test]
 async fn keep_alive_over_tls() {
     let certs = TestCerts::generate();
     let rx = Receiver::https(&certs).await;
-    let client = build_client(&TlsOptions {
-        ca_file: Some(certs.ca_path.clone()),
-    })
-    .unwrap();
+    let client = build_client(&TlsOptions { ca_file: Some(certs.ca_path.clone()) }).unwrap();
     let target = Target::parse(&rx.url("/keep")).unwrap();
     for _ in 0..5 {
         post(&client, &target, b"x").await.unwrap();
@@ -303,10 +248,7 @@ async fn wait_for_is_bounded() {
 fn missing_ca_file_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-ca.pem");
-    let err = build_client(&TlsOptions {
-        ca_file: Some(path.clone()),
-    })
-    .unwrap_err();
+    let err = build_client(&TlsOptions { ca_file: Some(path.clone()) }).unwrap_err();
     match &err {
         ClientError::CaFile { path: p, source } => {
             assert_eq!(p, &path);
@@ -314,10 +256,7 @@ fn missing_ca_file_names_the_path() {
         }
         other => panic!("expected CaFile, got {other:?}"),
     }
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     assert!(err.source().is_some());
 }
 
@@ -335,18 +274,9 @@ fn ca_file_without_certificates() {
     std::fs::write(&empty, "").unwrap();
 
     for path in [text, key_only, empty] {
-        let err = build_client(&TlsOptions {
-            ca_file: Some(path.clone()),
-        })
-        .unwrap_err();
-        assert!(
-            matches!(&err, ClientError::NoCertificates { path: p } if *p == path),
-            "{path:?}: {err:?}"
-        );
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        let err = build_client(&TlsOptions { ca_file: Some(path.clone()) }).unwrap_err();
+        assert!(matches!(&err, ClientError::NoCertificates { path: p } if *p == path), "{path:?}: {err:?}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
 }
 
@@ -354,23 +284,10 @@ fn ca_file_without_certificates() {
 fn ca_file_with_broken_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.pem");
-    std::fs::write(
-        &path,
-        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
-    let err = build_client(&TlsOptions {
-        ca_file: Some(path.clone()),
-    })
-    .unwrap_err();
-    assert!(
-        matches!(&err, ClientError::BadCertificate { path: p, .. } if *p == path),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
-    );
+    std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    let err = build_client(&TlsOptions { ca_file: Some(path.clone()) }).unwrap_err();
+    assert!(matches!(&err, ClientError::BadCertificate { path: p, .. } if *p == path), "{err:?}");
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 }
 
 #[tokio::test]
@@ -380,10 +297,7 @@ async fn ca_file_with_ca_and_other_sections_is_accepted() {
     let path = certs.dir.path().join("bundle.pem");
     std::fs::write(&path, format!("{}{}", certs.key_pem, certs.ca_pem)).unwrap();
     let rx = Receiver::https(&certs).await;
-    let client = build_client(&TlsOptions {
-        ca_file: Some(path),
-    })
-    .unwrap();
+    let client = build_client(&TlsOptions { ca_file: Some(path) }).unwrap();
     let target = Target::parse(&rx.url("/bundle")).unwrap();
     post(&client, &target, b"b").await.unwrap();
     assert_eq!(rx.wait_for(1, TIMEOUT).await.len(), 1);

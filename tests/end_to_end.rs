@@ -42,7 +42,6 @@ impl Running {
     }
 }
 
-
 async fn start(sinks: &str) -> Running {
     let source = free_addr();
     let data = tempfile::tempdir().unwrap();
@@ -60,9 +59,8 @@ async fn start(sinks: &str) -> Running {
 
 async fn post(source: SocketAddr, body: &str) -> (u16, String) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = http::Request::post(format!("http://{source}/"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
+    let request =
+        http::Request::post(format!("http://{source}/")).body(Full::new(Bytes::from(body.to_string()))).unwrap();
     let response = tokio::time::timeout(WAIT, client.request(request)).await.unwrap().unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -144,7 +142,10 @@ async fn https_with_a_generated_ca_and_refused_without_it() {
 async fn ipv6_literal_hosts() {
     let receiver = Receiver::http_on("[::1]:0".parse().unwrap()).await;
     let port = receiver.addr().port();
-    let running = start(&format!("[sinks.v6]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"http://[::1]:{port}/v6?q=1\"\n")).await;
+    let running = start(&format!(
+        "[sinks.v6]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"http://[::1]:{port}/v6?q=1\"\n"
+    ))
+    .await;
     post(running.source, &ndjson(&[event("1", "alert-created")])).await;
     let got = receiver.wait_for(1, WAIT).await;
     assert_eq!(got.len(), 1);
@@ -210,7 +211,9 @@ async fn conditions_and_fan_out_to_two_endpoints() {
     let tickets_got = tickets.wait_for(1, WAIT).await;
     wait_until(|| running.stats.iter().all(|(_, s)| s.pending() == 0)).await;
     let ids = |rs: &[support::Recorded]| -> Vec<String> {
-        rs.iter().map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"].as_str().unwrap().to_string()).collect()
+        rs.iter()
+            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(ids(&chat.requests()), ["1"], "{chat_got:?}");
     assert_eq!(ids(&tickets.requests()), ["2"], "{tickets_got:?}");
@@ -220,7 +223,9 @@ async fn conditions_and_fan_out_to_two_endpoints() {
 #[tokio::test]
 async fn standard_payload_carries_unknown_fields() {
     let receiver = Receiver::http().await;
-    let running = start(&format!("[sinks.raw]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\n", receiver.url("/raw"))).await;
+    let running =
+        start(&format!("[sinks.raw]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\n", receiver.url("/raw")))
+            .await;
     let mut e = event("9", "incident-assigned");
     e["assignedTo"] = json!({"username": "abr", "email": "a@example.com", "firstName": "A", "lastName": "B"});
     e["links"] = json!([{"href": "https://x.example/1", "text": "one"}]);
@@ -236,7 +241,9 @@ async fn standard_payload_carries_unknown_fields() {
 #[tokio::test]
 async fn a_malformed_body_is_rejected_whole() {
     let receiver = Receiver::http().await;
-    let running = start(&format!("[sinks.raw]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\n", receiver.url("/"))).await;
+    let running =
+        start(&format!("[sinks.raw]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\n", receiver.url("/")))
+            .await;
     let body = format!("{}\n{{\"eventType\": \"alert-created\", \"summary\": 5}}\n", event("1", "alert-created"));
     let (status, answer) = post(running.source, &body).await;
     assert_eq!(status, 400);
@@ -253,7 +260,11 @@ async fn a_malformed_body_is_rejected_whole() {
 async fn failures_are_counted_and_the_rest_goes_through() {
     let receiver = Receiver::http().await;
     receiver.set_status(500);
-    let running = start(&format!("[sinks.raw]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\nretry.attempts = 1\n", receiver.url("/"))).await;
+    let running = start(&format!(
+        "[sinks.raw]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\nretry.attempts = 1\n",
+        receiver.url("/")
+    ))
+    .await;
     post(running.source, &ndjson(&[event("1", "alert-created")])).await;
     receiver.wait_for(1, WAIT).await;
     wait_until(|| SinkStats::get(&running.stats("raw").failed) == 1).await;

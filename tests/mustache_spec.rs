@@ -7,13 +7,8 @@ use serde_json::Value;
 use webhook_sink::template::mustache::{parse, Escape, Partials};
 
 fn run_module(module: &str) {
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests/fixtures/mustache-spec",
-        &format!("{module}.json"),
-    ]
-    .iter()
-    .collect();
+    let path: PathBuf =
+        [env!("CARGO_MANIFEST_DIR"), "tests/fixtures/mustache-spec", &format!("{module}.json")].iter().collect();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let spec: Value = serde_json::from_str(&text).expect("spec file is JSON");
     let cases = spec["tests"].as_array().expect("`tests` array");

@@ -41,8 +41,7 @@ const QUIET: Duration = Duration::from_millis(1500);
 /// The sink's template: catalog variables and `event.` fields of the Alertmanager alert.
 const TEMPLATE: &str = r#"{"id": "{{alertId}}", "key": "{{alertKey}}", "status": "{{alertStatus}}", "type": "{{eventType}}", "summary": "{{alertSummary}}", "details": "{{alertDetails}}", "priority": "{{alertPriority}}", "time": "{{reportTime}}", "alertname": "{{event.labels.alertname}}", "runbook": "{{event.annotations.runbook_url}}", "group": "{{event.groupStatus}}", "receiver": "{{event.receiver}}", "source": "{{alertSourceName}}", "url": "{{alertUrl}}", "link": "{{link}}"}"#;
 
-const GENERATOR_URL: &str =
-    "http://prometheus.example.org:9090/graph?g0.expr=node_filesystem_avail_bytes&g0.tab=1";
+const GENERATOR_URL: &str = "http://prometheus.example.org:9090/graph?g0.expr=node_filesystem_avail_bytes&g0.tab=1";
 
 /// The webhook-sink pipeline, running in this process.
 struct Running {
@@ -59,32 +58,21 @@ impl Running {
              [sinks.chat]\ntype = \"webhook\"\ninputs = [\"alertmanager\"]\nurl = \"{sink_url}\"\n\
              template = '''{TEMPLATE}'''\n"
         );
-        let config = load_str(Path::new("peer_alertmanager.toml"), &text, &|_| None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let config = load_str(Path::new("peer_alertmanager.toml"), &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let shutdown = CancellationToken::new();
         let pipeline = Pipeline::build(&config, shutdown.clone()).await.unwrap();
         let stats = pipeline.stats();
         let task = tokio::spawn(pipeline.run());
-        Running {
-            shutdown,
-            task,
-            stats,
-        }
+        Running { shutdown, task, stats }
     }
 
     fn failed(&self) -> u64 {
-        self.stats
-            .iter()
-            .map(|(_, s)| SinkStats::get(&s.failed))
-            .sum()
+        self.stats.iter().map(|(_, s)| SinkStats::get(&s.failed)).sum()
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("pipeline stops")
-            .expect("pipeline task");
+        tokio::time::timeout(WAIT, self.task).await.expect("pipeline stops").expect("pipeline task");
     }
 }
 
@@ -160,34 +148,17 @@ impl Alertmanager {
 
     /// Posts alerts to `POST /api/v2/alerts`.
     async fn post_alerts(&self, alerts: &Value) {
-        let answer = http(
-            "POST",
-            &self.url("/api/v2/alerts"),
-            Some(alerts.to_string()),
-        )
-        .await;
-        assert!(
-            matches!(answer, Ok((200, _))),
-            "posting alerts: {answer:?}\n{}",
-            self.log()
-        );
+        let answer = http("POST", &self.url("/api/v2/alerts"), Some(alerts.to_string())).await;
+        assert!(matches!(answer, Ok((200, _))), "posting alerts: {answer:?}\n{}", self.log());
     }
 
     /// The fingerprint Alertmanager gave the alert named `alertname`.
     async fn fingerprint(&self, alertname: &str) -> String {
-        let (status, body) = http("GET", &self.url("/api/v2/alerts"), None)
-            .await
-            .expect("GET /api/v2/alerts");
+        let (status, body) = http("GET", &self.url("/api/v2/alerts"), None).await.expect("GET /api/v2/alerts");
         assert_eq!(status, 200, "{body}");
         let alerts: Vec<Value> = serde_json::from_str(&body).expect("alerts as JSON");
-        let alert = alerts
-            .iter()
-            .find(|a| a["labels"]["alertname"] == alertname)
-            .expect("the alert is listed");
-        alert["fingerprint"]
-            .as_str()
-            .expect("fingerprint")
-            .to_string()
+        let alert = alerts.iter().find(|a| a["labels"]["alertname"] == alertname).expect("the alert is listed");
+        alert["fingerprint"].as_str().expect("fingerprint").to_string()
     }
 }
 
@@ -198,23 +169,14 @@ async fn http(method: &str, url: &str, body: Option<String>) -> Result<(u16, Str
     if body.is_some() {
         request = request.header("content-type", "application/json");
     }
-    let request = request
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| e.to_string())?;
+    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
     let exchange = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.map_err(|_| "timed out".to_string())?
 }
 
 /// `t` as RFC 3339 in UTC, whole seconds (`2024-05-01T10:00:00Z`), as Alertmanager
@@ -232,34 +194,20 @@ fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[test]
 fn rfc3339_formats_utc_dates() {
     assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-    assert_eq!(
-        rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400 + 3723)),
-        "2000-02-29T01:02:03Z"
-    );
-    assert_eq!(
-        rfc3339(UNIX_EPOCH + Duration::from_secs(1_735_689_599)),
-        "2024-12-31T23:59:59Z"
-    );
+    assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400 + 3723)), "2000-02-29T01:02:03Z");
+    assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_735_689_599)), "2024-12-31T23:59:59Z");
 }
 
 /// The body the template renders for the test alert.
 fn expected_body(fingerprint: &str, created: bool, time: &str, alertmanager: &str) -> String {
-    let (status, kind, group) = if created {
-        ("PENDING", "alert-created", "firing")
-    } else {
-        ("RESOLVED", "alert-resolved", "resolved")
-    };
+    let (status, kind, group) =
+        if created { ("PENDING", "alert-created", "firing") } else { ("RESOLVED", "alert-resolved", "resolved") };
     format!(
         r#"{{"id": "{fingerprint}", "key": "{fingerprint}", "status": "{status}", "type": "{kind}", "summary": "Disk almost full on db1", "details": "/var on db1:9100 is 97% full", "priority": "HIGH", "time": "{time}", "alertname": "DiskFull", "runbook": "https://runbooks.example.org/disk-full", "group": "{group}", "receiver": "webhook-sink", "source": "Alertmanager (webhook-sink)", "url": "{alertmanager}", "link": "{GENERATOR_URL}"}}"#
     )
@@ -312,10 +260,7 @@ async fn alertmanager_firing_then_resolved_become_created_then_resolved_webhooks
     assert_eq!(created.len(), 1, "one notification for the firing alert");
     assert_eq!(created[0].method, "POST");
     assert_eq!(created[0].path_and_query, "/chat");
-    assert_eq!(
-        created[0].body_str(),
-        expected_body(&fingerprint, true, &starts_at, &external_url)
-    );
+    assert_eq!(created[0].body_str(), expected_body(&fingerprint, true, &starts_at, &external_url));
 
     // Resolution: the same alert with `endsAt` = now.
     let ends_at = rfc3339(SystemTime::now());
@@ -328,29 +273,15 @@ async fn alertmanager_firing_then_resolved_become_created_then_resolved_webhooks
     tokio::time::sleep(QUIET).await;
     let got = receiver.requests();
     let bodies: Vec<String> = got.iter().map(|r| r.body_str()).collect();
-    assert_eq!(
-        got.len(),
-        2,
-        "exactly one created and one resolved webhook: {bodies:#?}"
-    );
-    assert_eq!(
-        bodies[0],
-        expected_body(&fingerprint, true, &starts_at, &external_url)
-    );
-    assert_eq!(
-        bodies[1],
-        expected_body(&fingerprint, false, &ends_at, &external_url)
-    );
+    assert_eq!(got.len(), 2, "exactly one created and one resolved webhook: {bodies:#?}");
+    assert_eq!(bodies[0], expected_body(&fingerprint, true, &starts_at, &external_url));
+    assert_eq!(bodies[1], expected_body(&fingerprint, false, &ends_at, &external_url));
     for body in &bodies {
-        serde_json::from_str::<Value>(body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {body}"));
+        serde_json::from_str::<Value>(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {body}"));
     }
     assert_eq!(running.failed(), 0);
 
     drop(alertmanager);
     running.stop().await;
-    eprintln!(
-        "peer_alertmanager: created and resolved webhooks in {:.1?}",
-        began.elapsed()
-    );
+    eprintln!("peer_alertmanager: created and resolved webhooks in {:.1?}", began.elapsed());
 }

@@ -26,10 +26,8 @@ fn alertmanager_example_passes_amtool_check_config() {
 #[test]
 fn syslog_ng_example_passes_its_syntax_check() {
     let Some(syslog_ng) = require("syslog-ng", "syslog-ng-core", &["/usr/sbin"]) else { return };
-    let out = Command::new(syslog_ng)
-        .args(["--syntax-only", "-f", &example("syslog-ng/syslog-ng.conf")])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(syslog_ng).args(["--syntax-only", "-f", &example("syslog-ng/syslog-ng.conf")]).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "syslog-ng --syntax-only failed:\n{text}");
 }

@@ -81,8 +81,7 @@ template = '{{"type": "{{{{eventType}}}}", "key": "{{{{alertKey}}}}", "priority"
 
 /// syslog-ng's own log, for failure messages.
 fn log_of(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
 }
 
 /// Connects to syslog-ng's TCP source, waiting (bounded) for it to listen and failing
@@ -99,11 +98,7 @@ async fn connect(syslog_ng: &mut KillOnDrop, port: u16, log: &Path) -> TcpStream
                 log_of(log)
             );
         }
-        assert!(
-            Instant::now() < deadline,
-            "syslog-ng did not listen within {WAIT:?}:\n{}",
-            log_of(log)
-        );
+        assert!(Instant::now() < deadline, "syslog-ng did not listen within {WAIT:?}:\n{}", log_of(log));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -119,23 +114,16 @@ async fn syslog_ng_http_destination_feeds_the_mapped_codec() {
     let receiver = Receiver::http().await;
     let source_port = free_port();
     let text = pipeline_toml(source_port, &receiver.url("/hooks/chat"));
-    let config = load_str(Path::new("peer_syslog_ng.toml"), &text, &|_| None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = load_str(Path::new("peer_syslog_ng.toml"), &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     let shutdown = CancellationToken::new();
-    let pipeline = Pipeline::build(&config, shutdown.clone())
-        .await
-        .expect("the pipeline builds");
+    let pipeline = Pipeline::build(&config, shutdown.clone()).await.expect("the pipeline builds");
     let task = tokio::spawn(pipeline.run());
 
     // syslog-ng, in the foreground, everything of its own in a temp dir.
     let dir = tempfile::tempdir().expect("temp dir");
     let file = |name: &str| -> PathBuf { dir.path().join(name) };
     let syslog_port = free_port();
-    std::fs::write(
-        file("syslog-ng.conf"),
-        syslog_ng_conf(syslog_port, source_port),
-    )
-    .expect("write config");
+    std::fs::write(file("syslog-ng.conf"), syslog_ng_conf(syslog_port, source_port)).expect("write config");
     let log = file("syslog-ng.log");
     let mut command = Command::new(&binary);
     command
@@ -170,28 +158,14 @@ async fn syslog_ng_http_destination_feeds_the_mapped_codec() {
         "<10>May  1 10:00:01 web1 nginx[7]: upstream down\n",
         "<13>May  1 10:05:00 db1 postgres[42]: disk \"/var\" has room again\n",
     );
-    stream
-        .write_all(lines.as_bytes())
-        .await
-        .expect("send syslog lines");
+    stream.write_all(lines.as_bytes()).await.expect("send syslog lines");
     stream.shutdown().await.expect("close syslog connection");
 
     let got = receiver.wait_for(3, WAIT).await;
-    assert_eq!(
-        got.len(),
-        3,
-        "webhooks within {WAIT:?}: {got:#?}\nsyslog-ng log:\n{}",
-        log_of(&log)
-    );
+    assert_eq!(got.len(), 3, "webhooks within {WAIT:?}: {got:#?}\nsyslog-ng log:\n{}", log_of(&log));
     for request in &got {
-        assert_eq!(
-            (request.method.as_str(), request.path_and_query.as_str()),
-            ("POST", "/hooks/chat")
-        );
-        assert_eq!(
-            request.header_str("content-type").as_deref(),
-            Some("application/json")
-        );
+        assert_eq!((request.method.as_str(), request.path_and_query.as_str()), ("POST", "/hooks/chat"));
+        assert_eq!(request.header_str("content-type").as_deref(), Some("application/json"));
     }
     let bodies: Vec<String> = got.iter().map(|r| r.body_str()).collect();
     let created_db1 = r#"{"type": "alert-created", "key": "db1/postgres", "priority": "HIGH", "text": "db1 postgres: disk \"/var\" is full", "from": "syslog-ng", "pid": "42"}"#;
@@ -204,16 +178,10 @@ async fn syslog_ng_http_destination_feeds_the_mapped_codec() {
     assert_eq!(sorted, expected, "bodies as received: {bodies:#?}");
     // Different alerts may overtake each other; one alert's events keep their order.
     let position = |body: &str| bodies.iter().position(|b| b == body).unwrap();
-    assert!(
-        position(created_db1) < position(resolved_db1),
-        "{bodies:#?}"
-    );
+    assert!(position(created_db1) < position(resolved_db1), "{bodies:#?}");
 
     drop(syslog_ng);
     shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("the pipeline stops")
-        .expect("pipeline task");
+    tokio::time::timeout(WAIT, task).await.expect("the pipeline stops").expect("pipeline task");
     eprintln!("syslog-ng peer test took {:?}", started.elapsed());
 }

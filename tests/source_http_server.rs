@@ -18,7 +18,6 @@ use webhook_sink::sources::http_server::HttpServerSourceConfig;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-
 struct Harness {
     addr: SocketAddr,
     rx: EventReceiver,
@@ -31,18 +30,9 @@ async fn start_with(capacity: usize, edit: impl FnOnce(&mut HttpServerSourceConf
     edit(&mut config);
     let (out, rx) = event_channel(capacity);
     let shutdown = CancellationToken::new();
-    let cx = SourceContext {
-        name: "web".into(),
-        out,
-        shutdown: shutdown.clone(),
-    };
+    let cx = SourceContext { name: "web".into(), out, shutdown: shutdown.clone() };
     let source = config.build(cx).await.expect("the source builds");
-    Harness {
-        addr: config.address,
-        rx,
-        shutdown,
-        source: tokio::spawn(source),
-    }
+    Harness { addr: config.address, rx, shutdown, source: tokio::spawn(source) }
 }
 
 async fn start() -> Harness {
@@ -58,16 +48,11 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     fn error(&self) -> &str {
-        self.body["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error in {}", self.body))
+        self.body["error"].as_str().unwrap_or_else(|| panic!("no error in {}", self.body))
     }
 }
 
@@ -80,23 +65,12 @@ async fn read_response(stream: &mut TcpStream) -> Resp {
         }
         let mut chunk = [0u8; 4096];
         let n = stream.read(&mut chunk).await.expect("read the response");
-        assert!(
-            n > 0,
-            "connection closed before a full response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
+        assert!(n > 0, "connection closed before a full response: {:?}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     let headers: Vec<(String, String)> = lines
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -104,13 +78,7 @@ async fn read_response(stream: &mut TcpStream) -> Resp {
             (n.trim().to_ascii_lowercase(), v.trim().to_string())
         })
         .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .expect("content-length")
-        .1
-        .parse()
-        .unwrap();
+    let len: usize = headers.iter().find(|(n, _)| n == "content-length").expect("content-length").1.parse().unwrap();
     let mut body = buf[head_end..].to_vec();
     while body.len() < len {
         let mut chunk = [0u8; 4096];
@@ -119,11 +87,7 @@ async fn read_response(stream: &mut TcpStream) -> Resp {
         body.extend_from_slice(&chunk[..n]);
     }
     let body = serde_json::from_slice(&body[..len]).expect("a JSON body");
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    Resp { status, headers, body }
 }
 
 /// Sends raw request bytes on a new connection and reads the answer.
@@ -152,29 +116,19 @@ async fn post(addr: SocketAddr, path: &str, body: &str) -> Resp {
 async fn recv_ids(rx: &mut EventReceiver, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..count {
-        let event = timeout(WAIT, rx.recv())
-            .await
-            .expect("an event in time")
-            .expect("an open channel");
+        let event = timeout(WAIT, rx.recv()).await.expect("an event in time").expect("an open channel");
         ids.push(event.incident.id.clone().unwrap_or_default());
     }
     ids
 }
 
 fn assert_json(resp: &Resp) {
-    assert_eq!(
-        resp.header("content-type"),
-        Some("application/json"),
-        "{resp:?}"
-    );
+    assert_eq!(resp.header("content-type"), Some("application/json"), "{resp:?}");
 }
 
 async fn stop(h: Harness) {
     h.shutdown.cancel();
-    let result = timeout(WAIT, h.source)
-        .await
-        .expect("the source stops in time")
-        .unwrap();
+    let result = timeout(WAIT, h.source).await.expect("the source stops in time").unwrap();
     assert_eq!(result, Ok(()));
 }
 
@@ -183,28 +137,18 @@ async fn object_array_and_ndjson_are_accepted_in_order() {
     let mut h = start().await;
 
     let resp = post(h.addr, "/", r#"{"eventType":"alert-created","id":"1"}"#).await;
-    assert_eq!(
-        (resp.status, &resp.body),
-        (200, &serde_json::json!({"accepted": 1}))
-    );
+    assert_eq!((resp.status, &resp.body), (200, &serde_json::json!({"accepted": 1})));
     assert_json(&resp);
     assert_eq!(recv_ids(&mut h.rx, 1).await, ["1"]);
 
-    let array =
-        r#"[{"eventType":"alert-created","id":"2"},{"eventType":"alert-resolved","id":"3"}]"#;
+    let array = r#"[{"eventType":"alert-created","id":"2"},{"eventType":"alert-resolved","id":"3"}]"#;
     let resp = post(h.addr, "/", array).await;
-    assert_eq!(
-        (resp.status, &resp.body["accepted"]),
-        (200, &Value::from(2))
-    );
+    assert_eq!((resp.status, &resp.body["accepted"]), (200, &Value::from(2)));
     assert_eq!(recv_ids(&mut h.rx, 2).await, ["2", "3"]);
 
     let ndjson = "{\"eventType\":\"alert-created\",\"id\":\"4\"}\n\n{\"eventType\":\"alert-created\",\"id\":\"5\"}\n{\"eventType\":\"alert-created\",\"id\":\"6\"}\n";
     let resp = post(h.addr, "/", ndjson).await;
-    assert_eq!(
-        (resp.status, &resp.body["accepted"]),
-        (200, &Value::from(3))
-    );
+    assert_eq!((resp.status, &resp.body["accepted"]), (200, &Value::from(3)));
     assert_eq!(recv_ids(&mut h.rx, 3).await, ["4", "5", "6"]);
 
     stop(h).await;
@@ -217,10 +161,7 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
         let mut stream = TcpStream::connect(h.addr).await.unwrap();
         for id in ["a", "b", "c"] {
             let body = format!(r#"{{"eventType":"alert-created","id":"{id}"}}"#);
-            stream
-                .write_all(&request("POST", "/events?from=test", &body))
-                .await
-                .unwrap();
+            stream.write_all(&request("POST", "/events?from=test", &body)).await.unwrap();
             let resp = read_response(&mut stream).await;
             assert_eq!(resp.status, 200, "{resp:?}");
         }
@@ -238,19 +179,10 @@ async fn malformed_body_is_rejected_whole() {
     let resp = post(h.addr, "/", body).await;
     assert_eq!(resp.status, 400, "{resp:?}");
     assert_json(&resp);
-    assert!(
-        resp.error().starts_with("event 2 at line 2, column "),
-        "{}",
-        resp.error()
-    );
+    assert!(resp.error().starts_with("event 2 at line 2, column "), "{}", resp.error());
     assert!(resp.error().contains("summary"), "{}", resp.error());
 
-    let resp = post(
-        h.addr,
-        "/",
-        "[{\"eventType\":\"alert-created\"},\n {\"id\":\"7\"}]",
-    )
-    .await;
+    let resp = post(h.addr, "/", "[{\"eventType\":\"alert-created\"},\n {\"id\":\"7\"}]").await;
     assert_eq!(resp.status, 400);
     assert!(resp.error().contains("eventType"), "{}", resp.error());
 
@@ -279,12 +211,8 @@ async fn bodies_over_the_limit_get_413() {
     assert!(resp.error().contains("64"), "{}", resp.error());
 
     // Chunked, found too large while reading.
-    let chunk = format!(
-        r#"{{"eventType":"alert-created","id":"{}"}}"#,
-        "x".repeat(10)
-    );
-    let mut chunked =
-        b"POST / HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let chunk = format!(r#"{{"eventType":"alert-created","id":"{}"}}"#, "x".repeat(10));
+    let mut chunked = b"POST / HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         chunked.extend_from_slice(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes());
     }
@@ -294,8 +222,7 @@ async fn bodies_over_the_limit_get_413() {
 
     // A chunked body within the limit is taken.
     let small = r#"{"eventType":"alert-created","id":"s"}"#;
-    let mut chunked =
-        b"POST / HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked = b"POST / HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     let (a, b) = small.split_at(10);
     for part in [a, b] {
         chunked.extend_from_slice(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes());
@@ -329,10 +256,7 @@ async fn routes_methods_and_health() {
     assert_eq!(resp.status, 404);
 
     let resp = raw(h.addr, &request("GET", "/health", "")).await;
-    assert_eq!(
-        (resp.status, &resp.body),
-        (200, &serde_json::json!({"status": "ok"}))
-    );
+    assert_eq!((resp.status, &resp.body), (200, &serde_json::json!({"status": "ok"})));
     assert_json(&resp);
     stop(h).await;
 }
@@ -340,12 +264,7 @@ async fn routes_methods_and_health() {
 #[tokio::test]
 async fn closed_pipeline_answers_503() {
     let h = start().await;
-    let Harness {
-        addr,
-        rx,
-        shutdown,
-        source,
-    } = h;
+    let Harness { addr, rx, shutdown, source } = h;
     drop(rx);
     let resp = post(addr, "/", r#"{"eventType":"alert-created"}"#).await;
     assert_eq!(resp.status, 503, "{resp:?}");
@@ -391,10 +310,7 @@ async fn a_full_sink_slows_the_sender_down_until_there_is_room() {
     // Room for two more: a body of three waits instead of being refused…
     let addr = h.addr;
     let mut pending = tokio::spawn(async move { post(addr, "/", THREE).await });
-    assert!(
-        timeout(Duration::from_millis(300), &mut pending).await.is_err(),
-        "answered while there was no room"
-    );
+    assert!(timeout(Duration::from_millis(300), &mut pending).await.is_err(), "answered while there was no room");
     // …and is taken whole as soon as the sink has taken what it held.
     assert_eq!(recv_ids(&mut h.rx, 1).await, ["0"]);
     let resp = timeout(WAIT, pending).await.expect("answered once there was room").unwrap();
@@ -456,82 +372,41 @@ async fn wait_until_refused(addr: SocketAddr) {
 
 #[tokio::test]
 async fn shutdown_lets_the_request_in_flight_finish() {
-    let Harness {
-        addr,
-        mut rx,
-        shutdown,
-        mut source,
-    } = start_with(8, |c| c.acknowledgements = true).await;
+    let Harness { addr, mut rx, shutdown, mut source } = start_with(8, |c| c.acknowledgements = true).await;
 
     // An idle keep-alive connection, to be closed by the shutdown.
     let mut idle = TcpStream::connect(addr).await.unwrap();
-    idle.write_all(&request("GET", "/health", ""))
-        .await
-        .unwrap();
-    assert_eq!(
-        timeout(WAIT, read_response(&mut idle))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    idle.write_all(&request("GET", "/health", "")).await.unwrap();
+    assert_eq!(timeout(WAIT, read_response(&mut idle)).await.unwrap().status, 200);
 
     let mut pending = tokio::spawn(async move { post(addr, "/", THREE).await });
-    assert!(
-        timeout(Duration::from_millis(300), &mut pending)
-            .await
-            .is_err(),
-        "waiting for the acknowledgement"
-    );
+    assert!(timeout(Duration::from_millis(300), &mut pending).await.is_err(), "waiting for the acknowledgement");
 
     shutdown.cancel();
     wait_until_refused(addr).await;
     // The request in flight keeps the source running.
-    assert!(
-        timeout(Duration::from_millis(200), &mut source)
-            .await
-            .is_err(),
-        "stopped with a request in flight"
-    );
+    assert!(timeout(Duration::from_millis(200), &mut source).await.is_err(), "stopped with a request in flight");
     assert!(!pending.is_finished());
 
     // The idle connection was closed.
     let mut rest = Vec::new();
-    let n = timeout(WAIT, idle.read_to_end(&mut rest))
-        .await
-        .expect("the idle connection closes")
-        .unwrap_or(0);
+    let n = timeout(WAIT, idle.read_to_end(&mut rest)).await.expect("the idle connection closes").unwrap_or(0);
     assert_eq!(n, 0);
 
     assert_eq!(recv_ids(&mut rx, 3).await, ["1", "2", "3"]);
-    let resp = timeout(WAIT, pending)
-        .await
-        .expect("answered once drained")
-        .unwrap();
-    assert_eq!(
-        (resp.status, &resp.body["accepted"]),
-        (200, &Value::from(3))
-    );
+    let resp = timeout(WAIT, pending).await.expect("answered once drained").unwrap();
+    assert_eq!((resp.status, &resp.body["accepted"]), (200, &Value::from(3)));
 
-    let result = timeout(WAIT, source)
-        .await
-        .expect("the source stops once the request is answered")
-        .unwrap();
+    let result = timeout(WAIT, source).await.expect("the source stops once the request is answered").unwrap();
     assert_eq!(result, Ok(()));
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "connections are refused after shutdown"
-    );
+    assert!(TcpStream::connect(addr).await.is_err(), "connections are refused after shutdown");
     // The source let go of its output: the channel is closed.
     assert!(timeout(WAIT, rx.recv()).await.unwrap().is_none());
 }
 
 fn with_header(method: &str, path: &str, header: &str, body: &str) -> Vec<u8> {
-    format!(
-        "{method} {path} HTTP/1.1\r\nhost: test\r\n{header}\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    format!("{method} {path} HTTP/1.1\r\nhost: test\r\n{header}\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
 }
 
 #[tokio::test]
@@ -558,10 +433,8 @@ async fn bearer_auth_is_required_when_configured() {
 #[tokio::test]
 async fn basic_auth_is_required_when_configured() {
     use webhook_sink::sources::auth::AuthConfig;
-    let mut h = start_with(8, |c| {
-        c.auth = Some(AuthConfig::Basic { username: "am".into(), password: "p@ss".into() })
-    })
-    .await;
+    let mut h =
+        start_with(8, |c| c.auth = Some(AuthConfig::Basic { username: "am".into(), password: "p@ss".into() })).await;
     let body = r#"{"eventType":"alert-created","id":"2"}"#;
     let resp = post(h.addr, "/", body).await;
     assert_eq!((resp.status, resp.header("www-authenticate")), (401, Some("Basic realm=\"webhook-sink\"")));
@@ -578,7 +451,10 @@ async fn too_deep_json_is_refused_with_its_position() {
     let deep = r#"{"eventType":"alert-created","id":"1","x":{"y":{"z":{}}}}"#;
     let resp = post(h.addr, "/", deep).await;
     assert_eq!(resp.status, 400);
-    assert!(resp.error().contains("line 1, column 53") && resp.error().contains("deeper than the limit of 3"), "{resp:?}");
+    assert!(
+        resp.error().contains("line 1, column 53") && resp.error().contains("deeper than the limit of 3"),
+        "{resp:?}"
+    );
     let ok = r#"{"eventType":"alert-created","id":"2","x":{"y":{}}}"#;
     assert_eq!(post(h.addr, "/", ok).await.status, 200);
     assert_eq!(recv_ids(&mut h.rx, 1).await, ["2"]);

@@ -218,11 +218,7 @@ fn acknowledged_queue_records_survive_sigkill() {
         }
 
         let queue = DiskQueue::open(&path).unwrap();
-        let stored: BTreeMap<u64, Vec<u8>> = queue
-            .read_after(None, usize::MAX)
-            .unwrap()
-            .into_iter()
-            .collect();
+        let stored: BTreeMap<u64, Vec<u8>> = queue.read_after(None, usize::MAX).unwrap().into_iter().collect();
         for (seq, bytes) in &expected {
             match stored.get(seq) {
                 Some(found) => assert_eq!(found, bytes, "round {round}: record {seq} differs"),
@@ -242,17 +238,10 @@ fn acknowledged_queue_records_survive_sigkill() {
             );
         }
         assert_eq!(queue.len(), stored.len() as u64);
-        assert_eq!(
-            queue.bytes(),
-            stored.values().map(|b| b.len() as u64).sum::<u64>()
-        );
+        assert_eq!(queue.bytes(), stored.values().map(|b| b.len() as u64).sum::<u64>());
         // Records that came back (removals not yet durable, an append in flight) are dropped
         // here, so that the next round starts from what `expected` says.
-        let extra: Vec<u64> = stored
-            .keys()
-            .filter(|seq| !expected.contains_key(seq))
-            .copied()
-            .collect();
+        let extra: Vec<u64> = stored.keys().filter(|seq| !expected.contains_key(seq)).copied().collect();
         if let Some(&last) = stored.keys().next_back() {
             max_seen = max_seen.max(last);
         }
@@ -290,10 +279,7 @@ fn acknowledged_dead_letters_survive_sigkill() {
         let store = DeadLetterStore::open(&path).unwrap();
         let stored = store.list(None).unwrap();
         for (&seq, &(round, i)) in &expected {
-            let letter = store
-                .get(seq)
-                .unwrap()
-                .unwrap_or_else(|| panic!("acknowledged dead letter {seq} lost"));
+            let letter = store.get(seq).unwrap().unwrap_or_else(|| panic!("acknowledged dead letter {seq} lost"));
             let new = dead_letter(round, i);
             assert_eq!(letter.seq, seq);
             assert_eq!(letter.sink, new.sink);

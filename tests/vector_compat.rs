@@ -57,37 +57,24 @@ impl Running {
     async fn start(name: &str, text: &str, source: SocketAddr) -> Running {
         let config = load_str(Path::new(name), text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let shutdown = CancellationToken::new();
-        let pipeline = Pipeline::build(&config, shutdown.clone())
-            .await
-            .expect("the pipeline builds");
-        Running {
-            source,
-            shutdown,
-            task: tokio::spawn(pipeline.run()),
-        }
+        let pipeline = Pipeline::build(&config, shutdown.clone()).await.expect("the pipeline builds");
+        Running { source, shutdown, task: tokio::spawn(pipeline.run()) }
     }
 
     /// The Vector example config, listening on a free port and delivering to `receiver`.
     async fn example(receiver: &Receiver) -> Running {
         let path = repo_file("config-examples/vector/webhook-sink.toml");
         let text = std::fs::read_to_string(&path).expect("the example config");
-        assert!(
-            text.contains(EXAMPLE_ADDRESS) && text.contains(EXAMPLE_URL),
-            "the example changed"
-        );
+        assert!(text.contains(EXAMPLE_ADDRESS) && text.contains(EXAMPLE_URL), "the example changed");
         let address = local_addr();
-        let text = text
-            .replace(EXAMPLE_ADDRESS, &address.to_string())
-            .replace(EXAMPLE_URL, &receiver.url("/hooks/incidents"));
+        let text =
+            text.replace(EXAMPLE_ADDRESS, &address.to_string()).replace(EXAMPLE_URL, &receiver.url("/hooks/incidents"));
         Running::start("webhook-sink.toml", &text, address).await
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("pipeline stops")
-            .expect("pipeline task");
+        tokio::time::timeout(WAIT, self.task).await.expect("pipeline stops").expect("pipeline task");
     }
 }
 
@@ -99,10 +86,7 @@ async fn post(source: SocketAddr, path: &str, content_type: &str, body: &str) ->
         .header("user-agent", "Vector/0.40.0 (x86_64-unknown-linux-gnu)")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
-    let response = tokio::time::timeout(WAIT, client.request(request))
-        .await
-        .unwrap()
-        .unwrap();
+    let response = tokio::time::timeout(WAIT, client.request(request)).await.unwrap().unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -111,14 +95,8 @@ async fn post(source: SocketAddr, path: &str, content_type: &str, body: &str) ->
 /// The bodies received, after checking method, path and content type.
 fn bodies(got: &[Recorded]) -> Vec<String> {
     for r in got {
-        assert_eq!(
-            (r.method.as_str(), r.path_and_query.as_str()),
-            ("POST", "/hooks/incidents")
-        );
-        assert_eq!(
-            r.header_str("content-type").as_deref(),
-            Some("application/json")
-        );
+        assert_eq!((r.method.as_str(), r.path_and_query.as_str()), ("POST", "/hooks/incidents"));
+        assert_eq!(r.header_str("content-type").as_deref(), Some("application/json"));
     }
     got.iter().map(Recorded::body_str).collect()
 }
@@ -139,24 +117,13 @@ fn assert_bodies(bodies: &[String], expected: &[&str], before: &str, after: &str
 async fn json_array_framing_through_the_example_mapping() {
     let receiver = Receiver::http().await;
     let running = Running::example(&receiver).await;
-    let answer = post(
-        running.source,
-        "/vector",
-        "application/json",
-        &fixture("logs-json-array.json"),
-    )
-    .await;
+    let answer = post(running.source, "/vector", "application/json", &fixture("logs-json-array.json")).await;
     assert_eq!(answer, (200, r#"{"accepted":3}"#.to_string()));
     let got = receiver.wait_for(3, WAIT).await;
     let created = r#"{"text": "alert-created: [dba] db1.example.com: disk /var/lib/postgresql is 97% full", "priority": "HIGH", "alert": "db1.example.com/postgres", "at": "2024-05-01T10:00:00.123456789Z", "team": "dba"}"#;
     let warning = r#"{"text": "alert-created: [web] web1.example.com: upstream \"api\" answers in 2.5 s", "priority": "LOW", "alert": "web1.example.com/nginx", "at": "2024-05-01T10:00:05.5Z", "team": "web"}"#;
     let resolved = r#"{"text": "alert-resolved: [dba] db1.example.com: disk /var/lib/postgresql is 61% full", "priority": "LOW", "alert": "db1.example.com/postgres", "at": "2024-05-01T10:15:00Z", "team": "dba"}"#;
-    assert_bodies(
-        &bodies(&got),
-        &[created, warning, resolved],
-        created,
-        resolved,
-    );
+    assert_bodies(&bodies(&got), &[created, warning, resolved], created, resolved);
     running.stop().await;
 }
 
@@ -164,13 +131,7 @@ async fn json_array_framing_through_the_example_mapping() {
 async fn newline_delimited_framing_through_the_example_mapping() {
     let receiver = Receiver::http().await;
     let running = Running::example(&receiver).await;
-    let answer = post(
-        running.source,
-        "/vector",
-        "application/x-ndjson",
-        &fixture("logs-ndjson.ndjson"),
-    )
-    .await;
+    let answer = post(running.source, "/vector", "application/x-ndjson", &fixture("logs-ndjson.ndjson")).await;
     assert_eq!(answer, (200, r#"{"accepted":2}"#.to_string()));
     let got = receiver.wait_for(2, WAIT).await;
     let created = r#"{"text": "alert-created: [platform] mq1.example.com: queue orders has 120000 messages", "priority": "HIGH", "alert": "mq1.example.com/rabbitmq", "at": "2024-05-01T11:00:00Z", "team": "platform"}"#;
@@ -202,14 +163,10 @@ url = "{}"
     let running = Running::start("standard.toml", &text, address).await;
     let input = fixture("logs-ndjson.ndjson");
     let first = input.lines().next().unwrap();
-    assert_eq!(
-        post(running.source, "/", "application/json", first).await.0,
-        200
-    );
+    assert_eq!(post(running.source, "/", "application/json", first).await.0, 200);
     let got = receiver.wait_for(1, WAIT).await;
-    let expected = format!(
-        r#"{{"summary":"queue orders has 120000 messages","eventType":"alert-created","source":{first}}}"#
-    );
+    let expected =
+        format!(r#"{{"summary":"queue orders has 120000 messages","eventType":"alert-created","source":{first}}}"#);
     assert_eq!(bodies(&got), [expected]);
     running.stop().await;
 }
@@ -235,20 +192,12 @@ url = "{}"
     );
     let running = Running::start("incident.toml", &text, address).await;
     let body = fixture("incident-events.json");
-    assert_eq!(
-        post(running.source, "/incidents", "application/json", &body).await,
-        (200, r#"{"accepted":3}"#.into())
-    );
+    assert_eq!(post(running.source, "/incidents", "application/json", &body).await, (200, r#"{"accepted":3}"#.into()));
     let got = receiver.wait_for(3, WAIT).await;
-    let Value::Array(sent) = serde_json::from_str::<Value>(&body).unwrap() else {
-        unreachable!()
-    };
+    let Value::Array(sent) = serde_json::from_str::<Value>(&body).unwrap() else { unreachable!() };
     // One alert: delivered in the order sent, each payload equal to its input (the
     // fields Vector adds, `source_type` and `timestamp`, included).
-    let received: Vec<Value> = bodies(&got)
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
+    let received: Vec<Value> = bodies(&got).iter().map(|b| serde_json::from_str(b).unwrap()).collect();
     assert_eq!(received, sent);
     running.stop().await;
 }
@@ -274,24 +223,13 @@ url = "{}"
     );
     let running = Running::start("strict.toml", &text, address).await;
     // The second event's severity, `warning`, has no key and there is no default.
-    let (status, answer) = post(
-        running.source,
-        "/",
-        "application/json",
-        &fixture("logs-json-array.json"),
-    )
-    .await;
+    let (status, answer) = post(running.source, "/", "application/json", &fixture("logs-json-array.json")).await;
     assert_eq!(status, 400, "{answer}");
     assert!(
-        answer.contains("event 2")
-            && answer.contains("labels.severity")
-            && answer.contains("`warning`"),
+        answer.contains("event 2") && answer.contains("labels.severity") && answer.contains("`warning`"),
         "{answer}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        receiver.requests().is_empty(),
-        "nothing of a refused batch is delivered"
-    );
+    assert!(receiver.requests().is_empty(), "nothing of a refused batch is delivered");
     running.stop().await;
 }

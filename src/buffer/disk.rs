@@ -206,8 +206,11 @@ impl DiskBuffer {
             .map_err(|e| StorageError::Io { path: path.clone(), message: e.to_string() })??;
         raw.into_iter()
             .map(|(seq, bytes)| {
-                let record: Record = serde_json::from_slice(&bytes)
-                    .map_err(|e| StorageError::Corrupt { path: path.clone(), key: seq, message: e.to_string() })?;
+                let record: Record = serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+                    path: path.clone(),
+                    key: seq,
+                    message: e.to_string(),
+                })?;
                 Ok((seq, Event::with_id(record.event, record.id.into(), record.size)))
             })
             .collect()

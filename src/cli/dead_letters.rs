@@ -128,7 +128,10 @@ fn print_list(letters: &[DeadLetter], json: bool) {
         println!("no dead letters");
         return;
     }
-    println!("{:>5}  {:<12} {:<20} {:>6} {:>8}  {:<36} {:<22} reason", "seq", "sink", "time", "status", "attempts", "webhook-id", "event");
+    println!(
+        "{:>5}  {:<12} {:<20} {:>6} {:>8}  {:<36} {:<22} reason",
+        "seq", "sink", "time", "status", "attempts", "webhook-id", "event"
+    );
     for l in letters {
         let status = l.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
         let event = format!(

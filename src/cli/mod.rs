@@ -136,7 +136,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Run { config, .. } => run(&config).await,
         Command::Validate { config } => validate(&config),
-        Command::Test { config, sink, event, source } => test(&config, &sink, event.as_deref(), source.as_deref()).await,
+        Command::Test { config, sink, event, source } => {
+            test(&config, &sink, event.as_deref(), source.as_deref()).await
+        }
         Command::Render { config, sink, event, source } => render(&config, &sink, &event, source.as_deref()),
         Command::Variables => {
             print!("{}", variables_text());
@@ -196,16 +198,20 @@ fn validate(path: &Path) -> Result<ExitCode, String> {
 }
 
 fn webhook_sink<'a>(config: &'a PipelineConfig, name: &str) -> Result<&'a WebhookSinkConfig, String> {
-    let spec = config
-        .sink(name)
-        .ok_or_else(|| format!("no sink `{name}` in {}; sinks: {}", config.path.display(), config.sink_names().join(", ")))?;
+    let spec = config.sink(name).ok_or_else(|| {
+        format!("no sink `{name}` in {}; sinks: {}", config.path.display(), config.sink_names().join(", "))
+    })?;
     match &spec.kind {
         SinkKind::Webhook(webhook) => Ok(webhook),
     }
 }
 
 /// Reads events from a file, decoded as `source` decodes (incident events by default).
-fn read_events(config: &PipelineConfig, path: &Path, source: Option<&str>) -> Result<Vec<crate::event::IncidentEvent>, String> {
+fn read_events(
+    config: &PipelineConfig,
+    path: &Path,
+    source: Option<&str>,
+) -> Result<Vec<crate::event::IncidentEvent>, String> {
     let decoder = match source {
         None => Decoder::default(),
         Some(name) => {

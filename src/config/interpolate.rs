@@ -21,7 +21,12 @@ pub fn interpolate(value: &mut Value, env: &dyn Fn(&str) -> Option<String>) -> V
     errors
 }
 
-fn walk(value: &mut Value, path: &mut String, env: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<InterpolationError>) {
+fn walk(
+    value: &mut Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<InterpolationError>,
+) {
     let len = path.len();
     match value {
         Value::String(text) if text.contains('$') => match substitute(text, env) {

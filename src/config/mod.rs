@@ -111,7 +111,11 @@ pub fn load(path: &Path) -> Result<PipelineConfig, ConfigErrors> {
 /// Loads and checks a pipeline file with `env` answering `${VAR}`s.
 pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<PipelineConfig, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError { file: path.to_path_buf(), location: Location::File, message: format!("cannot read: {e}") }])
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            location: Location::File,
+            message: format!("cannot read: {e}"),
+        }])
     })?;
     load_str(path, &text, env)
 }
@@ -119,7 +123,8 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
 /// Loads and checks a pipeline from `text`, as if read from `path` (which sets the format,
 /// names the file in errors and anchors relative paths).
 pub fn load_str(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<PipelineConfig, ConfigErrors> {
-    let one = |location, message: String| ConfigErrors(vec![ConfigError { file: path.to_path_buf(), location, message }]);
+    let one =
+        |location, message: String| ConfigErrors(vec![ConfigError { file: path.to_path_buf(), location, message }]);
     let mut value = parse_document(path, text).map_err(|(location, message)| one(location, message))?;
     let mut loader = Loader { file: path.to_path_buf(), errors: Vec::new() };
     for e in interpolate(&mut value, env) {
@@ -146,9 +151,8 @@ fn parse_document(path: &Path, text: &str) -> Result<Value, (Location, String)> 
             (Location::Line { line, column }, format!("TOML syntax error: {}", e.message()))
         }),
         "yaml" | "yml" => serde_yaml_ng::from_str::<Value>(text).map_err(|e| {
-            let location = e
-                .location()
-                .map_or(Location::File, |l| Location::Line { line: l.line(), column: l.column() });
+            let location =
+                e.location().map_or(Location::File, |l| Location::Line { line: l.line(), column: l.column() });
             (location, format!("YAML syntax error: {e}"))
         }),
         _ => Err((
@@ -191,7 +195,11 @@ impl Loader {
         for key in top.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 let hint = closest(key, TOP_LEVEL_KEYS).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
-                self.errors.push(ConfigError::at_key(&self.file, key.clone(), format!("unknown key (known keys: {}){hint}", TOP_LEVEL_KEYS.join(", "))));
+                self.errors.push(ConfigError::at_key(
+                    &self.file,
+                    key.clone(),
+                    format!("unknown key (known keys: {}){hint}", TOP_LEVEL_KEYS.join(", ")),
+                ));
             }
         }
         let shutdown_timeout = match top.remove("shutdown_timeout_secs") {
@@ -231,7 +239,14 @@ impl Loader {
         }
         self.check_names(&source_names, &sinks);
         self.check_inputs(&source_names, &sinks);
-        Some(PipelineConfig { path: self.file.clone(), dir: dir.to_path_buf(), sources, sinks, shutdown_timeout, data_dir })
+        Some(PipelineConfig {
+            path: self.file.clone(),
+            dir: dir.to_path_buf(),
+            sources,
+            sinks,
+            shutdown_timeout,
+            data_dir,
+        })
     }
 
     fn components(&mut self, value: Option<Value>, section: &str) -> Vec<(String, Map<String, Value>)> {
@@ -260,8 +275,12 @@ impl Loader {
         match table.remove("type") {
             Some(Value::String(t)) if known.contains(&t.as_str()) => Some(t),
             Some(Value::String(t)) => {
-                let hint = closest(&t, known.iter().copied()).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
-                self.error(format!("{key}.type"), format!("unknown component type `{t}` (known types: {known_list}){hint}"));
+                let hint =
+                    closest(&t, known.iter().copied()).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+                self.error(
+                    format!("{key}.type"),
+                    format!("unknown component type `{t}` (known types: {known_list}){hint}"),
+                );
                 None
             }
             Some(_) => {
@@ -307,7 +326,10 @@ impl Loader {
             None => Vec::new(),
         };
         if inputs.is_empty() {
-            self.error(format!("{key}.inputs"), "the sink has no inputs: name at least one source, e.g. `inputs = [\"alerts\"]`");
+            self.error(
+                format!("{key}.inputs"),
+                "the sink has no inputs: name at least one source, e.g. `inputs = [\"alerts\"]`",
+            );
         }
         let _kind = self.component_type(&key, &mut table, &SINK_TYPES)?;
         let config: WebhookSinkConfig = self.typed(&key, table)?;
@@ -334,7 +356,10 @@ impl Loader {
     fn check_names(&mut self, sources: &[String], sinks: &[(String, SinkSpec)]) {
         for (name, _) in sinks {
             if sources.contains(name) {
-                self.error(format!("sinks.{name}"), format!("`{name}` names a source too; component names must be unique"));
+                self.error(
+                    format!("sinks.{name}"),
+                    format!("`{name}` names a source too; component names must be unique"),
+                );
             }
         }
     }
@@ -346,8 +371,14 @@ impl Loader {
                 if source_names.contains(&input.as_str()) {
                     continue;
                 }
-                let what = if sinks.iter().any(|(n, _)| n == input) { "is a sink; inputs name sources" } else { "names no source" };
-                let hint = closest(input, source_names.iter().copied()).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+                let what = if sinks.iter().any(|(n, _)| n == input) {
+                    "is a sink; inputs name sources"
+                } else {
+                    "names no source"
+                };
+                let hint = closest(input, source_names.iter().copied())
+                    .map(|s| format!(", did you mean `{s}`?"))
+                    .unwrap_or_default();
                 let known = if source_names.is_empty() { "none".to_string() } else { source_names.join(", ") };
                 self.error(format!("sinks.{name}.inputs[{i}]"), format!("`{input}` {what} (sources: {known}){hint}"));
             }
@@ -365,4 +396,3 @@ fn with_field_hint(message: &str) -> String {
         None => message.to_string(),
     }
 }
-

@@ -128,9 +128,7 @@ pub struct UnknownEventType(pub String);
 impl FromStr for EventKind {
     type Err = UnknownEventType;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EventKind::from_name(s)
-            .map(|(kind, _)| kind)
-            .ok_or_else(|| UnknownEventType(s.to_string()))
+        EventKind::from_name(s).map(|(kind, _)| kind).ok_or_else(|| UnknownEventType(s.to_string()))
     }
 }
 

@@ -231,10 +231,12 @@ impl IncidentEvent {
                     other => json(source.extra.get(other), rest),
                 }
             }
-            "assignedTo" | "links" | "responders" => match (first.as_ref(), &self.assigned_to, &self.links, &self.responders) {
-                ("assignedTo", None, _, _) | ("links", _, None, _) | ("responders", _, _, None) => Resolved::Absent,
-                _ => Resolved::NeedsJson,
-            },
+            "assignedTo" | "links" | "responders" => {
+                match (first.as_ref(), &self.assigned_to, &self.links, &self.responders) {
+                    ("assignedTo", None, _, _) | ("links", _, None, _) | ("responders", _, _, None) => Resolved::Absent,
+                    _ => Resolved::NeedsJson,
+                }
+            }
             other => json(self.extra.get(other), rest),
         }
     }
@@ -279,12 +281,14 @@ impl<'a> EventView<'a> {
 
 /// Walks `segments` down from `value`: object keys, or list indexes for numeric segments.
 pub fn lookup<'v, S: AsRef<str>>(value: &'v Value, segments: &[S]) -> Option<&'v Value> {
-    segments.iter().try_fold(value, |value, segment| match value {
-        Value::Object(map) => map.get(segment.as_ref()),
-        Value::Array(items) => items.get(segment.as_ref().parse::<usize>().ok()?),
-        _ => None,
-    })
-    .filter(|v| !v.is_null())
+    segments
+        .iter()
+        .try_fold(value, |value, segment| match value {
+            Value::Object(map) => map.get(segment.as_ref()),
+            Value::Array(items) => items.get(segment.as_ref().parse::<usize>().ok()?),
+            _ => None,
+        })
+        .filter(|v| !v.is_null())
 }
 
 #[cfg(test)]
@@ -295,10 +299,7 @@ mod tests {
     #[test]
     fn known_paths_are_typed_and_others_are_json() {
         assert_eq!(FieldPath::parse("alertSource.name").unwrap(), FieldPath::Known(KnownField::SourceName));
-        assert_eq!(
-            FieldPath::parse("labels.team").unwrap(),
-            FieldPath::Json(vec!["labels".into(), "team".into()])
-        );
+        assert_eq!(FieldPath::parse("labels.team").unwrap(), FieldPath::Json(vec!["labels".into(), "team".into()]));
         assert!(FieldPath::parse("a..b").is_err());
         assert!(FieldPath::parse("").is_err());
     }
@@ -318,14 +319,42 @@ mod tests {
         for event in [event_with_extras(), crate::event::minimal_sample()] {
             let json = event.to_json();
             let paths = [
-                "id", "status", "summary", "details", "reportTime", "eventType", "priority", "alertKey",
-                "alertUrl", "alertSource", "alertSource.id", "alertSource.name", "alertSource.nope",
-                "alertSource.region", "alertSource.region.name", "alertSource.escalationPolicy",
-                "alertSource.escalationPolicy.id", "alertSource.escalationPolicy.name",
-                "alertSource.escalationPolicy.tier", "alertSource.name.x", "assignedTo",
-                "assignedTo.firstName", "links", "links.0.href", "links.1", "responders.0.name",
-                "labels", "labels.team", "labels.n", "labels.tags.0", "labels.tags.1.b", "labels.none",
-                "labels.team.x", "summary.x", "nope", "nope.deeper",
+                "id",
+                "status",
+                "summary",
+                "details",
+                "reportTime",
+                "eventType",
+                "priority",
+                "alertKey",
+                "alertUrl",
+                "alertSource",
+                "alertSource.id",
+                "alertSource.name",
+                "alertSource.nope",
+                "alertSource.region",
+                "alertSource.region.name",
+                "alertSource.escalationPolicy",
+                "alertSource.escalationPolicy.id",
+                "alertSource.escalationPolicy.name",
+                "alertSource.escalationPolicy.tier",
+                "alertSource.name.x",
+                "assignedTo",
+                "assignedTo.firstName",
+                "links",
+                "links.0.href",
+                "links.1",
+                "responders.0.name",
+                "labels",
+                "labels.team",
+                "labels.n",
+                "labels.tags.0",
+                "labels.tags.1.b",
+                "labels.none",
+                "labels.team.x",
+                "summary.x",
+                "nope",
+                "nope.deeper",
             ];
             for path in paths {
                 let view = EventView::new(&event);
@@ -338,7 +367,9 @@ mod tests {
                 assert_eq!(typed.as_ref(), lookup(&json, &segments), "{path}");
                 // Nothing here but whole typed objects and lists needs the JSON form.
                 let whole = ["alertSource", "alertSource.escalationPolicy", "assignedTo", "links", "responders"];
-                let needs_json = whole.iter().any(|w| path == *w || path.starts_with(&format!("{w}.")) && !path.starts_with("alertSource."));
+                let needs_json = whole
+                    .iter()
+                    .any(|w| path == *w || path.starts_with(&format!("{w}.")) && !path.starts_with("alertSource."));
                 if !needs_json && !matches!(parsed, FieldPath::Known(_)) {
                     assert!(view.json.get().is_none(), "{path} built the JSON form");
                 }

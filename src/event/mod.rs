@@ -347,8 +347,7 @@ mod tests {
     #[test]
     fn unknown_status_and_priority_are_kept() {
         let event: IncidentEvent =
-            serde_json::from_str(r#"{"eventType":"alert-raised","status":"SNOOZED","priority":"MEDIUM"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"eventType":"alert-raised","status":"SNOOZED","priority":"MEDIUM"}"#).unwrap();
         assert_eq!(event.status, Some(AlertStatus::Other("SNOOZED".into())));
         assert_eq!(event.to_json()["priority"], "MEDIUM");
     }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{IncidentEvent, EventKind};
+use super::{EventKind, IncidentEvent};
 
 /// A full sample event: every typed field set, values chosen to be awkward (quotes,
 /// backslashes, newlines, `<>&'`, non-ASCII), so a template that survives it survives

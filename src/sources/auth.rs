@@ -59,8 +59,8 @@ impl Authenticator {
                 if password.expose().is_empty() {
                     return Err(vec![FieldError::new("auth.password", "must not be empty")]);
                 }
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{}", password.expose()));
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
                 (format!("Basic {encoded}"), "Basic realm=\"webhook-sink\"")
             }
         };
@@ -72,9 +72,7 @@ impl Authenticator {
 
     /// Whether the request carries the expected credentials (compared in constant time).
     pub fn allows(&self, headers: &HeaderMap) -> bool {
-        headers
-            .get(AUTHORIZATION)
-            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(self.expected.as_bytes())))
+        headers.get(AUTHORIZATION).is_some_and(|given| bool::from(given.as_bytes().ct_eq(self.expected.as_bytes())))
     }
 
     /// The `WWW-Authenticate` value of a 401 answer.

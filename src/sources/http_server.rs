@@ -150,19 +150,9 @@ impl HttpServerSourceConfig {
     fn checked(&self) -> Result<(Decoder, Option<Authenticator>), Vec<FieldError>> {
         let mut errors = Vec::new();
         if !self.path.starts_with('/') {
-            errors.push(FieldError::new(
-                "path",
-                format!("must start with `/`, got `{}`", self.path),
-            ));
-        } else if let Some(c) = self
-            .path
-            .chars()
-            .find(|c| matches!(c, '?' | '#') || c.is_whitespace())
-        {
-            errors.push(FieldError::new(
-                "path",
-                format!("must be a plain path without {c:?}, got `{}`", self.path),
-            ));
+            errors.push(FieldError::new("path", format!("must start with `/`, got `{}`", self.path)));
+        } else if let Some(c) = self.path.chars().find(|c| matches!(c, '?' | '#') || c.is_whitespace()) {
+            errors.push(FieldError::new("path", format!("must be a plain path without {c:?}, got `{}`", self.path)));
         }
         if self.max_body_bytes == 0 {
             errors.push(FieldError::new("max_body_bytes", "must be above 0"));
@@ -182,9 +172,7 @@ impl SourceConfig for HttpServerSourceConfig {
         let (decoder, auth) = self.checked().map_err(|errors| BuildError::Invalid { errors })?;
         let listener = TcpListener::bind(self.address)
             .await
-            .map_err(|e| BuildError::Other {
-                message: format!("cannot listen on {}: {e}", self.address),
-            })?;
+            .map_err(|e| BuildError::Other { message: format!("cannot listen on {}: {e}", self.address) })?;
         let local = listener.local_addr().unwrap_or(self.address);
         info!(source = %cx.name, address = %local, path = %self.path, "http_server source listening");
         let state = Arc::new(State {
@@ -220,17 +208,10 @@ struct State {
 }
 
 /// Accepts connections until `shutdown`, then drains them.
-async fn serve(
-    listener: TcpListener,
-    state: Arc<State>,
-    shutdown: CancellationToken,
-) -> Result<(), ()> {
+async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) -> Result<(), ()> {
     let mut connections = JoinSet::new();
     let mut builder = http1::Builder::new();
-    builder
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.keep_alive(true).timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
 
     loop {
         tokio::select! {
@@ -293,11 +274,7 @@ async fn serve(
 type HttpResponse = Response<Full<Bytes>>;
 
 /// Routes one request. Never fails: every problem is an HTTP answer.
-async fn handle(
-    state: Arc<State>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<HttpResponse, Infallible> {
+async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Result<HttpResponse, Infallible> {
     let path = req.uri().path();
     let response = if path == state.path {
         if req.method() == Method::POST {
@@ -305,34 +282,19 @@ async fn handle(
         } else if path == HEALTH_PATH && req.method() == Method::GET {
             health()
         } else {
-            let allow = if path == HEALTH_PATH {
-                "GET, POST"
-            } else {
-                "POST"
-            };
-            let message = format!(
-                "method {} is not allowed on {}; events are POSTed",
-                req.method(),
-                state.path
-            );
+            let allow = if path == HEALTH_PATH { "GET, POST" } else { "POST" };
+            let message = format!("method {} is not allowed on {}; events are POSTed", req.method(), state.path);
             let mut response = error(StatusCode::METHOD_NOT_ALLOWED, message);
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allow));
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
             response
         }
     } else if path == HEALTH_PATH {
         if req.method() == Method::GET {
             health()
         } else {
-            let message = format!(
-                "method {} is not allowed on {HEALTH_PATH}; use GET",
-                req.method()
-            );
+            let message = format!("method {} is not allowed on {HEALTH_PATH}; use GET", req.method());
             let mut response = error(StatusCode::METHOD_NOT_ALLOWED, message);
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET"));
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
             response
         }
     } else {
@@ -436,9 +398,7 @@ fn error(status: StatusCode, message: String) -> HttpResponse {
 fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -453,10 +413,7 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let config = parse(r#"address = "127.0.0.1:8687""#).unwrap();
-        assert_eq!(
-            config,
-            HttpServerSourceConfig::new("127.0.0.1:8687".parse().unwrap())
-        );
+        assert_eq!(config, HttpServerSourceConfig::new("127.0.0.1:8687".parse().unwrap()));
         assert_eq!(config.path, "/");
         assert_eq!(config.max_body_bytes, 10_485_760);
         assert!(config.validate().is_empty());
@@ -482,11 +439,7 @@ mod tests {
         let errors = config.validate();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["path", "max_body_bytes"]);
-        assert!(
-            errors[0].message.contains("start with `/`"),
-            "{}",
-            errors[0]
-        );
+        assert!(errors[0].message.contains("start with `/`"), "{}", errors[0]);
 
         config.path = "/events?x=1".into();
         config.max_body_bytes = 1;
@@ -497,11 +450,7 @@ mod tests {
 
     fn context() -> SourceContext {
         let (out, _rx) = crate::component::event_channel(1);
-        SourceContext {
-            name: "web".into(),
-            out,
-            shutdown: CancellationToken::new(),
-        }
+        SourceContext { name: "web".into(), out, shutdown: CancellationToken::new() }
     }
 
     #[tokio::test]
@@ -532,14 +481,9 @@ mod tests {
     async fn source_resolves_when_cancelled_with_no_connections() {
         let cx = context();
         let shutdown = cx.shutdown.clone();
-        let source = HttpServerSourceConfig::new("127.0.0.1:0".parse().unwrap())
-            .build(cx)
-            .await
-            .unwrap();
+        let source = HttpServerSourceConfig::new("127.0.0.1:0".parse().unwrap()).build(cx).await.unwrap();
         shutdown.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(5), source)
-            .await
-            .expect("resolves");
+        let result = tokio::time::timeout(Duration::from_secs(5), source).await.expect("resolves");
         assert_eq!(result, Ok(()));
     }
 }

@@ -145,9 +145,7 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
             Ok(events) if events.is_empty() => {}
             Ok(events) => {
                 batch.extend(events);
-                if batch.len() >= BATCH_SIZE
-                    && send(name, out, &mut batch, &mut summary).await.is_err()
-                {
+                if batch.len() >= BATCH_SIZE && send(name, out, &mut batch, &mut summary).await.is_err() {
                     return (summary, Ok(()));
                 }
             }
@@ -196,9 +194,7 @@ fn decode_line(decoder: &Decoder, line: RawLine) -> Result<Vec<(IncidentEvent, u
     let bytes = match line {
         RawLine::Bytes(bytes) => bytes,
         RawLine::TooLong(len) => {
-            return Err(format!(
-                "line of {len} bytes is longer than the limit of {MAX_LINE_BYTES} bytes"
-            ))
+            return Err(format!("line of {len} bytes is longer than the limit of {MAX_LINE_BYTES} bytes"))
         }
     };
     let text = std::str::from_utf8(&bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
@@ -224,10 +220,7 @@ struct LineReader {
 
 impl LineReader {
     /// The next line without its newline (`\n` or `\r\n`), or `None` at end of input.
-    async fn next<R: AsyncBufRead + Unpin>(
-        &mut self,
-        reader: &mut R,
-    ) -> io::Result<Option<RawLine>> {
+    async fn next<R: AsyncBufRead + Unpin>(&mut self, reader: &mut R) -> io::Result<Option<RawLine>> {
         loop {
             // `fill_buf` is cancel safe; everything after it is synchronous.
             let available = match reader.fill_buf().await {
@@ -283,10 +276,7 @@ mod tests {
     use crate::event::Event;
 
     fn ids(events: &[Event]) -> Vec<String> {
-        events
-            .iter()
-            .map(|e| e.incident.id.clone().unwrap_or_default())
-            .collect()
+        events.iter().map(|e| e.incident.id.clone().unwrap_or_default()).collect()
     }
 
     async fn drain(rx: &mut EventReceiver) -> Vec<Event> {
@@ -312,14 +302,7 @@ mod tests {
         let (out, mut rx) = event_channel(16);
         let summary = read_ndjson("in", &input[..], &Decoder::default(), &out, &CancellationToken::new()).await;
         drop(out);
-        assert_eq!(
-            summary,
-            ReadSummary {
-                lines: 8,
-                accepted: 3,
-                rejected: 3
-            }
-        );
+        assert_eq!(summary, ReadSummary { lines: 8, accepted: 3, rejected: 3 });
         assert_eq!(ids(&drain(&mut rx).await), ["1", "2", "3"]);
     }
 
@@ -331,9 +314,7 @@ mod tests {
         assert!(reason.contains("UTF-8"), "{reason}");
         let reason = decode_line(&Decoder::default(), RawLine::TooLong(MAX_LINE_BYTES + 1)).unwrap_err();
         assert!(reason.contains("longer"), "{reason}");
-        assert!(decode_line(&Decoder::default(), RawLine::Bytes(b" \t".to_vec()))
-            .unwrap()
-            .is_empty());
+        assert!(decode_line(&Decoder::default(), RawLine::Bytes(b" \t".to_vec())).unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -345,23 +326,15 @@ mod tests {
         let reader = tokio::io::BufReader::with_capacity(4096, &input[..]);
         let summary = read_ndjson("in", reader, &Decoder::default(), &out, &CancellationToken::new()).await;
         drop(out);
-        assert_eq!(
-            summary,
-            ReadSummary {
-                lines: 2,
-                accepted: 1,
-                rejected: 1
-            }
-        );
+        assert_eq!(summary, ReadSummary { lines: 2, accepted: 1, rejected: 1 });
         assert_eq!(ids(&drain(&mut rx).await), ["after"]);
     }
 
     #[tokio::test]
     async fn many_lines_are_batched_and_back_pressured() {
         let count = BATCH_SIZE * 2 + 5;
-        let input: String = (0..count)
-            .map(|i| format!("{{\"eventType\":\"alert-created\",\"id\":\"{i}\"}}\n"))
-            .collect();
+        let input: String =
+            (0..count).map(|i| format!("{{\"eventType\":\"alert-created\",\"id\":\"{i}\"}}\n")).collect();
         // A channel smaller than a batch: the reader can only finish if it waits for room.
         let (out, mut rx) = event_channel(3);
         let reading = tokio::spawn(async move {
@@ -369,24 +342,11 @@ mod tests {
         });
         let mut received = Vec::new();
         while received.len() < count {
-            let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
             received.push(event);
         }
-        let summary = tokio::time::timeout(Duration::from_secs(5), reading)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            summary,
-            ReadSummary {
-                lines: count,
-                accepted: count,
-                rejected: 0
-            }
-        );
+        let summary = tokio::time::timeout(Duration::from_secs(5), reading).await.unwrap().unwrap();
+        assert_eq!(summary, ReadSummary { lines: count, accepted: count, rejected: 0 });
         let expected: Vec<String> = (0..count).map(|i| i.to_string()).collect();
         assert_eq!(ids(&received), expected);
     }
@@ -397,11 +357,7 @@ mod tests {
     }
 
     impl AsyncRead for Trickle {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
             if self.chunks.is_empty() {
                 return Poll::Pending;
             }
@@ -429,34 +385,16 @@ mod tests {
         // The input never ends, yet what was read arrives.
         let mut received = Vec::new();
         for _ in 0..3 {
-            received.push(
-                tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
+            received.push(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap());
         }
         assert_eq!(ids(&received), ["1", "2", "3"]);
         assert!(!reading.is_finished());
 
         shutdown.cancel();
-        let summary = tokio::time::timeout(Duration::from_secs(5), reading)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            summary,
-            ReadSummary {
-                lines: 3,
-                accepted: 3,
-                rejected: 0
-            }
-        );
+        let summary = tokio::time::timeout(Duration::from_secs(5), reading).await.unwrap().unwrap();
+        assert_eq!(summary, ReadSummary { lines: 3, accepted: 3, rejected: 0 });
         // The reader (and with it the sender) is gone: the channel closes.
-        assert!(tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .is_none());
+        assert!(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -471,11 +409,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(summary.accepted, 0);
-        assert!(
-            summary.lines <= BATCH_SIZE,
-            "stopped at the first send, read {}",
-            summary.lines
-        );
+        assert!(summary.lines <= BATCH_SIZE, "stopped at the first send, read {}", summary.lines);
     }
 
     #[test]

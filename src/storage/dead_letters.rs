@@ -9,10 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{open_database, StorageError};
@@ -76,26 +73,15 @@ impl DeadLetterStore {
     /// Opens or creates `path` (parent dirs created).
     pub fn open(path: &Path) -> Result<DeadLetterStore, StorageError> {
         let db = open_database(path, CACHE_BYTES)?;
-        let store = DeadLetterStore {
-            db,
-            path: path.to_path_buf(),
-        };
+        let store = DeadLetterStore { db, path: path.to_path_buf() };
         // Create the tables, and repair `next_seq` should it be behind the letters.
         let txn = store.begin_write()?;
         {
             let letters = txn.open_table(LETTERS).map_err(|e| store.io(e))?;
             let mut meta = txn.open_table(META).map_err(|e| store.io(e))?;
-            let last = letters
-                .last()
-                .map_err(|e| store.io(e))?
-                .map(|(key, _)| key.value());
-            let stored = meta
-                .get(NEXT_SEQ)
-                .map_err(|e| store.io(e))?
-                .map(|v| v.value());
-            let next = stored
-                .unwrap_or(FIRST_SEQ)
-                .max(last.map_or(FIRST_SEQ, |l| l.saturating_add(1)));
+            let last = letters.last().map_err(|e| store.io(e))?.map(|(key, _)| key.value());
+            let stored = meta.get(NEXT_SEQ).map_err(|e| store.io(e))?.map(|v| v.value());
+            let next = stored.unwrap_or(FIRST_SEQ).max(last.map_or(FIRST_SEQ, |l| l.saturating_add(1)));
             if stored != Some(next) {
                 meta.insert(NEXT_SEQ, next).map_err(|e| store.io(e))?;
             }
@@ -115,10 +101,7 @@ impl DeadLetterStore {
         {
             let mut table = txn.open_table(LETTERS).map_err(|e| self.io(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
-            let mut next = meta
-                .get(NEXT_SEQ)
-                .map_err(|e| self.io(e))?
-                .map_or(FIRST_SEQ, |v| v.value());
+            let mut next = meta.get(NEXT_SEQ).map_err(|e| self.io(e))?.map_or(FIRST_SEQ, |v| v.value());
             for new in letters {
                 let letter = DeadLetter {
                     sink: new.sink,
@@ -131,13 +114,11 @@ impl DeadLetterStore {
                     time: time.clone(),
                 };
                 let bytes = serde_json::to_vec(&letter).map_err(|e| self.io(e))?;
-                table
-                    .insert(next, bytes.as_slice())
-                    .map_err(|e| self.io(e))?;
+                table.insert(next, bytes.as_slice()).map_err(|e| self.io(e))?;
                 seqs.push(next);
-                next = next.checked_add(1).ok_or_else(|| {
-                    self.io("sequence numbers exhausted (u64::MAX dead letters recorded)")
-                })?;
+                next = next
+                    .checked_add(1)
+                    .ok_or_else(|| self.io("sequence numbers exhausted (u64::MAX dead letters recorded)"))?;
             }
             meta.insert(NEXT_SEQ, next).map_err(|e| self.io(e))?;
         }
@@ -246,17 +227,14 @@ impl DeadLetterStore {
     }
 
     fn decode(&self, key: u64, bytes: &[u8]) -> Result<DeadLetter, StorageError> {
-        let mut letter: DeadLetter =
-            serde_json::from_slice(bytes).map_err(|e| self.corrupt(key, e))?;
+        let mut letter: DeadLetter = serde_json::from_slice(bytes).map_err(|e| self.corrupt(key, e))?;
         // The key is the authority on the sequence number.
         letter.seq = key;
         Ok(letter)
     }
 
     fn decode_sink(&self, key: u64, bytes: &[u8]) -> Result<String, StorageError> {
-        serde_json::from_slice::<SinkOnly>(bytes)
-            .map(|s| s.sink)
-            .map_err(|e| self.corrupt(key, e))
+        serde_json::from_slice::<SinkOnly>(bytes).map(|s| s.sink).map_err(|e| self.corrupt(key, e))
     }
 
     fn begin_write(&self) -> Result<WriteTransaction, StorageError> {
@@ -268,19 +246,13 @@ impl DeadLetterStore {
     }
 
     fn corrupt(&self, key: u64, error: impl std::fmt::Display) -> StorageError {
-        StorageError::Corrupt {
-            path: self.path.clone(),
-            key,
-            message: error.to_string(),
-        }
+        StorageError::Corrupt { path: self.path.clone(), key, message: error.to_string() }
     }
 }
 
 impl std::fmt::Debug for DeadLetterStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetterStore")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("DeadLetterStore").field("path", &self.path).finish()
     }
 }
 
@@ -316,9 +288,7 @@ mod tests {
         assert_eq!(store.record(Vec::new()).unwrap(), Vec::<u64>::new());
         assert_eq!(store.list(None).unwrap(), vec![]);
 
-        let seqs = store
-            .record(vec![letter("slack", "w1"), letter("pager", "w2")])
-            .unwrap();
+        let seqs = store.record(vec![letter("slack", "w1"), letter("pager", "w2")]).unwrap();
         assert_eq!(seqs, vec![1, 2]);
         let mut third = letter("slack", "w3");
         third.last_status = None;
@@ -331,10 +301,7 @@ mod tests {
         let first = &all[0];
         assert_eq!(first.sink, "slack");
         assert_eq!(first.webhook_id, "w1");
-        assert_eq!(
-            first.event,
-            json!({"id": "w1", "severity": "critical", "tags": ["a", "b"]})
-        );
+        assert_eq!(first.event, json!({"id": "w1", "severity": "critical", "tags": ["a", "b"]}));
         assert_eq!(first.last_status, Some(404));
         assert_eq!(first.attempts, 1);
         let time = humantime::parse_rfc3339(&first.time).unwrap();
@@ -363,28 +330,14 @@ mod tests {
         let path = dir.path().join("dead.redb");
         let store = DeadLetterStore::open(&path).unwrap();
         store
-            .record(vec![
-                letter("a", "1"),
-                letter("b", "2"),
-                letter("a", "3"),
-                letter("b", "4"),
-                letter("c", "5"),
-            ])
+            .record(vec![letter("a", "1"), letter("b", "2"), letter("a", "3"), letter("b", "4"), letter("c", "5")])
             .unwrap();
         assert_eq!(store.remove(&[]).unwrap(), 0);
         assert_eq!(store.remove(&[1, 1, 42]).unwrap(), 1);
         assert_eq!(store.remove(&[1]).unwrap(), 0);
         assert_eq!(store.purge(Some("b")).unwrap(), 2);
         assert_eq!(store.purge(Some("b")).unwrap(), 0);
-        assert_eq!(
-            store
-                .list(None)
-                .unwrap()
-                .iter()
-                .map(|l| l.seq)
-                .collect::<Vec<_>>(),
-            vec![3, 5]
-        );
+        assert_eq!(store.list(None).unwrap().iter().map(|l| l.seq).collect::<Vec<_>>(), vec![3, 5]);
         drop(store);
 
         let store = DeadLetterStore::open(&path).unwrap();
@@ -418,17 +371,12 @@ mod tests {
         let path = dir.path().join("dead.redb");
         {
             let store = DeadLetterStore::open(&path).unwrap();
-            store
-                .record(vec![letter("a", "1"), letter("b", "2")])
-                .unwrap();
+            store.record(vec![letter("a", "1"), letter("b", "2")]).unwrap();
         }
         {
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(LETTERS)
-                .unwrap()
-                .insert(2, b"{not json".as_slice())
-                .unwrap();
+            txn.open_table(LETTERS).unwrap().insert(2, b"{not json".as_slice()).unwrap();
             txn.commit().unwrap();
         }
         let store = DeadLetterStore::open(&path).unwrap();

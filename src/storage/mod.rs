@@ -26,48 +26,32 @@ pub enum StorageError {
     Io { path: PathBuf, message: String },
     /// A stored record could not be decoded.
     #[error("{path}: stored record {key} is corrupt: {message}")]
-    Corrupt {
-        path: PathBuf,
-        key: u64,
-        message: String,
-    },
+    Corrupt { path: PathBuf, key: u64, message: String },
 }
 
 impl StorageError {
     /// The file the error is about.
     pub fn path(&self) -> &Path {
         match self {
-            StorageError::Locked { path }
-            | StorageError::Io { path, .. }
-            | StorageError::Corrupt { path, .. } => path,
+            StorageError::Locked { path } | StorageError::Io { path, .. } | StorageError::Corrupt { path, .. } => path,
         }
     }
 
     pub(crate) fn io(path: &Path, error: impl Display) -> StorageError {
-        StorageError::Io {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        }
+        StorageError::Io { path: path.to_path_buf(), message: error.to_string() }
     }
 }
 
 /// Opens or creates the redb file at `path`, creating its parent directories, and maps the lock
 /// errors to [`StorageError::Locked`].
-pub(crate) fn open_database(
-    path: &Path,
-    cache_bytes: usize,
-) -> Result<redb::Database, StorageError> {
+pub(crate) fn open_database(path: &Path, cache_bytes: usize) -> Result<redb::Database, StorageError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
     }
-    redb::Database::builder()
-        .set_cache_size(cache_bytes)
-        .create(path)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen
-            | redb::DatabaseError::LockProtocolMismatch => StorageError::Locked {
-                path: path.to_path_buf(),
-            },
-            other => StorageError::io(path, other),
-        })
+    redb::Database::builder().set_cache_size(cache_bytes).create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
+            StorageError::Locked { path: path.to_path_buf() }
+        }
+        other => StorageError::io(path, other),
+    })
 }

@@ -17,9 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{open_database, StorageError};
 
@@ -91,9 +89,7 @@ impl DiskQueue {
                 last = Some(key.value());
             }
             let stored = meta.get(NEXT_SEQ).map_err(|e| io(&e))?.map(|v| v.value());
-            let next = stored
-                .unwrap_or(FIRST_SEQ)
-                .max(last.map_or(FIRST_SEQ, |l| l.saturating_add(1)));
+            let next = stored.unwrap_or(FIRST_SEQ).max(last.map_or(FIRST_SEQ, |l| l.saturating_add(1)));
             if stored != Some(next) {
                 meta.insert(NEXT_SEQ, next).map_err(|e| io(&e))?;
             }
@@ -113,10 +109,7 @@ impl DiskQueue {
             path: path.to_path_buf(),
             len: AtomicU64::new(len),
             bytes: AtomicU64::new(bytes),
-            writer: Mutex::new(WriterState {
-                last_durable: Instant::now(),
-                pending: false,
-            }),
+            writer: Mutex::new(WriterState { last_durable: Instant::now(), pending: false }),
         })
     }
 
@@ -133,17 +126,14 @@ impl DiskQueue {
         {
             let mut table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
-            let mut next = meta
-                .get(NEXT_SEQ)
-                .map_err(|e| self.io(e))?
-                .map_or(FIRST_SEQ, |v| v.value());
+            let mut next = meta.get(NEXT_SEQ).map_err(|e| self.io(e))?.map_or(FIRST_SEQ, |v| v.value());
             for record in records {
                 table.insert(next, *record).map_err(|e| self.io(e))?;
                 seqs.push(next);
                 added += record.len() as u64;
-                next = next.checked_add(1).ok_or_else(|| {
-                    self.io("sequence numbers exhausted (u64::MAX records appended)")
-                })?;
+                next = next
+                    .checked_add(1)
+                    .ok_or_else(|| self.io("sequence numbers exhausted (u64::MAX records appended)"))?;
             }
             meta.insert(NEXT_SEQ, next).map_err(|e| self.io(e))?;
         }
@@ -158,11 +148,7 @@ impl DiskQueue {
     }
 
     /// Up to `max` records with seq > `after` (None: from the start), in seq order.
-    pub fn read_after(
-        &self,
-        after: Option<u64>,
-        max: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+    pub fn read_after(&self, after: Option<u64>, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
         let start = match after {
             None => 0,
             Some(seq) => match seq.checked_add(1) {
@@ -198,8 +184,7 @@ impl DiskQueue {
         let mut txn = self.begin_write()?;
         let durable = writer.last_durable.elapsed() >= REMOVAL_FLUSH_INTERVAL;
         if !durable {
-            txn.set_durability(Durability::None)
-                .map_err(|e| self.io(e))?;
+            txn.set_durability(Durability::None).map_err(|e| self.io(e))?;
         }
         let mut removed = 0u64;
         let mut freed = 0u64;
@@ -326,24 +311,13 @@ mod tests {
 
         assert_eq!(
             records(&queue),
-            vec![
-                (1, b"one".to_vec()),
-                (2, b"two".to_vec()),
-                (3, Vec::new()),
-                (4, b"four".to_vec())
-            ]
+            vec![(1, b"one".to_vec()), (2, b"two".to_vec()), (3, Vec::new()), (4, b"four".to_vec())]
         );
-        assert_eq!(
-            queue.read_after(Some(1), 2).unwrap(),
-            vec![(2, b"two".to_vec()), (3, Vec::new())]
-        );
+        assert_eq!(queue.read_after(Some(1), 2).unwrap(), vec![(2, b"two".to_vec()), (3, Vec::new())]);
         assert_eq!(queue.read_after(Some(4), 10).unwrap(), vec![]);
         assert_eq!(queue.read_after(Some(u64::MAX), 10).unwrap(), vec![]);
         assert_eq!(queue.read_after(None, 0).unwrap(), vec![]);
-        assert_eq!(
-            queue.read_after(Some(0), 1).unwrap(),
-            vec![(1, b"one".to_vec())]
-        );
+        assert_eq!(queue.read_after(Some(0), 1).unwrap(), vec![(1, b"one".to_vec())]);
     }
 
     #[test]
@@ -354,14 +328,8 @@ mod tests {
         queue.remove(&[]).unwrap();
         queue.remove(&[2, 2, 99]).unwrap();
         assert_eq!((queue.len(), queue.bytes()), (2, 3));
-        assert_eq!(
-            records(&queue),
-            vec![(1, b"aa".to_vec()), (3, b"c".to_vec())]
-        );
-        assert_eq!(
-            queue.read_after(Some(1), 1).unwrap(),
-            vec![(3, b"c".to_vec())]
-        );
+        assert_eq!(records(&queue), vec![(1, b"aa".to_vec()), (3, b"c".to_vec())]);
+        assert_eq!(queue.read_after(Some(1), 1).unwrap(), vec![(3, b"c".to_vec())]);
         queue.remove(&[1, 3]).unwrap();
         assert!(queue.is_empty());
         assert_eq!(queue.bytes(), 0);
@@ -381,10 +349,7 @@ mod tests {
         {
             let queue = DiskQueue::open(&path).unwrap();
             assert_eq!((queue.len(), queue.bytes()), (2, 5));
-            assert_eq!(
-                records(&queue),
-                vec![(2, b"yy".to_vec()), (3, b"zzz".to_vec())]
-            );
+            assert_eq!(records(&queue), vec![(2, b"yy".to_vec()), (3, b"zzz".to_vec())]);
             queue.remove(&[2, 3]).unwrap();
         }
         let queue = DiskQueue::open(&path).unwrap();
@@ -425,10 +390,7 @@ mod tests {
             other => panic!("expected Locked, got {other:?}"),
         }
         let error = DiskQueue::open(&path).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!("{}: in use by another webhook-sink process", path.display())
-        );
+        assert_eq!(error.to_string(), format!("{}: in use by another webhook-sink process", path.display()));
         drop(first);
         DiskQueue::open(&path).unwrap();
     }

@@ -11,8 +11,8 @@ pub mod mustache;
 use bytes::Bytes;
 use serde::de::IgnoredAny;
 
-use crate::event::{minimal_sample, sample_event, EventView, FieldRef, IncidentEvent, Resolved};
 use self::mustache::{Escape, NameUse, Partials, Root, TagKind, Template, Val};
+use crate::event::{minimal_sample, sample_event, EventView, FieldRef, IncidentEvent, Resolved};
 
 /// Why a template cannot be used. Positions are 1-based, in the template text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,9 +92,8 @@ pub enum BodyTemplate {
 impl BodyTemplate {
     /// Compiles and checks a custom template.
     pub fn custom(source: &str, escape: Escape) -> Result<BodyTemplate, Vec<TemplateError>> {
-        let template = mustache::parse(source).map_err(|e| {
-            vec![TemplateError::Syntax { line: e.line, column: e.column, message: e.message }]
-        })?;
+        let template = mustache::parse(source)
+            .map_err(|e| vec![TemplateError::Syntax { line: e.line, column: e.column, message: e.message }])?;
         let errors: Vec<TemplateError> = template.names().iter().filter_map(check_name).collect();
         if !errors.is_empty() {
             return Err(errors);

@@ -7,8 +7,10 @@ fn json_template(source: &str) -> Result<BodyTemplate, Vec<TemplateError>> {
 
 #[test]
 fn catalog_and_legacy_names_render_json_safely() {
-    let body = json_template(r#"{"text": "{{ alertSummary }} is {{alertStatus}}", "old": "{{incidentSummary}}", "d": "{{alertDetails}}"}"#)
-        .unwrap();
+    let body = json_template(
+        r#"{"text": "{{ alertSummary }} is {{alertStatus}}", "old": "{{incidentSummary}}", "d": "{{alertDetails}}"}"#,
+    )
+    .unwrap();
     let event = sample_event();
     let out: serde_json::Value = serde_json::from_slice(&body.render(&event).unwrap()).unwrap();
     let summary = event.summary.clone().unwrap();
@@ -83,7 +85,8 @@ fn invalid_json_templates_are_caught_at_load() {
 #[test]
 fn raw_values_in_json_are_json_values() {
     let body = json_template(r#"{"p": {{{alertPriority}}}, "id": {{{alertSourceId}}}, "u": {{{alertUrl}}}}"#).unwrap();
-    let out: serde_json::Value = serde_json::from_slice(&body.render(&crate::event::minimal_sample()).unwrap()).unwrap();
+    let out: serde_json::Value =
+        serde_json::from_slice(&body.render(&crate::event::minimal_sample()).unwrap()).unwrap();
     assert_eq!(out, serde_json::json!({"p": null, "id": null, "u": null}));
     let out: serde_json::Value = serde_json::from_slice(&body.render(&sample_event()).unwrap()).unwrap();
     assert_eq!(out["p"], "HIGH");

@@ -167,9 +167,7 @@ impl Script {
         if let Some(fault) = self.rule.as_ref().and_then(|rule| rule(info)) {
             return fault;
         }
-        self.queue
-            .pop_front()
-            .unwrap_or_else(|| self.default.clone())
+        self.queue.pop_front().unwrap_or_else(|| self.default.clone())
     }
 }
 
@@ -209,11 +207,8 @@ pub struct Faulty {
 impl Faulty {
     /// Listens on `127.0.0.1:0`; every request answered [`Fault::Ok`] until scripted.
     pub async fn start() -> Faulty {
-        let listener =
-            listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind the faulty receiver");
-        let addr = listener
-            .local_addr()
-            .expect("local address of the faulty receiver");
+        let listener = listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind the faulty receiver");
+        let addr = listener.local_addr().expect("local address of the faulty receiver");
         let shared = Arc::new(Shared {
             script: Mutex::new(Script {
                 key_field: "id".to_string(),
@@ -222,22 +217,14 @@ impl Faulty {
                 queue: VecDeque::new(),
                 default: Fault::Ok,
             }),
-            record: Mutex::new(Record {
-                hits: Vec::new(),
-                arrivals: 0,
-                attempts: HashMap::new(),
-            }),
+            record: Mutex::new(Record { hits: Vec::new(), arrivals: 0, attempts: HashMap::new() }),
             changes: watch::channel(0).0,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
-        Faulty {
-            addr,
-            shared,
-            server: Mutex::new(Some(task)),
-        }
+        Faulty { addr, shared, server: Mutex::new(Some(task)) }
     }
 
     /// Its address (the same after [`Faulty::down`] / [`Faulty::up`]).
@@ -268,19 +255,9 @@ impl Faulty {
 
     /// Requests whose key is `key` get `faults`, one each, then `then` for ever (`None`:
     /// the rule, the global queue and the default decide).
-    pub fn script_key(
-        &self,
-        key: &str,
-        faults: impl IntoIterator<Item = Fault>,
-        then: Option<Fault>,
-    ) {
-        let script = KeyScript {
-            queue: faults.into_iter().collect(),
-            then,
-        };
-        lock(&self.shared.script)
-            .by_key
-            .insert(key.to_string(), script);
+    pub fn script_key(&self, key: &str, faults: impl IntoIterator<Item = Fault>, then: Option<Fault>) {
+        let script = KeyScript { queue: faults.into_iter().collect(), then };
+        lock(&self.shared.script).by_key.insert(key.to_string(), script);
     }
 
     /// A rule consulted after the per-key scripts (`None` from it: fall through).
@@ -312,10 +289,7 @@ impl Faulty {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e) => panic!(
-                    "the faulty receiver cannot listen on {} again: {e}",
-                    self.addr
-                ),
+                Err(e) => panic!("the faulty receiver cannot listen on {} again: {e}", self.addr),
             }
         };
         let task = tokio::spawn(accept_loop(listener, self.shared.clone()));
@@ -333,11 +307,7 @@ impl Faulty {
     }
 
     /// Waits (at most `timeout`) until `done` holds for the hits; returns them either way.
-    pub async fn wait_until(
-        &self,
-        timeout: Duration,
-        mut done: impl FnMut(&[Hit]) -> bool,
-    ) -> Vec<Hit> {
+    pub async fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&[Hit]) -> bool) -> Vec<Hit> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changes = self.shared.changes.subscribe();
         loop {
@@ -355,10 +325,7 @@ impl Faulty {
 
     /// Waits (at most `timeout`) until `n` requests were answered 2xx; returns those.
     pub async fn wait_delivered(&self, n: usize, timeout: Duration) -> Vec<Hit> {
-        self.wait_until(timeout, |hits| {
-            hits.iter().filter(|h| h.delivered()).count() >= n
-        })
-        .await;
+        self.wait_until(timeout, |hits| hits.iter().filter(|h| h.delivered()).count() >= n).await;
         self.delivered()
     }
 
@@ -403,19 +370,13 @@ impl Drop for Faulty {
 
 impl std::fmt::Debug for Faulty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Faulty")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Faulty").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
 /// A listener on `addr` with `SO_REUSEADDR`, so the port can be taken again after `down`.
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -464,10 +425,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
 fn split_handle(stream: TcpStream) -> std::io::Result<(TcpStream, TcpSocket)> {
     let std_stream = stream.into_std()?;
     let second = std_stream.try_clone()?;
-    Ok((
-        TcpStream::from_std(std_stream)?,
-        TcpSocket::from_std_stream(second),
-    ))
+    Ok((TcpStream::from_std(std_stream)?, TcpSocket::from_std_stream(second)))
 }
 
 /// Counts a request as in flight until dropped.
@@ -499,21 +457,12 @@ async fn handle(
         _ => Vec::new(),
     };
     let _in_flight = InFlight::new(shared.clone());
-    let headers: Vec<(String, Vec<u8>)> = parts
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect();
-    let webhook_id = parts
-        .headers
-        .get("webhook-id")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let headers: Vec<(String, Vec<u8>)> =
+        parts.headers.iter().map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec())).collect();
+    let webhook_id = parts.headers.get("webhook-id").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     let key_field = lock(&shared.script).key_field.clone();
-    let key = json
-        .as_ref()
-        .and_then(|j| j.get(&key_field))
-        .map(value_text);
+    let key = json.as_ref().and_then(|j| j.get(&key_field)).map(value_text);
 
     let (index, fault) = {
         // One lock order (record, then script) so arrival numbers and attempts match the
@@ -529,13 +478,7 @@ async fn handle(
             }
             None => 1,
         };
-        let info = RequestInfo {
-            seq,
-            key: key.clone(),
-            json: json.clone(),
-            webhook_id: webhook_id.clone(),
-            attempt,
-        };
+        let info = RequestInfo { seq, key: key.clone(), json: json.clone(), webhook_id: webhook_id.clone(), attempt };
         let fault = lock(&shared.script).pick(&info);
         let index = (record.hits.len() < MAX_HITS).then(|| {
             record.hits.push(Hit {
@@ -579,14 +522,10 @@ async fn handle(
         hit.status = Some(status);
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, "text/plain");
+    let mut response = Response::builder().status(status).header(hyper::header::CONTENT_TYPE, "text/plain");
     if let Some(value) = retry_after {
         response = response.header(hyper::header::RETRY_AFTER, value);
     }
     let body = if status.is_success() { "ok" } else { "fault" };
-    Ok(response
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .expect("a valid response"))
+    Ok(response.body(Full::new(Bytes::from_static(body.as_bytes()))).expect("a valid response"))
 }

@@ -7,9 +7,7 @@ use std::process::{Child, Command};
 /// installed. A missing peer is said loudly on stderr, and is a test failure under CI
 /// (`CI` set): `.ci/run` installs every peer, so a missing one there is a broken setup.
 pub fn require(name: &str, package: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
-    let path_dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let path_dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
     let found = path_dirs
         .into_iter()
         .chain(extra_dirs.iter().map(PathBuf::from))
@@ -34,9 +32,7 @@ pub struct KillOnDrop(pub Child);
 impl KillOnDrop {
     /// Starts `command`, panicking with the command line if it cannot start.
     pub fn spawn(command: &mut Command) -> KillOnDrop {
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         KillOnDrop(child)
     }
 }
@@ -50,8 +46,5 @@ impl Drop for KillOnDrop {
 
 /// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }

@@ -14,11 +14,8 @@ pub async fn read_request(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Opti
         read_more(stream, pending).await?;
     };
     let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     while pending.len() < head_end + length {
         read_more(stream, pending).await?;
     }

@@ -47,25 +47,17 @@ pub struct Recorded {
 impl Recorded {
     /// The first value of header `name` (case-insensitive), as raw bytes.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
     /// The first value of header `name`, as text (invalid UTF-8 replaced).
     pub fn header_str(&self, name: &str) -> Option<String> {
-        self.header(name)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+        self.header(name).map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     /// All values of header `name`, in order.
     pub fn header_all(&self, name: &str) -> Vec<&[u8]> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-            .collect()
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice()).collect()
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -114,12 +106,10 @@ impl Receiver {
     }
 
     async fn start(addr: SocketAddr, tls: Option<TlsAcceptor>) -> Receiver {
-        let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| {
-            panic!("test receiver cannot bind {addr}: {e} (is this loopback address available?)")
-        });
-        let addr = listener
-            .local_addr()
-            .expect("local address of test receiver");
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("test receiver cannot bind {addr}: {e} (is this loopback address available?)"));
+        let addr = listener.local_addr().expect("local address of test receiver");
         let (count, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
@@ -129,12 +119,7 @@ impl Receiver {
         });
         let is_tls = tls.is_some();
         let task = tokio::spawn(accept_loop(listener, tls, shared.clone()));
-        Receiver {
-            addr,
-            tls: is_tls,
-            shared,
-            task,
-        }
+        Receiver { addr, tls: is_tls, shared, task }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -152,10 +137,7 @@ impl Receiver {
 
     /// Status for following requests (default 200); the body is always `ok`.
     pub fn set_status(&self, status: u16) {
-        assert!(
-            StatusCode::from_u16(status).is_ok(),
-            "invalid status code {status}"
-        );
+        assert!(StatusCode::from_u16(status).is_ok(), "invalid status code {status}");
         self.shared.status.store(status, Ordering::SeqCst);
     }
 
@@ -188,10 +170,7 @@ impl Drop for Receiver {
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver")
-            .field("addr", &self.addr)
-            .field("tls", &self.tls)
-            .finish_non_exhaustive()
+        f.debug_struct("Receiver").field("addr", &self.addr).field("tls", &self.tls).finish_non_exhaustive()
     }
 }
 
@@ -199,16 +178,13 @@ fn tls_acceptor(certs: &TestCerts) -> TlsAcceptor {
     let chain = CertificateDer::pem_slice_iter(certs.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .expect("parse test server certificate");
-    let key =
-        PrivateKeyDer::from_pem_slice(certs.key_pem.as_bytes()).expect("parse test server key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("test server TLS config");
+    let key = PrivateKeyDer::from_pem_slice(certs.key_pem.as_bytes()).expect("parse test server key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("test server TLS config");
     TlsAcceptor::from(Arc::new(config))
 }
 
@@ -235,9 +211,7 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Ar
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 conns.spawn(async move {
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(IO_TIMEOUT, acceptor.accept(stream)).await
-                    {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(IO_TIMEOUT, acceptor.accept(stream)).await {
                         serve(stream, shared).await;
                     }
                 });
@@ -253,15 +227,10 @@ where
     let service = service_fn(move |req| handle(req, shared.clone()));
     // Keep-alive is on by default; the connection ends when the client closes
     // it or the receiver is dropped.
-    let _ = http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
-        .await;
+    let _ = http1::Builder::new().serve_connection(TokioIo::new(io), service).await;
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = match tokio::time::timeout(IO_TIMEOUT, body.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes().to_vec(),
@@ -287,8 +256,8 @@ async fn handle(
         requests.push(recorded);
         shared.count.send_replace(requests.len());
     }
-    let status = StatusCode::from_u16(shared.status.load(Ordering::SeqCst))
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(shared.status.load(Ordering::SeqCst)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let response = Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "text/plain")

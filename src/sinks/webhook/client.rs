@@ -49,24 +49,17 @@ pub enum ClientError {
 
 /// Builds the connector for the given TLS settings.
 pub fn build_connector(tls: &TlsOptions) -> Result<Connector, ClientError> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = &tls.ca_file {
         for cert in load_ca_file(path)? {
-            roots.add(cert).map_err(|e| ClientError::BadCertificate {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            roots.add(cert).map_err(|e| ClientError::BadCertificate { path: path.clone(), reason: e.to_string() })?;
         }
     }
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls_config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls {
-            reason: e.to_string(),
-        })?
+        .map_err(|e| ClientError::Tls { reason: e.to_string() })?
         .with_root_certificates(roots)
         .with_no_client_auth();
 
@@ -75,33 +68,19 @@ pub fn build_connector(tls: &TlsOptions) -> Result<Connector, ClientError> {
     http.enforce_http(false);
     http.set_nodelay(true);
 
-    Ok(HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
+    Ok(HttpsConnectorBuilder::new().with_tls_config(tls_config).https_or_http().enable_http1().wrap_connector(http))
 }
 
 /// Read every `CERTIFICATE` section of a PEM file (other sections are ignored).
 fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
     let pem_error = |e: rustls_pki_types::pem::Error| match e {
-        rustls_pki_types::pem::Error::Io(source) => ClientError::CaFile {
-            path: path.to_path_buf(),
-            source,
-        },
-        other => ClientError::BadCertificate {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
+        rustls_pki_types::pem::Error::Io(source) => ClientError::CaFile { path: path.to_path_buf(), source },
+        other => ClientError::BadCertificate { path: path.to_path_buf(), reason: other.to_string() },
     };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem_error)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_error)?;
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(pem_error)?.collect::<Result<Vec<_>, _>>().map_err(pem_error)?;
     if certs.is_empty() {
-        return Err(ClientError::NoCertificates {
-            path: path.to_path_buf(),
-        });
+        return Err(ClientError::NoCertificates { path: path.to_path_buf() });
     }
     Ok(certs)
 }
@@ -112,10 +91,7 @@ mod tests {
 
     #[test]
     fn builds_without_ca_file() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             build_connector(&TlsOptions::default()).unwrap();
         });
@@ -124,10 +100,7 @@ mod tests {
     #[test]
     fn missing_ca_file_names_path() {
         let path = PathBuf::from("/nonexistent/dir/ca-bundle.pem");
-        let err = build_connector(&TlsOptions {
-            ca_file: Some(path.clone()),
-        })
-        .unwrap_err();
+        let err = build_connector(&TlsOptions { ca_file: Some(path.clone()) }).unwrap_err();
         assert!(matches!(&err, ClientError::CaFile { path: p, .. } if *p == path));
         assert!(err.to_string().contains("/nonexistent/dir/ca-bundle.pem"));
     }

@@ -220,9 +220,7 @@ impl WebhookSinkConfig {
     /// field name. `config_dir` anchors relative paths.
     pub fn compile(&self, config_dir: &Path) -> Result<CompiledWebhook, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let target = Target::parse(&self.url.0)
-            .map_err(|e| errors.push(FieldError::new("url", e.to_string())))
-            .ok();
+        let target = Target::parse(&self.url.0).map_err(|e| errors.push(FieldError::new("url", e.to_string()))).ok();
         let filter = Filter::compile(self.triggers.as_deref(), &self.conditions)
             .map_err(|es| errors.extend(es.into_iter().map(|e| FieldError::new(e.field(), e.to_string()))))
             .ok();
@@ -235,9 +233,7 @@ impl WebhookSinkConfig {
             errors.push(FieldError::new("request.concurrency", "must be at least 1"));
         }
         errors.extend(self.buffer.validate());
-        errors.extend(
-            self.retry.validate().into_iter().map(|(field, message)| FieldError::new(field, message)),
-        );
+        errors.extend(self.retry.validate().into_iter().map(|(field, message)| FieldError::new(field, message)));
         let tls = TlsOptions { ca_file: self.tls.ca_file.as_ref().map(|p| config_dir.join(p)) };
         if let Some(path) = &tls.ca_file {
             if !path.is_file() {
@@ -277,10 +273,7 @@ impl WebhookSinkConfig {
             .map_err(|_| vec![FieldError::new("content_type", "is not a valid header value")])?;
         let (source, field) = match (&self.template, &self.template_file) {
             (Some(_), Some(_)) => {
-                return Err(vec![FieldError::new(
-                    "template",
-                    "`template` and `template_file` are both set; keep one",
-                )])
+                return Err(vec![FieldError::new("template", "`template` and `template_file` are both set; keep one")])
             }
             (Some(source), None) => (source.clone(), "template"),
             (None, Some(path)) => {
@@ -289,7 +282,11 @@ impl WebhookSinkConfig {
                     vec![FieldError::new("template_file", format!("cannot read {}: {e}", path.display()))]
                 })?;
                 // Editors end files with a newline; it is not part of the body.
-                let source = source.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).map(str::to_string).unwrap_or(source);
+                let source = source
+                    .strip_suffix('\n')
+                    .map(|s| s.strip_suffix('\r').unwrap_or(s))
+                    .map(str::to_string)
+                    .unwrap_or(source);
                 (source, "template_file")
             }
             (None, None) => return Ok((BodyTemplate::Standard, content_type)),
@@ -328,10 +325,8 @@ impl WebhookSinkConfig {
         let compiled = self.compile(&cx.config_dir).map_err(|errors| BuildError::Invalid { errors })?;
         let connector = build_connector(&compiled.tls).map_err(|e| BuildError::Other { message: e.to_string() })?;
         let service = WebhookService::new(connector, self.request.concurrency, compiled.timeout);
-        let healthcheck = super::healthcheck::healthcheck(
-            compiled.request_builder.target().clone(),
-            self.healthcheck.enabled,
-        );
+        let healthcheck =
+            super::healthcheck::healthcheck(compiled.request_builder.target().clone(), self.healthcheck.enabled);
         let sink = WebhookSink {
             name: cx.name,
             filter: compiled.filter,
@@ -370,10 +365,8 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let mut config = WebhookSinkConfig {
-            url: SecretUrl("https://bob:HiddenPw123@h.example/x".into()),
-            ..Default::default()
-        };
+        let mut config =
+            WebhookSinkConfig { url: SecretUrl("https://bob:HiddenPw123@h.example/x".into()), ..Default::default() };
         config.headers.insert("X-Token".into(), SecretString("TokenXyz".into()));
         let debug = format!("{config:?}");
         assert!(!debug.contains("HiddenPw123") && !debug.contains("TokenXyz"), "{debug}");
@@ -393,7 +386,11 @@ mod tests {
         assert_eq!(with("application/x-www-form-urlencoded"), Escape::Form);
         assert_eq!(with("text/html"), Escape::Html);
         assert_eq!(with("text/plain"), Escape::None);
-        let explicit = WebhookSinkConfig { escape: Some(EscapeMode::Json), content_type: "text/plain".into(), ..Default::default() };
+        let explicit = WebhookSinkConfig {
+            escape: Some(EscapeMode::Json),
+            content_type: "text/plain".into(),
+            ..Default::default()
+        };
         assert_eq!(explicit.escape(), Escape::Json);
     }
 }

@@ -19,9 +19,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use futures::future::BoxFuture;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -209,14 +209,21 @@ mod tests {
 
     #[test]
     fn requests_go_out_in_origin_form_with_a_host() {
-        assert_eq!(split("http://a.example/x?y=1"), (Some("a.example".into()), "/x?y=1".into(), "http://a.example".into()));
-        assert_eq!(split("https://a.example:8443"), (Some("a.example:8443".into()), "/".into(), "https://a.example:8443".into()));
+        assert_eq!(
+            split("http://a.example/x?y=1"),
+            (Some("a.example".into()), "/x?y=1".into(), "http://a.example".into())
+        );
+        assert_eq!(
+            split("https://a.example:8443"),
+            (Some("a.example:8443".into()), "/".into(), "https://a.example:8443".into())
+        );
         assert_eq!(split("http://[::1]:9/v6"), (Some("[::1]:9".into()), "/v6".into(), "http://[::1]:9".into()));
     }
 
     #[test]
     fn a_host_already_set_is_kept() {
-        let request = Request::post("http://127.0.0.1:9/x").header(HOST, "virtual.example").body(Body::default()).unwrap();
+        let request =
+            Request::post("http://127.0.0.1:9/x").header(HOST, "virtual.example").body(Body::default()).unwrap();
         let (request, _) = origin_form(request).unwrap();
         assert_eq!(request.headers()[HOST], "virtual.example");
     }

@@ -121,10 +121,7 @@ impl RetryConfig {
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut errors = Vec::new();
         if self.attempts == 0 {
-            errors.push((
-                "retry.attempts",
-                "must be at least 1 (1 = no retries)".to_string(),
-            ));
+            errors.push(("retry.attempts", "must be at least 1 (1 = no retries)".to_string()));
         }
         let durations = [
             ("retry.max_elapsed_secs", self.max_elapsed_secs),
@@ -134,10 +131,7 @@ impl RetryConfig {
         ];
         for (field, value) in durations {
             if !(value.is_finite() && value >= 0.0) {
-                errors.push((
-                    field,
-                    format!("must be a finite number of seconds, 0 or more (got {value})"),
-                ));
+                errors.push((field, format!("must be a finite number of seconds, 0 or more (got {value})")));
             }
         }
         if self.initial_backoff_secs > self.max_backoff_secs {
@@ -267,9 +261,7 @@ fn check_status(code: i64) -> Result<(), String> {
     if (100..=599).contains(&code) {
         Ok(())
     } else {
-        Err(format!(
-            "{code} is not an HTTP status code (expected 100..=599)"
-        ))
+        Err(format!("{code} is not an HTTP status code (expected 100..=599)"))
     }
 }
 
@@ -359,10 +351,7 @@ pub enum AttemptResult<'a> {
 impl RetryPolicy {
     /// Makes the jitter deterministic: the same seed gives the same waits.
     pub fn with_rng_seed(self, seed: u64) -> Self {
-        RetryPolicy {
-            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
-            ..self
-        }
+        RetryPolicy { rng: Mutex::new(fastrand::Rng::with_seed(seed)), ..self }
     }
 
     /// Most attempts per event, the first included.
@@ -378,29 +367,15 @@ impl RetryPolicy {
     /// What to do after attempt number `attempt` (1 for the first) ended with `result`.
     /// `elapsed` is the time since the first attempt started; `now` is wall-clock time,
     /// used only to read a `Retry-After` given as an HTTP date.
-    pub fn verdict(
-        &self,
-        result: AttemptResult<'_>,
-        attempt: u32,
-        elapsed: Duration,
-        now: SystemTime,
-    ) -> Verdict {
+    pub fn verdict(&self, result: AttemptResult<'_>, attempt: u32, elapsed: Duration, now: SystemTime) -> Verdict {
         let (problem, last_status, retry_after) = match result {
-            AttemptResult::Response {
-                status,
-                retry_after,
-                excerpt,
-            } => {
+            AttemptResult::Response { status, retry_after, excerpt } => {
                 if status.is_success() {
                     return Verdict::Delivered;
                 }
                 let problem = describe_status(status, excerpt);
                 if !self.retries_status(status) {
-                    return Verdict::GiveUp {
-                        reason: problem,
-                        last_status: Some(status.as_u16()),
-                        retryable: false,
-                    };
+                    return Verdict::GiveUp { reason: problem, last_status: Some(status.as_u16()), retryable: false };
                 }
                 let retry_after = retry_after.and_then(|value| parse_retry_after(value, now));
                 (problem, Some(status.as_u16()), retry_after)
@@ -421,10 +396,7 @@ impl RetryPolicy {
         };
         if elapsed.saturating_add(delay) > self.max_elapsed {
             return Verdict::GiveUp {
-                reason: format!(
-                    "gave up after {elapsed:.1?} ({}): {problem}",
-                    plural_attempts(attempt)
-                ),
+                reason: format!("gave up after {elapsed:.1?} ({}): {problem}", plural_attempts(attempt)),
                 last_status,
                 retryable: true,
             };
@@ -455,9 +427,7 @@ impl RetryPolicy {
 
     fn lock_rng(&self) -> std::sync::MutexGuard<'_, fastrand::Rng> {
         // Nothing can panic while the lock is held; a poisoned lock is still usable.
-        self.rng
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -470,11 +440,7 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duratio
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         // All digits: more than u64 seconds is "very long", and gets clamped anyway.
-        return Some(
-            text.parse::<u64>()
-                .map(Duration::from_secs)
-                .unwrap_or(Duration::MAX),
-        );
+        return Some(text.parse::<u64>().map(Duration::from_secs).unwrap_or(Duration::MAX));
     }
     let date = httpdate::parse_http_date(text).ok()?;
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
@@ -523,19 +489,11 @@ mod tests {
     }
 
     fn response(status: u16) -> AttemptResult<'static> {
-        AttemptResult::Response {
-            status: StatusCode::from_u16(status).unwrap(),
-            retry_after: None,
-            excerpt: "",
-        }
+        AttemptResult::Response { status: StatusCode::from_u16(status).unwrap(), retry_after: None, excerpt: "" }
     }
 
     fn with_retry_after(status: u16, value: &HeaderValue) -> AttemptResult<'_> {
-        AttemptResult::Response {
-            status: StatusCode::from_u16(status).unwrap(),
-            retry_after: Some(value),
-            excerpt: "",
-        }
+        AttemptResult::Response { status: StatusCode::from_u16(status).unwrap(), retry_after: Some(value), excerpt: "" }
     }
 
     fn policy() -> RetryPolicy {
@@ -572,17 +530,8 @@ mod tests {
 
     #[test]
     fn config_round_trips() {
-        for on_status in [
-            RetryOn::Default,
-            RetryOn::None,
-            RetryOn::All,
-            RetryOn::Statuses(vec![429, 503]),
-        ] {
-            let config = RetryConfig {
-                attempts: 3,
-                on_status,
-                ..Default::default()
-            };
+        for on_status in [RetryOn::Default, RetryOn::None, RetryOn::All, RetryOn::Statuses(vec![429, 503])] {
+            let config = RetryConfig { attempts: 3, on_status, ..Default::default() };
             let json = serde_json::to_string(&config).unwrap();
             assert_eq!(serde_json::from_str::<RetryConfig>(&json).unwrap(), config);
             let toml_text = toml::to_string(&config).unwrap();
@@ -596,10 +545,7 @@ mod tests {
         assert_eq!(parse(r#"on_status = "default""#).unwrap(), RetryOn::Default);
         assert_eq!(parse(r#"on_status = "none""#).unwrap(), RetryOn::None);
         assert_eq!(parse(r#"on_status = "all""#).unwrap(), RetryOn::All);
-        assert_eq!(
-            parse("on_status = [429, 503]").unwrap(),
-            RetryOn::Statuses(vec![429, 503])
-        );
+        assert_eq!(parse("on_status = [429, 503]").unwrap(), RetryOn::Statuses(vec![429, 503]));
         assert_eq!(parse("on_status = []").unwrap(), RetryOn::Statuses(vec![]));
         for (text, named) in [
             ("on_status = [700]", "700"),
@@ -618,20 +564,11 @@ mod tests {
     fn on_status_from_json() {
         let parse = |v: serde_json::Value| serde_json::from_value::<RetryOn>(v);
         assert_eq!(parse(serde_json::json!("all")).unwrap(), RetryOn::All);
-        assert_eq!(
-            parse(serde_json::json!([408])).unwrap(),
-            RetryOn::Statuses(vec![408])
-        );
+        assert_eq!(parse(serde_json::json!([408])).unwrap(), RetryOn::Statuses(vec![408]));
         let error = parse(serde_json::json!([600])).unwrap_err().to_string();
         assert!(error.contains("600"), "{error}");
-        assert_eq!(
-            serde_json::to_value(RetryOn::Statuses(vec![429])).unwrap(),
-            serde_json::json!([429])
-        );
-        assert_eq!(
-            serde_json::to_value(RetryOn::None).unwrap(),
-            serde_json::json!("none")
-        );
+        assert_eq!(serde_json::to_value(RetryOn::Statuses(vec![429])).unwrap(), serde_json::json!([429]));
+        assert_eq!(serde_json::to_value(RetryOn::None).unwrap(), serde_json::json!("none"));
     }
 
     #[test]
@@ -655,10 +592,7 @@ mod tests {
                 "retry.on_status",
             ]
         );
-        let nan = RetryConfig {
-            initial_backoff_secs: f64::NAN,
-            ..Default::default()
-        };
+        let nan = RetryConfig { initial_backoff_secs: f64::NAN, ..Default::default() };
         assert_eq!(nan.validate().len(), 1, "{:?}", nan.validate());
         let zeros = RetryConfig {
             attempts: 1,
@@ -694,16 +628,10 @@ mod tests {
     fn default_statuses() {
         let p = policy();
         for code in [408, 429, 500, 502, 503, 504, 599] {
-            assert!(
-                p.retries_status(StatusCode::from_u16(code).unwrap()),
-                "{code}"
-            );
+            assert!(p.retries_status(StatusCode::from_u16(code).unwrap()), "{code}");
         }
         for code in [200, 204, 301, 400, 401, 403, 404, 409, 422, 501] {
-            assert!(
-                !p.retries_status(StatusCode::from_u16(code).unwrap()),
-                "{code}"
-            );
+            assert!(!p.retries_status(StatusCode::from_u16(code).unwrap()), "{code}");
         }
     }
 
@@ -731,20 +659,14 @@ mod tests {
         assert_eq!(p.verdict(response(200), 1, T0, now()), Verdict::Delivered);
         assert_eq!(p.verdict(response(204), 8, T0, now()), Verdict::Delivered);
         // Even with no attempts or time left.
-        assert_eq!(
-            p.verdict(response(202), 99, Duration::from_secs(9999), now()),
-            Verdict::Delivered
-        );
+        assert_eq!(p.verdict(response(202), 99, Duration::from_secs(9999), now()), Verdict::Delivered);
     }
 
     #[test]
     fn a_status_not_retried_gives_up_at_once() {
         let p = policy();
-        let result = AttemptResult::Response {
-            status: StatusCode::NOT_FOUND,
-            retry_after: None,
-            excerpt: "no such hook",
-        };
+        let result =
+            AttemptResult::Response { status: StatusCode::NOT_FOUND, retry_after: None, excerpt: "no such hook" };
         assert_eq!(
             p.verdict(result, 1, T0, now()),
             Verdict::GiveUp {
@@ -755,39 +677,20 @@ mod tests {
         );
         assert_eq!(
             p.verdict(response(501), 1, T0, now()),
-            Verdict::GiveUp {
-                reason: "HTTP 501 Not Implemented".into(),
-                last_status: Some(501),
-                retryable: false,
-            }
+            Verdict::GiveUp { reason: "HTTP 501 Not Implemented".into(), last_status: Some(501), retryable: false }
         );
-        let none = RetryConfig {
-            on_status: RetryOn::None,
-            ..Default::default()
-        }
-        .policy();
+        let none = RetryConfig { on_status: RetryOn::None, ..Default::default() }.policy();
         assert!(matches!(
             none.verdict(response(503), 1, T0, now()),
-            Verdict::GiveUp {
-                retryable: false,
-                last_status: Some(503),
-                ..
-            }
+            Verdict::GiveUp { retryable: false, last_status: Some(503), .. }
         ));
     }
 
     #[test]
     fn unknown_status_has_no_reason_phrase() {
-        let p = RetryConfig {
-            on_status: RetryOn::None,
-            ..Default::default()
-        }
-        .policy();
-        let result = AttemptResult::Response {
-            status: StatusCode::from_u16(599).unwrap(),
-            retry_after: None,
-            excerpt: "x",
-        };
+        let p = RetryConfig { on_status: RetryOn::None, ..Default::default() }.policy();
+        let result =
+            AttemptResult::Response { status: StatusCode::from_u16(599).unwrap(), retry_after: None, excerpt: "x" };
         assert!(matches!(
             p.verdict(result, 1, T0, now()),
             Verdict::GiveUp { reason, .. } if reason == "HTTP 599: x"
@@ -814,15 +717,9 @@ mod tests {
     #[test]
     fn attempts_run_out() {
         let p = policy();
-        let result = AttemptResult::Response {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            retry_after: None,
-            excerpt: "down",
-        };
-        assert!(matches!(
-            p.verdict(result, 7, T0, now()),
-            Verdict::RetryAfter(_)
-        ));
+        let result =
+            AttemptResult::Response { status: StatusCode::SERVICE_UNAVAILABLE, retry_after: None, excerpt: "down" };
+        assert!(matches!(p.verdict(result, 7, T0, now()), Verdict::RetryAfter(_)));
         assert_eq!(
             p.verdict(result, 8, T0, now()),
             Verdict::GiveUp {
@@ -839,18 +736,10 @@ mod tests {
                 retryable: true,
             }
         );
-        let once = RetryConfig {
-            attempts: 1,
-            ..Default::default()
-        }
-        .policy();
+        let once = RetryConfig { attempts: 1, ..Default::default() }.policy();
         assert_eq!(
             once.verdict(AttemptResult::Error("timeout"), 1, T0, now()),
-            Verdict::GiveUp {
-                reason: "gave up after 1 attempt: timeout".into(),
-                last_status: None,
-                retryable: true,
-            }
+            Verdict::GiveUp { reason: "gave up after 1 attempt: timeout".into(), last_status: None, retryable: true }
         );
     }
 
@@ -877,12 +766,7 @@ mod tests {
         // Exactly at the budget is still fine.
         let zero = HeaderValue::from_static("0");
         assert_eq!(
-            p.verdict(
-                with_retry_after(429, &zero),
-                2,
-                Duration::from_secs(600),
-                now()
-            ),
+            p.verdict(with_retry_after(429, &zero), 2, Duration::from_secs(600), now()),
             Verdict::RetryAfter(Duration::ZERO)
         );
     }
@@ -917,19 +801,13 @@ mod tests {
     #[test]
     fn retry_after_http_date() {
         let p = policy();
-        let future =
-            HeaderValue::from_str(&httpdate::fmt_http_date(now() + Duration::from_secs(90)))
-                .unwrap();
+        let future = HeaderValue::from_str(&httpdate::fmt_http_date(now() + Duration::from_secs(90))).unwrap();
         assert_eq!(
             p.verdict(with_retry_after(503, &future), 1, T0, now()),
             Verdict::RetryAfter(Duration::from_secs(90))
         );
-        let past = HeaderValue::from_str(&httpdate::fmt_http_date(now() - Duration::from_secs(90)))
-            .unwrap();
-        assert_eq!(
-            p.verdict(with_retry_after(503, &past), 1, T0, now()),
-            Verdict::RetryAfter(Duration::ZERO)
-        );
+        let past = HeaderValue::from_str(&httpdate::fmt_http_date(now() - Duration::from_secs(90))).unwrap();
+        assert_eq!(p.verdict(with_retry_after(503, &past), 1, T0, now()), Verdict::RetryAfter(Duration::ZERO));
     }
 
     #[test]
@@ -948,10 +826,7 @@ mod tests {
         let value = HeaderValue::from_static("5");
         assert!(matches!(
             p.verdict(with_retry_after(400, &value), 1, T0, now()),
-            Verdict::GiveUp {
-                retryable: false,
-                ..
-            }
+            Verdict::GiveUp { retryable: false, .. }
         ));
     }
 
@@ -965,19 +840,9 @@ mod tests {
         let date = httpdate::fmt_http_date(now() + Duration::from_secs(45));
         assert_eq!(parse(&date), Some(Duration::from_secs(45)));
         // Obsolete RFC 850 form, also accepted by RFC 9110 recipients.
-        assert_eq!(
-            parse("Tuesday, 14-Nov-23 22:14:05 GMT"),
-            Some(Duration::from_secs(1_700_000_045 - 1_700_000_000))
-        );
+        assert_eq!(parse("Tuesday, 14-Nov-23 22:14:05 GMT"), Some(Duration::from_secs(1_700_000_045 - 1_700_000_000)));
         assert_eq!(parse("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
-        for garbage in [
-            "",
-            "soon",
-            "-5",
-            "1.5",
-            "5s",
-            "Wed, 32 Oct 2015 07:28:00 GMT",
-        ] {
+        for garbage in ["", "soon", "-5", "1.5", "5s", "Wed, 32 Oct 2015 07:28:00 GMT"] {
             assert_eq!(parse(garbage), None, "{garbage:?}");
         }
         let not_text = HeaderValue::from_bytes(b"\xff12").unwrap();
@@ -991,12 +856,7 @@ mod tests {
         let p = policy();
         let expected = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0];
         for (i, want) in expected.iter().enumerate() {
-            assert_eq!(
-                p.backoff_ceiling(i as u32 + 1),
-                secs(*want),
-                "attempt {}",
-                i + 1
-            );
+            assert_eq!(p.backoff_ceiling(i as u32 + 1), secs(*want), "attempt {}", i + 1);
         }
         let mut previous = Duration::ZERO;
         for attempt in (0..200).chain([1000, u32::MAX - 1, u32::MAX]) {
@@ -1011,52 +871,33 @@ mod tests {
 
     #[test]
     fn tiny_initial_backoff_still_reaches_the_cap() {
-        let p = RetryConfig {
-            initial_backoff_secs: 1e-9,
-            max_backoff_secs: 3600.0,
-            ..Default::default()
-        }
-        .policy();
+        let p = RetryConfig { initial_backoff_secs: 1e-9, max_backoff_secs: 3600.0, ..Default::default() }.policy();
         assert_eq!(p.backoff_ceiling(u32::MAX), Duration::from_secs(3600));
     }
 
     #[test]
     fn jitter_stays_in_range_and_spreads() {
-        let config = RetryConfig {
-            attempts: u32::MAX,
-            max_elapsed_secs: 1e9,
-            ..Default::default()
-        };
+        let config = RetryConfig { attempts: u32::MAX, max_elapsed_secs: 1e9, ..Default::default() };
         let p = config.policy().with_rng_seed(42);
         for attempt in 1..=12 {
             let ceiling = p.backoff_ceiling(attempt);
             let delays: Vec<Duration> = (0..500)
-                .map(
-                    |_| match p.verdict(AttemptResult::Error("e"), attempt, T0, now()) {
-                        Verdict::RetryAfter(d) => d,
-                        other => panic!("{other:?}"),
-                    },
-                )
+                .map(|_| match p.verdict(AttemptResult::Error("e"), attempt, T0, now()) {
+                    Verdict::RetryAfter(d) => d,
+                    other => panic!("{other:?}"),
+                })
                 .collect();
             assert!(delays.iter().all(|d| *d <= ceiling), "attempt {attempt}");
             // Full jitter: the waits cover the range, low and high.
-            assert!(
-                delays.iter().any(|d| *d < ceiling / 10),
-                "attempt {attempt}"
-            );
-            assert!(
-                delays.iter().any(|d| *d > ceiling * 9 / 10),
-                "attempt {attempt}"
-            );
+            assert!(delays.iter().any(|d| *d < ceiling / 10), "attempt {attempt}");
+            assert!(delays.iter().any(|d| *d > ceiling * 9 / 10), "attempt {attempt}");
         }
     }
 
     #[test]
     fn a_seed_makes_jitter_deterministic() {
         let waits = |p: &RetryPolicy| -> Vec<Verdict> {
-            (1..8)
-                .map(|attempt| p.verdict(AttemptResult::Error("e"), attempt, T0, now()))
-                .collect()
+            (1..8).map(|attempt| p.verdict(AttemptResult::Error("e"), attempt, T0, now())).collect()
         };
         let a = RetryConfig::default().policy().with_rng_seed(9);
         let b = RetryConfig::default().policy().with_rng_seed(9);
@@ -1071,16 +912,8 @@ mod tests {
 
     #[test]
     fn zero_backoff_retries_immediately() {
-        let p = RetryConfig {
-            initial_backoff_secs: 0.0,
-            max_backoff_secs: 0.0,
-            ..Default::default()
-        }
-        .policy();
-        assert_eq!(
-            p.verdict(response(500), 1, T0, now()),
-            Verdict::RetryAfter(Duration::ZERO)
-        );
+        let p = RetryConfig { initial_backoff_secs: 0.0, max_backoff_secs: 0.0, ..Default::default() }.policy();
+        assert_eq!(p.verdict(response(500), 1, T0, now()), Verdict::RetryAfter(Duration::ZERO));
     }
 
     #[test]

@@ -87,7 +87,12 @@ impl WebhookSink {
             Err(error) => {
                 SinkStats::incr(&stats.render_failed);
                 warn!(sink = %self.name, id = incident.id.as_deref(), event_type = %incident.event_type, %error, "cannot render webhook body");
-                let gave_up = GaveUp { reason: format!("cannot render the body: {error}"), last_status: None, attempts: 0, outcome: Outcome::Rejected };
+                let gave_up = GaveUp {
+                    reason: format!("cannot render the body: {error}"),
+                    last_status: None,
+                    attempts: 0,
+                    outcome: Outcome::Rejected,
+                };
                 self.dead_letter(event, gave_up).await;
                 return;
             }

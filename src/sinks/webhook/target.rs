@@ -54,19 +54,13 @@ impl Target {
 
         let url = url::Url::parse(input).map_err(|e| match e {
             url::ParseError::EmptyHost => TargetError::MissingHost,
-            other => TargetError::Invalid {
-                reason: other.to_string(),
-            },
+            other => TargetError::Invalid { reason: other.to_string() },
         })?;
 
         let https = match url.scheme() {
             "http" => false,
             "https" => true,
-            other => {
-                return Err(TargetError::UnsupportedScheme {
-                    scheme: other.to_string(),
-                })
-            }
+            other => return Err(TargetError::UnsupportedScheme { scheme: other.to_string() }),
         };
 
         // `host_str` brackets IPv6 literals; domains are already lowercased/IDNA-encoded.
@@ -97,9 +91,7 @@ impl Target {
         let uri: Uri = uri_string.parse().map_err(|e: http::uri::InvalidUri| {
             // InvalidUri's message does not echo its input, and the string
             // carries no userinfo anyway.
-            TargetError::Invalid {
-                reason: e.to_string(),
-            }
+            TargetError::Invalid { reason: e.to_string() }
         })?;
 
         // Userinfo as the parser keeps it is percent-encoded; decode to raw bytes.
@@ -112,8 +104,8 @@ impl Target {
             raw.push(b':');
             raw.extend(percent_decode_str(pass_enc));
             let encoded = base64::engine::general_purpose::STANDARD.encode(&raw);
-            let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
-                .expect("base64 is always a valid header value");
+            let mut value =
+                HeaderValue::try_from(format!("Basic {encoded}")).expect("base64 is always a valid header value");
             value.set_sensitive(true);
             Some(value)
         };
@@ -132,14 +124,7 @@ impl Target {
             s
         };
 
-        Ok(Target {
-            uri,
-            authorization,
-            https,
-            host,
-            port,
-            redacted,
-        })
+        Ok(Target { uri, authorization, https, host, port, redacted })
     }
 
     /// `scheme://host[:port]/path?query` — userinfo removed, explicit port
@@ -198,9 +183,7 @@ fn leading_scheme(input: &str) -> Option<&str> {
     let scheme = &s[..colon];
     let mut chars = scheme.chars();
     let first = chars.next()?;
-    if first.is_ascii_alphabetic()
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    {
+    if first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) {
         Some(scheme)
     } else {
         None
@@ -226,10 +209,7 @@ mod tests {
         let mut raw = user.to_vec();
         raw.push(b':');
         raw.extend_from_slice(pass);
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
     }
 
     fn auth(t: &Target) -> &str {
@@ -331,14 +311,8 @@ mod tests {
     #[test]
     fn path_and_query_kept_exactly() {
         let t = Target::parse("https://u:p@host.test/a%2Fb/c?x=1&y=%20z+w").unwrap();
-        assert_eq!(
-            t.uri().path_and_query().unwrap().as_str(),
-            "/a%2Fb/c?x=1&y=%20z+w"
-        );
-        assert_eq!(
-            t.uri().to_string(),
-            "https://host.test/a%2Fb/c?x=1&y=%20z+w"
-        );
+        assert_eq!(t.uri().path_and_query().unwrap().as_str(), "/a%2Fb/c?x=1&y=%20z+w");
+        assert_eq!(t.uri().to_string(), "https://host.test/a%2Fb/c?x=1&y=%20z+w");
     }
 
     #[test]
@@ -380,52 +354,24 @@ mod tests {
     fn unsupported_schemes() {
         assert_eq!(
             Target::parse("ftp://host.test/file").unwrap_err(),
-            TargetError::UnsupportedScheme {
-                scheme: "ftp".into()
-            }
+            TargetError::UnsupportedScheme { scheme: "ftp".into() }
         );
-        assert_eq!(
-            Target::parse("ftp://").unwrap_err(),
-            TargetError::UnsupportedScheme {
-                scheme: "ftp".into()
-            }
-        );
-        assert!(matches!(
-            Target::parse("mailto:someone@example.com"),
-            Err(TargetError::UnsupportedScheme { .. })
-        ));
-        assert!(matches!(
-            Target::parse("file:///etc/passwd"),
-            Err(TargetError::UnsupportedScheme { .. })
-        ));
+        assert_eq!(Target::parse("ftp://").unwrap_err(), TargetError::UnsupportedScheme { scheme: "ftp".into() });
+        assert!(matches!(Target::parse("mailto:someone@example.com"), Err(TargetError::UnsupportedScheme { .. })));
+        assert!(matches!(Target::parse("file:///etc/passwd"), Err(TargetError::UnsupportedScheme { .. })));
     }
 
     #[test]
     fn missing_host() {
-        assert_eq!(
-            Target::parse("http://").unwrap_err(),
-            TargetError::MissingHost
-        );
-        assert_eq!(
-            Target::parse("https://user:pw@/path").unwrap_err(),
-            TargetError::MissingHost
-        );
+        assert_eq!(Target::parse("http://").unwrap_err(), TargetError::MissingHost);
+        assert_eq!(Target::parse("https://user:pw@/path").unwrap_err(), TargetError::MissingHost);
     }
 
     #[test]
     fn garbage() {
-        for input in [
-            "",
-            "not a url",
-            "://host",
-            "http://exa mple.com/",
-            "http://host:99999/",
-        ] {
+        for input in ["", "not a url", "://host", "http://exa mple.com/", "http://host:99999/"] {
             let err = Target::parse(input).unwrap_err();
-            assert!(
-                matches!(err, TargetError::Invalid { .. }),
-                "{input:?} gave {err:?}"
-            );
+            assert!(matches!(err, TargetError::Invalid { .. }), "{input:?} gave {err:?}");
         }
     }
 
@@ -436,10 +382,7 @@ mod tests {
         assert_eq!(t.redacted(), "https://alice:***@host.test:8443/p?q=1");
         assert_eq!(t.to_string(), t.redacted());
         let debug = format!("{t:?}");
-        assert!(
-            debug.contains("https://alice:***@host.test:8443/p?q=1"),
-            "{debug}"
-        );
+        assert!(debug.contains("https://alice:***@host.test:8443/p?q=1"), "{debug}");
         for shown in [t.redacted(), t.to_string(), debug, format!("{:?}", t.uri())] {
             assert!(!shown.contains(SECRET), "{shown}");
         }

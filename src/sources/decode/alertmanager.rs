@@ -112,17 +112,11 @@ impl AlertmanagerDecoder {
     pub fn new(config: &AlertmanagerConfig) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
         if config.priority_label.trim().is_empty() {
-            errors.push(FieldError::new(
-                "priority_label",
-                "must name a label, got an empty string",
-            ));
+            errors.push(FieldError::new("priority_label", "must name a label, got an empty string"));
         }
         for (i, value) in config.high_priority_values.iter().enumerate() {
             if value.trim().is_empty() {
-                errors.push(FieldError::new(
-                    format!("high_priority_values[{i}]"),
-                    "must not be empty",
-                ));
+                errors.push(FieldError::new(format!("high_priority_values[{i}]"), "must not be empty"));
             }
         }
         if let Some(name) = &config.source_name {
@@ -138,11 +132,7 @@ impl AlertmanagerDecoder {
         }
         Ok(AlertmanagerDecoder {
             priority_label: config.priority_label.clone(),
-            high_priority_values: config
-                .high_priority_values
-                .iter()
-                .map(|v| v.to_lowercase())
-                .collect(),
+            high_priority_values: config.high_priority_values.iter().map(|v| v.to_lowercase()).collect(),
             source_name: config.source_name.clone(),
         })
     }
@@ -155,19 +145,13 @@ impl AlertmanagerDecoder {
             return Err(DecodeError::at(
                 1,
                 1,
-                format!(
-                    "an Alertmanager webhook payload is a JSON object, got {}",
-                    json_kind(&value)
-                ),
+                format!("an Alertmanager webhook payload is a JSON object, got {}", json_kind(&value)),
             ));
         };
         let alerts = match payload.get("alerts") {
             Some(Value::Array(alerts)) => alerts,
             Some(other) => {
-                return Err(DecodeError::field(
-                    "alerts",
-                    format!("must be an array, got {}", json_kind(other)),
-                ))
+                return Err(DecodeError::field("alerts", format!("must be an array, got {}", json_kind(other))))
             }
             None => {
                 return Err(DecodeError::field(
@@ -177,11 +161,7 @@ impl AlertmanagerDecoder {
             }
         };
         let group = Group::read(&payload)?;
-        alerts
-            .iter()
-            .enumerate()
-            .map(|(i, alert)| self.decode_alert(&group, &payload, i, alert))
-            .collect()
+        alerts.iter().enumerate().map(|(i, alert)| self.decode_alert(&group, &payload, i, alert)).collect()
     }
 
     fn decode_alert(
@@ -203,10 +183,7 @@ impl AlertmanagerDecoder {
             Some(Value::String(s)) if s == "firing" => false,
             Some(Value::String(s)) if s == "resolved" => true,
             Some(Value::String(s)) => {
-                return Err(DecodeError::field(
-                    at("status"),
-                    format!("must be `firing` or `resolved`, got `{s}`"),
-                ))
+                return Err(DecodeError::field(at("status"), format!("must be `firing` or `resolved`, got `{s}`")))
             }
             Some(other) if !other.is_null() => {
                 return Err(DecodeError::field(
@@ -214,18 +191,11 @@ impl AlertmanagerDecoder {
                     format!("must be `firing` or `resolved`, got {}", json_kind(other)),
                 ))
             }
-            _ => {
-                return Err(DecodeError::field(
-                    at("status"),
-                    "missing: must be `firing` or `resolved`",
-                ))
-            }
+            _ => return Err(DecodeError::field(at("status"), "missing: must be `firing` or `resolved`")),
         };
         let fingerprint = match (optional_str(alert, "fingerprint", &at)?, alert.get("fingerprint")) {
             (Some(fingerprint), _) => fingerprint,
-            (None, Some(Value::String(_))) => {
-                return Err(DecodeError::field(at("fingerprint"), "must not be empty"))
-            }
+            (None, Some(Value::String(_))) => return Err(DecodeError::field(at("fingerprint"), "must not be empty")),
             (None, _) => {
                 return Err(DecodeError::field(
                     at("fingerprint"),
@@ -251,9 +221,7 @@ impl AlertmanagerDecoder {
         };
         let details = annotation("description").map_or_else(|| summary.clone(), str::to_string);
         let priority = match label(&self.priority_label) {
-            Some(value) if self.high_priority_values.contains(&value.to_lowercase()) => {
-                Priority::High
-            }
+            Some(value) if self.high_priority_values.contains(&value.to_lowercase()) => Priority::High,
             _ => Priority::Low,
         };
         let (kind, status, report_time) = if resolved {
@@ -276,18 +244,10 @@ impl AlertmanagerDecoder {
         event.priority = Some(priority);
         event.alert_key = Some(fingerprint.to_string());
         event.alert_url = group.external_url.map(str::to_string);
-        event.alert_source = Some(AlertSource {
-            id: None,
-            name: Some(source_name),
-            escalation_policy: None,
-            extra: Map::new(),
-        });
+        event.alert_source =
+            Some(AlertSource { id: None, name: Some(source_name), escalation_policy: None, extra: Map::new() });
         event.links = generator_url.map(|href| {
-            vec![Link {
-                href: href.to_string(),
-                text: Some(GENERATOR_LINK_TEXT.to_string()),
-                extra: Map::new(),
-            }]
+            vec![Link { href: href.to_string(), text: Some(GENERATOR_LINK_TEXT.to_string()), extra: Map::new() }]
         });
         event.extra = extra_fields(alert, payload);
         Ok(event)
@@ -322,20 +282,11 @@ impl<'a> Group<'a> {
 fn extra_fields(alert: &Map<String, Value>, payload: &Map<String, Value>) -> Map<String, Value> {
     let mut extra = Map::new();
     let alert_fields = alert.iter().filter(|(name, _)| *name != "status");
-    let group_fields = payload
-        .iter()
-        .filter(|(name, _)| *name != "alerts")
-        .map(|(name, value)| {
-            let name = if name == "status" {
-                "groupStatus"
-            } else {
-                name.as_str()
-            };
-            (name, value)
-        });
-    let fields = alert_fields
-        .map(|(name, value)| (name.as_str(), value))
-        .chain(group_fields);
+    let group_fields = payload.iter().filter(|(name, _)| *name != "alerts").map(|(name, value)| {
+        let name = if name == "status" { "groupStatus" } else { name.as_str() };
+        (name, value)
+    });
+    let fields = alert_fields.map(|(name, value)| (name.as_str(), value)).chain(group_fields);
     for (name, value) in fields {
         if value.is_null() || RESERVED.contains(&name) || extra.contains_key(name) {
             continue;
@@ -355,10 +306,7 @@ fn optional_str<'a>(
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str()).filter(|s| !s.is_empty())),
-        Some(other) => Err(DecodeError::field(
-            at(field),
-            format!("must be a string, got {}", json_kind(other)),
-        )),
+        Some(other) => Err(DecodeError::field(at(field), format!("must be a string, got {}", json_kind(other)))),
     }
 }
 
@@ -378,10 +326,7 @@ fn string_map<'a>(
             )),
             None => Ok(Texts(Some(map))),
         },
-        Some(other) => Err(DecodeError::field(
-            at(field),
-            format!("must be an object, got {}", json_kind(other)),
-        )),
+        Some(other) => Err(DecodeError::field(at(field), format!("must be an object, got {}", json_kind(other)))),
     }
 }
 
@@ -391,10 +336,7 @@ struct Texts<'a>(Option<&'a Map<String, Value>>);
 impl<'a> Texts<'a> {
     /// The value of `name`, `None` when absent or empty.
     fn get(&self, name: &str) -> Option<&'a str> {
-        self.0?
-            .get(name)
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
+        self.0?.get(name).and_then(Value::as_str).filter(|v| !v.is_empty())
     }
 }
 
@@ -453,8 +395,7 @@ mod tests {
 
     /// A payload with one alert made of `alert`'s fields over a minimal firing alert.
     fn one_alert(alert: Value) -> Value {
-        let mut base =
-            json!({"status": "firing", "labels": {"alertname": "HighLoad"}, "fingerprint": "f1"});
+        let mut base = json!({"status": "firing", "labels": {"alertname": "HighLoad"}, "fingerprint": "f1"});
         for (name, value) in alert.as_object().unwrap() {
             base[name] = value.clone();
         }
@@ -501,25 +442,15 @@ mod tests {
         });
         assert_eq!(firing, expected);
         // The extra fields keep the payload's order: alert fields, then group fields.
-        assert_eq!(
-            serde_json::to_string(&firing).unwrap(),
-            serde_json::to_string(&expected).unwrap()
-        );
+        assert_eq!(serde_json::to_string(&firing).unwrap(), serde_json::to_string(&expected).unwrap());
 
         let resolved = &events[1];
         assert_eq!(resolved.event_type.kind(), Some(EventKind::Resolved));
         assert_eq!(resolved.status, Some(AlertStatus::Resolved));
         assert_eq!(resolved.id.as_deref(), Some("7c4e2d2a8b1f0e93"));
         assert_eq!(resolved.alert_identity(), Some("7c4e2d2a8b1f0e93"));
-        assert_eq!(
-            resolved.report_time.as_deref(),
-            Some("2023-02-06T13:07:45.828Z"),
-            "endsAt when resolved"
-        );
-        assert_eq!(
-            resolved.summary.as_deref(),
-            Some("ProbeFailure on https://other.example.org")
-        );
+        assert_eq!(resolved.report_time.as_deref(), Some("2023-02-06T13:07:45.828Z"), "endsAt when resolved");
+        assert_eq!(resolved.summary.as_deref(), Some("ProbeFailure on https://other.example.org"));
         assert_eq!(resolved.details, resolved.summary);
         assert_eq!(resolved.priority, Some(Priority::Low));
         assert_eq!(resolved.extra["groupStatus"], "firing");
@@ -549,13 +480,8 @@ mod tests {
     fn summary_and_details_fallbacks() {
         let event = |alert: Value| decode(&one_alert(alert)).unwrap().remove(0);
 
-        let e = event(
-            json!({"annotations": {"summary": "Load is high", "description": "5 min load above 10"}}),
-        );
-        assert_eq!(
-            (e.summary.as_deref(), e.details.as_deref()),
-            (Some("Load is high"), Some("5 min load above 10"))
-        );
+        let e = event(json!({"annotations": {"summary": "Load is high", "description": "5 min load above 10"}}));
+        assert_eq!((e.summary.as_deref(), e.details.as_deref()), (Some("Load is high"), Some("5 min load above 10")));
 
         let e = event(json!({"labels": {"alertname": "HighLoad", "instance": "db1:9100"}}));
         assert_eq!(e.summary.as_deref(), Some("HighLoad on db1:9100"));
@@ -563,10 +489,7 @@ mod tests {
 
         // Empty annotations count as absent (Prometheus templates often render to "").
         let e = event(json!({"annotations": {"summary": "", "description": ""}}));
-        assert_eq!(
-            (e.summary.as_deref(), e.details.as_deref()),
-            (Some("HighLoad"), Some("HighLoad"))
-        );
+        assert_eq!((e.summary.as_deref(), e.details.as_deref()), (Some("HighLoad"), Some("HighLoad")));
 
         let e = event(json!({"labels": {}, "annotations": {"description": "no name"}}));
         assert_eq!(e.summary.as_deref(), Some("Alertmanager alert f1"));
@@ -580,102 +503,50 @@ mod tests {
         assert!(!e.extra.contains_key("labels"));
 
         // Alertmanager's zero time (a still-firing alert's `endsAt`) is no report time.
-        let e = event(
-            json!({"status": "resolved", "endsAt": "0001-01-01T00:00:00Z", "startsAt": "2024-01-01T00:00:00Z"}),
-        );
+        let e =
+            event(json!({"status": "resolved", "endsAt": "0001-01-01T00:00:00Z", "startsAt": "2024-01-01T00:00:00Z"}));
         assert_eq!(e.report_time, None);
     }
 
     #[test]
     fn source_name_defaults_to_the_receiver_and_can_be_set() {
         let payload = one_alert(json!({}));
-        let name = |events: Vec<IncidentEvent>| {
-            events[0]
-                .alert_source
-                .as_ref()
-                .unwrap()
-                .name
-                .clone()
-                .unwrap()
-        };
+        let name = |events: Vec<IncidentEvent>| events[0].alert_source.as_ref().unwrap().name.clone().unwrap();
         assert_eq!(name(decode(&payload).unwrap()), "Alertmanager (team-a)");
 
         let mut anonymous = payload.clone();
         anonymous.as_object_mut().unwrap().remove("receiver");
         assert_eq!(name(decode(&anonymous).unwrap()), "Alertmanager");
 
-        let config = AlertmanagerConfig {
-            source_name: Some("Prometheus prod".into()),
-            ..Default::default()
-        };
+        let config = AlertmanagerConfig { source_name: Some("Prometheus prod".into()), ..Default::default() };
         let decoder = AlertmanagerDecoder::new(&config).unwrap();
-        assert_eq!(
-            name(decoder.decode(&payload.to_string()).unwrap()),
-            "Prometheus prod"
-        );
+        assert_eq!(name(decoder.decode(&payload.to_string()).unwrap()), "Prometheus prod");
     }
 
     #[test]
     fn priority_mapping() {
         let priority = |config: &AlertmanagerConfig, labels: Value| {
             let payload = one_alert(json!({ "labels": labels }));
-            AlertmanagerDecoder::new(config)
-                .unwrap()
-                .decode(&payload.to_string())
-                .unwrap()[0]
-                .priority
-                .clone()
+            AlertmanagerDecoder::new(config).unwrap().decode(&payload.to_string()).unwrap()[0].priority.clone()
         };
         let default = AlertmanagerConfig::default();
-        assert_eq!(
-            priority(&default, json!({"severity": "critical"})),
-            Some(Priority::High)
-        );
-        assert_eq!(
-            priority(&default, json!({"severity": "CRITICAL"})),
-            Some(Priority::High),
-            "case-insensitive"
-        );
-        assert_eq!(
-            priority(&default, json!({"severity": "warning"})),
-            Some(Priority::Low)
-        );
-        assert_eq!(
-            priority(&default, json!({"severity": ""})),
-            Some(Priority::Low)
-        );
-        assert_eq!(
-            priority(&default, json!({})),
-            Some(Priority::Low),
-            "no label: LOW"
-        );
+        assert_eq!(priority(&default, json!({"severity": "critical"})), Some(Priority::High));
+        assert_eq!(priority(&default, json!({"severity": "CRITICAL"})), Some(Priority::High), "case-insensitive");
+        assert_eq!(priority(&default, json!({"severity": "warning"})), Some(Priority::Low));
+        assert_eq!(priority(&default, json!({"severity": ""})), Some(Priority::Low));
+        assert_eq!(priority(&default, json!({})), Some(Priority::Low), "no label: LOW");
 
         let custom = AlertmanagerConfig {
             priority_label: "urgency".into(),
             high_priority_values: vec!["Page".into(), "P1".into()],
             ..Default::default()
         };
-        assert_eq!(
-            priority(&custom, json!({"urgency": "page"})),
-            Some(Priority::High)
-        );
-        assert_eq!(
-            priority(&custom, json!({"urgency": "p1"})),
-            Some(Priority::High)
-        );
-        assert_eq!(
-            priority(&custom, json!({"urgency": "P2", "severity": "critical"})),
-            Some(Priority::Low)
-        );
+        assert_eq!(priority(&custom, json!({"urgency": "page"})), Some(Priority::High));
+        assert_eq!(priority(&custom, json!({"urgency": "p1"})), Some(Priority::High));
+        assert_eq!(priority(&custom, json!({"urgency": "P2", "severity": "critical"})), Some(Priority::Low));
 
-        let never = AlertmanagerConfig {
-            high_priority_values: vec![],
-            ..Default::default()
-        };
-        assert_eq!(
-            priority(&never, json!({"severity": "critical"})),
-            Some(Priority::Low)
-        );
+        let never = AlertmanagerConfig { high_priority_values: vec![], ..Default::default() };
+        assert_eq!(priority(&never, json!({"severity": "critical"})), Some(Priority::Low));
     }
 
     #[test]
@@ -685,44 +556,24 @@ mod tests {
         assert_eq!(parsed.priority_label, "severity");
         assert_eq!(parsed.high_priority_values, ["critical"]);
         assert_eq!(parsed.source_name, None);
-        assert!(
-            serde_json::from_str::<AlertmanagerConfig>(r#"{"priority":"x"}"#).is_err(),
-            "unknown fields"
-        );
+        assert!(serde_json::from_str::<AlertmanagerConfig>(r#"{"priority":"x"}"#).is_err(), "unknown fields");
 
         let bad = AlertmanagerConfig {
             priority_label: " ".into(),
             high_priority_values: vec!["critical".into(), "".into()],
             source_name: Some("".into()),
         };
-        let fields: Vec<String> = AlertmanagerDecoder::new(&bad)
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
-        assert_eq!(
-            fields,
-            ["priority_label", "high_priority_values[1]", "source_name"]
-        );
+        let fields: Vec<String> = AlertmanagerDecoder::new(&bad).unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["priority_label", "high_priority_values[1]", "source_name"]);
 
         // Through the source's decoding table, field names get their prefix.
-        let decoding = DecodingConfig {
-            codec: Codec::Alertmanager,
-            alertmanager: bad,
-            ..Default::default()
-        };
-        assert_eq!(
-            decoding.build().unwrap_err()[0].field,
-            "decoding.alertmanager.priority_label"
-        );
+        let decoding = DecodingConfig { codec: Codec::Alertmanager, alertmanager: bad, ..Default::default() };
+        assert_eq!(decoding.build().unwrap_err()[0].field, "decoding.alertmanager.priority_label");
     }
 
     #[test]
     fn through_the_decoder_one_event_per_alert_and_payload_arrays() {
-        let decoding = DecodingConfig {
-            codec: Codec::Alertmanager,
-            ..Default::default()
-        };
+        let decoding = DecodingConfig { codec: Codec::Alertmanager, ..Default::default() };
         let decoder = decoding.build().unwrap();
         assert_eq!(decoder.decode(PAYLOAD.as_bytes()).unwrap().len(), 2);
         let empty = br#"{"version":"4","status":"resolved","alerts":[]}"#;
@@ -730,11 +581,7 @@ mod tests {
 
         // The second alert is bad: the body is rejected whole, the error names the value
         // and the field.
-        let bad = format!(
-            "{}\n{}",
-            one_alert(json!({})),
-            one_alert(json!({"status": "pending"}))
-        );
+        let bad = format!("{}\n{}", one_alert(json!({})), one_alert(json!({"status": "pending"})));
         let err = decoder.decode(bad.as_bytes()).unwrap_err();
         assert_eq!((err.event, err.line), (Some(2), 2));
         assert_eq!(err.field.as_deref(), Some("alerts[0].status"));
@@ -756,28 +603,19 @@ mod tests {
         assert_eq!(f.as_deref(), Some("alerts"));
         assert!(m.contains("missing"), "{m}");
         let (f, m) = field(json!({"alerts": {"status": "firing"}}));
-        assert_eq!(
-            (f.as_deref(), m.as_str()),
-            (Some("alerts"), "must be an array, got an object")
-        );
+        assert_eq!((f.as_deref(), m.as_str()), (Some("alerts"), "must be an array, got an object"));
 
         let three = |third: Value| {
             let ok = json!({"status": "firing", "fingerprint": "a"});
             json!({"alerts": [ok, ok, third]})
         };
         let (f, m) = field(three(json!("firing")));
-        assert_eq!(
-            (f.as_deref(), m.as_str()),
-            (Some("alerts[2]"), "must be an object, got a string")
-        );
+        assert_eq!((f.as_deref(), m.as_str()), (Some("alerts[2]"), "must be an object, got a string"));
         let (f, m) = field(three(json!({"status": "pending", "fingerprint": "a"})));
         assert_eq!(f.as_deref(), Some("alerts[2].status"));
         assert_eq!(m, "must be `firing` or `resolved`, got `pending`");
         let (f, m) = field(three(json!({"status": "Firing", "fingerprint": "a"})));
-        assert_eq!(
-            (f.as_deref(), m.contains("`Firing`")),
-            (Some("alerts[2].status"), true)
-        );
+        assert_eq!((f.as_deref(), m.contains("`Firing`")), (Some("alerts[2].status"), true));
         let (f, m) = field(three(json!({"fingerprint": "a"})));
         assert_eq!(f.as_deref(), Some("alerts[2].status"));
         assert!(m.starts_with("missing"), "{m}");
@@ -787,36 +625,19 @@ mod tests {
         assert_eq!(f.as_deref(), Some("alerts[2].fingerprint"));
         assert!(m.starts_with("missing"), "{m}");
         let (f, m) = field(three(json!({"status": "resolved", "fingerprint": ""})));
-        assert_eq!(
-            (f.as_deref(), m.as_str()),
-            (Some("alerts[2].fingerprint"), "must not be empty")
-        );
+        assert_eq!((f.as_deref(), m.as_str()), (Some("alerts[2].fingerprint"), "must not be empty"));
         let (f, m) = field(three(json!({"status": "resolved", "fingerprint": 42})));
-        assert_eq!(
-            (f.as_deref(), m.as_str()),
-            (
-                Some("alerts[2].fingerprint"),
-                "must be a string, got a number"
-            )
-        );
+        assert_eq!((f.as_deref(), m.as_str()), (Some("alerts[2].fingerprint"), "must be a string, got a number"));
 
         // Fields the mapping reads must have Alertmanager's types.
-        let (f, _) = field(three(
-            json!({"status": "firing", "fingerprint": "a", "labels": ["x"]}),
-        ));
+        let (f, _) = field(three(json!({"status": "firing", "fingerprint": "a", "labels": ["x"]})));
         assert_eq!(f.as_deref(), Some("alerts[2].labels"));
-        let (f, _) = field(three(
-            json!({"status": "firing", "fingerprint": "a", "labels": {"severity": 2}}),
-        ));
+        let (f, _) = field(three(json!({"status": "firing", "fingerprint": "a", "labels": {"severity": 2}})));
         assert_eq!(f.as_deref(), Some("alerts[2].labels.severity"));
-        let (f, _) = field(three(
-            json!({"status": "firing", "fingerprint": "a", "annotations": {"summary": {}}}),
-        ));
+        let (f, _) = field(three(json!({"status": "firing", "fingerprint": "a", "annotations": {"summary": {}}})));
         assert_eq!(f.as_deref(), Some("alerts[2].annotations.summary"));
         for name in ["startsAt", "endsAt", "generatorURL"] {
-            let (f, _) = field(three(
-                json!({"status": "firing", "fingerprint": "a", name: 0}),
-            ));
+            let (f, _) = field(three(json!({"status": "firing", "fingerprint": "a", name: 0})));
             assert_eq!(f, Some(format!("alerts[2].{name}")));
         }
         for (name, value) in [
@@ -830,10 +651,7 @@ mod tests {
             let mut payload = one_alert(json!({}));
             payload[name] = value;
             let (f, _) = field(payload);
-            assert!(
-                f.as_deref().is_some_and(|f| f.starts_with(name)),
-                "{name}: {f:?}"
-            );
+            assert!(f.as_deref().is_some_and(|f| f.starts_with(name)), "{name}: {f:?}");
         }
     }
 
@@ -841,9 +659,7 @@ mod tests {
     fn payload_fields_never_clash_with_event_fields() {
         // A sender (Grafana, a proxy) adding fields named like the event's own: the typed
         // value wins, the JSON stays free of duplicate keys.
-        let payload = one_alert(
-            json!({"summary": "from alert", "id": 3, "silenceURL": "http://grafana/silence"}),
-        );
+        let payload = one_alert(json!({"summary": "from alert", "id": 3, "silenceURL": "http://grafana/silence"}));
         let mut payload = payload;
         payload["links"] = json!("group links");
         payload["labels"] = json!({"ignored": "group-level labels lose to the alert's"});

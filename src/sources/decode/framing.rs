@@ -80,7 +80,11 @@ pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), DecodeError> {
                 depth += 1;
                 if depth > max_depth {
                     let (line, column) = position_at(body, i);
-                    return Err(DecodeError::at(line, column, format!("JSON nests deeper than the limit of {max_depth}")));
+                    return Err(DecodeError::at(
+                        line,
+                        column,
+                        format!("JSON nests deeper than the limit of {max_depth}"),
+                    ));
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),

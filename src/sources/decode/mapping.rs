@@ -46,9 +46,7 @@ use serde_json::Value;
 
 use super::{json_kind, DecodeError};
 use crate::component::FieldError;
-use crate::event::{
-    AlertSource, AlertStatus, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority,
-};
+use crate::event::{AlertSource, AlertStatus, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority};
 use crate::suggest::closest;
 use crate::template::mustache::{self, Escape, Partials, Template};
 
@@ -190,20 +188,10 @@ impl Target {
             Target::ReportTime => event.report_time = Some(text),
             Target::AlertUrl => event.alert_url = Some(text),
             Target::SourceName => {
-                event.alert_source = Some(AlertSource {
-                    id: None,
-                    name: Some(text),
-                    escalation_policy: None,
-                    extra: Default::default(),
-                })
+                event.alert_source =
+                    Some(AlertSource { id: None, name: Some(text), escalation_policy: None, extra: Default::default() })
             }
-            Target::Link => {
-                event.links = Some(vec![Link {
-                    href: text,
-                    text: None,
-                    extra: Default::default(),
-                }])
-            }
+            Target::Link => event.links = Some(vec![Link { href: text, text: None, extra: Default::default() }]),
         }
     }
 }
@@ -244,20 +232,14 @@ impl Rule {
         .collect();
         let input = match (&entry.field, &entry.template, &entry.value) {
             _ if given.len() > 1 => {
-                errors.push(FieldError::new(
-                    key,
-                    format!(
-                        "has both `{}` and `{}`; use exactly one",
-                        given[0], given[1]
-                    ),
-                ));
+                errors
+                    .push(FieldError::new(key, format!("has both `{}` and `{}`; use exactly one", given[0], given[1])));
                 None
             }
             (Some(path), _, _) => match FieldPath::parse(path) {
-                Ok(_) => Some(Input::Field {
-                    path: path.clone(),
-                    segments: path.split('.').map(str::to_string).collect(),
-                }),
+                Ok(_) => {
+                    Some(Input::Field { path: path.clone(), segments: path.split('.').map(str::to_string).collect() })
+                }
                 Err(e) => {
                     errors.push(FieldError::new(format!("{key}.field"), e.to_string()));
                     None
@@ -266,35 +248,24 @@ impl Rule {
             (_, Some(source), _) => match mustache::parse(source) {
                 Ok(template) => Some(Input::Template(template)),
                 Err(e) => {
-                    errors.push(FieldError::new(
-                        format!("{key}.template"),
-                        format!("template syntax error at {e}"),
-                    ));
+                    errors.push(FieldError::new(format!("{key}.template"), format!("template syntax error at {e}")));
                     None
                 }
             },
             (_, _, Some(value)) => {
                 if !entry.map.is_empty() || entry.default.is_some() {
-                    errors.push(FieldError::new(
-                        key,
-                        "a constant `value` takes no `map` or `default`",
-                    ));
+                    errors.push(FieldError::new(key, "a constant `value` takes no `map` or `default`"));
                 }
                 if value.is_empty() {
-                    errors.push(FieldError::new(
-                        format!("{key}.value"),
-                        "is empty; leave the entry out instead",
-                    ));
+                    errors.push(FieldError::new(format!("{key}.value"), "is empty; leave the entry out instead"));
                 } else {
                     check_constant(target, &format!("{key}.value"), value, &mut errors);
                 }
                 Some(Input::Value(value.clone()))
             }
             (None, None, None) => {
-                errors.push(FieldError::new(
-                    key,
-                    "needs one of `field` (a path into the object), `template` or `value`",
-                ));
+                errors
+                    .push(FieldError::new(key, "needs one of `field` (a path into the object), `template` or `value`"));
                 None
             }
         };
@@ -305,12 +276,9 @@ impl Rule {
             check_constant(target, &format!("{key}.default"), default, &mut errors);
         }
         match input {
-            Some(input) if errors.is_empty() => Ok(Rule {
-                target,
-                input,
-                map: entry.map.clone(),
-                default: entry.default.clone(),
-            }),
+            Some(input) if errors.is_empty() => {
+                Ok(Rule { target, input, map: entry.map.clone(), default: entry.default.clone() })
+            }
             _ => Err(errors),
         }
     }
@@ -343,12 +311,8 @@ impl Rule {
     fn error(&self, what: &str) -> DecodeError {
         let key = self.target.key();
         match &self.input {
-            Input::Field { path, .. } => {
-                DecodeError::field(path.clone(), format!("mapping `{key}` {what}"))
-            }
-            Input::Template(_) => {
-                DecodeError::at(1, 1, format!("mapping `{key}` (a template) {what}"))
-            }
+            Input::Field { path, .. } => DecodeError::field(path.clone(), format!("mapping `{key}` {what}")),
+            Input::Template(_) => DecodeError::at(1, 1, format!("mapping `{key}` (a template) {what}")),
             Input::Value(_) => DecodeError::at(1, 1, format!("mapping `{key}` (a value) {what}")),
         }
     }
@@ -370,19 +334,12 @@ fn check_constant(target: Target, field: &str, text: &str, errors: &mut Vec<Fiel
     if allowed.contains(&text) {
         return;
     }
-    let what = if target == Target::EventType {
-        "event type"
-    } else {
-        target.key()
-    };
+    let what = if target == Target::EventType { "event type" } else { target.key() };
     let hint = match closest(text, allowed.iter().copied()) {
         Some(near) => format!("did you mean `{near}`?"),
         None => format!("known: {}", allowed.join(", ")),
     };
-    errors.push(FieldError::new(
-        field,
-        format!("unknown {what} `{text}`; {hint}"),
-    ));
+    errors.push(FieldError::new(field, format!("unknown {what} `{text}`; {hint}")));
 }
 
 /// Maps arbitrary JSON objects onto incident events (see the module docs).
@@ -414,9 +371,7 @@ impl MappingDecoder {
         ];
         let mut errors = Vec::new();
         let event_type = match &config.event_type {
-            Some(entry) => Rule::new(Target::EventType, entry)
-                .map_err(|e| errors.extend(e))
-                .ok(),
+            Some(entry) => Rule::new(Target::EventType, entry).map_err(|e| errors.extend(e)).ok(),
             None => {
                 errors.push(FieldError::new(
                     "event_type",
@@ -450,19 +405,16 @@ impl MappingDecoder {
             return Err(DecodeError::at(
                 1,
                 1,
-                format!(
-                    "the `mapped` codec takes JSON objects, got {}",
-                    json_kind(&object)
-                ),
+                format!("the `mapped` codec takes JSON objects, got {}", json_kind(&object)),
             ));
         }
         let rule = &self.event_type;
         let event_type = match rule.resolve(&object) {
             Some(name) if EventKind::from_name(&name).is_some() => EventType::from(name.as_str()),
             Some(name) => {
-                return Err(rule.error(&format!(
-                    "gave `{name}`, which is no event type; add it to `map` or set a `default`"
-                )))
+                return Err(
+                    rule.error(&format!("gave `{name}`, which is no event type; add it to `map` or set a `default`"))
+                )
             }
             None => return Err(rule.error("found no text and has no `default`")),
         };
@@ -519,9 +471,7 @@ mod tests {
                 "source": {"host":"db1","program":"postgres","level":"crit","message":"disk full"}
             })
         );
-        let event = d
-            .decode(r#"{"host":"db1","program":"postgres","level":"notice","message":"ok"}"#)
-            .unwrap();
+        let event = d.decode(r#"{"host":"db1","program":"postgres","level":"notice","message":"ok"}"#).unwrap();
         assert_eq!(event.event_type.kind(), Some(EventKind::Resolved));
         assert_eq!(event.priority, Some(Priority::Low));
     }
@@ -551,26 +501,13 @@ mod tests {
         assert_eq!(event.alert_key.as_deref(), Some("db"));
         assert_eq!(event.details.as_deref(), Some("true"));
         assert_eq!(event.summary.as_deref(), Some("b"));
-        assert_eq!(
-            event.alert_url.as_deref(),
-            Some(r#"{"team":"db","n":null}"#)
-        );
+        assert_eq!(event.alert_url.as_deref(), Some(r#"{"team":"db","n":null}"#));
         assert_eq!(event.report_time.as_deref(), Some("2024-05-01T10:00:00Z"));
-        assert_eq!(
-            event.to_json()["links"],
-            json!([{"href": "https://x.example/1"}])
-        );
-        assert_eq!(
-            event.status,
-            Some(AlertStatus::Other("SNOOZED".into())),
-            "passed-through text is kept"
-        );
+        assert_eq!(event.to_json()["links"], json!([{"href": "https://x.example/1"}]));
+        assert_eq!(event.status, Some(AlertStatus::Other("SNOOZED".into())), "passed-through text is kept");
         // Missing, null and empty fields leave the incident field unset.
         let event = d.decode(r#"{"seq":null,"labels":{"team":""}}"#).unwrap();
-        assert_eq!(
-            (event.id, event.alert_key, event.summary, event.links),
-            (None, None, None, None)
-        );
+        assert_eq!((event.id, event.alert_key, event.summary, event.links), (None, None, None, None));
     }
 
     #[test]
@@ -582,11 +519,8 @@ mod tests {
             source_name = { value = "Vector" }
             "#,
         );
-        let event = d
-            .decode(
-                r#"{"kind":"resolved","host":"h&1","message":"a \"b\"","labels":{"team":"ops"}}"#,
-            )
-            .unwrap();
+        let event =
+            d.decode(r#"{"kind":"resolved","host":"h&1","message":"a \"b\"","labels":{"team":"ops"}}"#).unwrap();
         assert_eq!(event.event_type.as_str(), "alert-resolved");
         assert_eq!(event.summary.as_deref(), Some(r#"h&1 <a "b"> [ops]"#));
         assert_eq!(event.alert_source.unwrap().name.as_deref(), Some("Vector"));
@@ -604,43 +538,20 @@ mod tests {
         );
         let get = |input: &str| d.decode(input).unwrap();
         let e = get(r#"{"level":"err","message":"m"}"#);
-        assert_eq!(
-            (e.event_type.as_str(), e.priority.clone()),
-            ("alert-created", Some(Priority::High))
-        );
+        assert_eq!((e.event_type.as_str(), e.priority.clone()), ("alert-created", Some(Priority::High)));
         assert_eq!(e.summary.as_deref(), Some("m"));
         let e = get(r#"{"level":"info","message":""}"#);
         assert_eq!(e.event_type.as_str(), "alert-resolved");
-        assert_eq!(
-            e.priority,
-            Some(Priority::Other("info".into())),
-            "no key and no default: kept as found"
-        );
-        assert_eq!(
-            e.summary.as_deref(),
-            Some("(no message)"),
-            "empty text takes the default"
-        );
-        assert_eq!(
-            e.details.as_deref(),
-            Some("-"),
-            "an empty rendering takes the default"
-        );
+        assert_eq!(e.priority, Some(Priority::Other("info".into())), "no key and no default: kept as found");
+        assert_eq!(e.summary.as_deref(), Some("(no message)"), "empty text takes the default");
+        assert_eq!(e.details.as_deref(), Some("-"), "an empty rendering takes the default");
         let e = get(r#"{"level":"warning"}"#);
         assert_eq!(e.event_type.as_str(), "alert-raised", "no key: the default");
-        assert_eq!(
-            get("{}").event_type.as_str(),
-            "alert-raised",
-            "missing field: the default"
-        );
+        assert_eq!(get("{}").event_type.as_str(), "alert-raised", "missing field: the default");
         // Map keys match exactly; numbers are matched by their text.
         let d = decoder(r#"event_type = { field = "code", map = { "2" = "incident-resolved" } }"#);
         let e = d.decode(r#"{"code":2}"#).unwrap();
-        assert_eq!(
-            e.event_type.as_str(),
-            "incident-resolved",
-            "legacy names are kept as written"
-        );
+        assert_eq!(e.event_type.as_str(), "incident-resolved", "legacy names are kept as written");
     }
 
     #[test]
@@ -648,16 +559,9 @@ mod tests {
         let d = decoder(r#"event_type = { value = "alert-created" }"#);
         let input = r#"{"z":1,"a":{"b":[1,2]},"message":"m"}"#;
         let event = d.decode(input).unwrap();
-        assert_eq!(
-            serde_json::to_string(&event.extra[SOURCE_KEY]).unwrap(),
-            input,
-            "as it came, in order"
-        );
+        assert_eq!(serde_json::to_string(&event.extra[SOURCE_KEY]).unwrap(), input, "as it came, in order");
         let out = serde_json::to_string(&event).unwrap();
-        assert_eq!(
-            out,
-            format!(r#"{{"eventType":"alert-created","source":{input}}}"#)
-        );
+        assert_eq!(out, format!(r#"{{"eventType":"alert-created","source":{input}}}"#));
     }
 
     #[test]
@@ -678,11 +582,7 @@ mod tests {
         );
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].field, "summary.template");
-        assert!(
-            e[0].message.contains("line 2, column 3"),
-            "{}",
-            e[0].message
-        );
+        assert!(e[0].message.contains("line 2, column 3"), "{}", e[0].message);
     }
 
     #[test]
@@ -712,21 +612,9 @@ mod tests {
                 "source_name"
             ]
         );
-        assert!(
-            e[0].message.contains("did you mean `alert-created`"),
-            "{}",
-            e[0].message
-        );
-        assert!(
-            e[2].message.contains("both `field` and `template`"),
-            "{}",
-            e[2].message
-        );
-        assert!(
-            e[6].message.contains("did you mean `HIGH`"),
-            "{}",
-            e[6].message
-        );
+        assert!(e[0].message.contains("did you mean `alert-created`"), "{}", e[0].message);
+        assert!(e[2].message.contains("both `field` and `template`"), "{}", e[2].message);
+        assert!(e[6].message.contains("did you mean `HIGH`"), "{}", e[6].message);
         // Unknown keys are refused by the config's shape.
         assert!(toml::from_str::<MappingConfig>(r#"sumary = { field = "x" }"#).is_err());
         assert!(toml::from_str::<MappingConfig>(r#"summary = { feild = "x" }"#).is_err());
@@ -737,34 +625,20 @@ mod tests {
         let d = decoder(r#"event_type = { field = "level", map = { err = "alert-created" } }"#);
         let err = d.decode(r#"{"level":"warning"}"#).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("level"));
-        assert!(
-            err.message.contains("`event_type`") && err.message.contains("`warning`"),
-            "{err}"
-        );
+        assert!(err.message.contains("`event_type`") && err.message.contains("`warning`"), "{err}");
         let err = d.decode(r#"{"message":"no level"}"#).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("level"));
-        assert!(
-            err.message.contains("no text") && err.message.contains("`default`"),
-            "{err}"
-        );
+        assert!(err.message.contains("no text") && err.message.contains("`default`"), "{err}");
         let d = decoder(r#"event_type = { template = "{{kind}}" }"#);
         let err = d.decode(r#"{"kind":"alert-teleported"}"#).unwrap_err();
         assert_eq!(err.field, None);
-        assert!(
-            err.message.contains("`alert-teleported`") && err.message.contains("template"),
-            "{err}"
-        );
+        assert!(err.message.contains("`alert-teleported`") && err.message.contains("template"), "{err}");
     }
 
     #[test]
     fn non_objects_are_refused() {
         let d = decoder(r#"event_type = { value = "alert-created" }"#);
-        for (input, kind) in [
-            ("[1]", "an array"),
-            ("\"text\"", "a string"),
-            ("3", "a number"),
-            ("null", "null"),
-        ] {
+        for (input, kind) in [("[1]", "an array"), ("\"text\"", "a string"), ("3", "a number"), ("null", "null")] {
             let err = d.decode(input).unwrap_err();
             assert!(err.message.contains(kind), "{input}: {err}");
         }
@@ -776,9 +650,7 @@ mod tests {
         use super::super::{Codec, DecodingConfig};
         let decoding = DecodingConfig {
             codec: Codec::Mapped,
-            mapping: Some(config(
-                r#"event_type = { field = "level", map = { err = "alert-created" } }"#,
-            )),
+            mapping: Some(config(r#"event_type = { field = "level", map = { err = "alert-created" } }"#)),
             ..Default::default()
         };
         let decoder = decoding.build().unwrap();
@@ -796,18 +668,7 @@ mod tests {
             mapping: Some(config(r#"summary = { template = "{{" }"#)),
             ..Default::default()
         };
-        let fields: Vec<String> = bad
-            .build()
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
-        assert_eq!(
-            fields,
-            [
-                "decoding.mapping.event_type",
-                "decoding.mapping.summary.template"
-            ]
-        );
+        let fields: Vec<String> = bad.build().unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["decoding.mapping.event_type", "decoding.mapping.summary.template"]);
     }
 }

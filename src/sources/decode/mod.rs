@@ -309,10 +309,7 @@ mod tests {
         for body in bodies {
             let fast = decoder.decode_incident_stream(body);
             let slow: Result<Vec<_>, _> = framing::frame(body, DEFAULT_MAX_DEPTH).and_then(|values| {
-                values
-                    .iter()
-                    .map(|v| decode_incident(v.raw.get()).map(|e| (e, v.raw.get().len())))
-                    .collect()
+                values.iter().map(|v| decode_incident(v.raw.get()).map(|e| (e, v.raw.get().len()))).collect()
             });
             match (fast, slow) {
                 (Some(fast), Ok(slow)) => assert_eq!(fast, slow, "{}", String::from_utf8_lossy(body)),

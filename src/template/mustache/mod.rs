@@ -222,13 +222,7 @@ impl Partials {
 
     /// Add or replace the partial `name`.
     pub fn insert(&mut self, name: impl Into<String>, source: impl Into<String>) {
-        self.map.insert(
-            name.into(),
-            PartialEntry {
-                source: source.into(),
-                compiled: OnceLock::new(),
-            },
-        );
+        self.map.insert(name.into(), PartialEntry { source: source.into(), compiled: OnceLock::new() });
     }
 
     /// The names of all partials, in no particular order.
@@ -240,12 +234,7 @@ impl Partials {
     /// source), its syntax error, or `None` if there is no such partial.
     pub fn template(&self, name: &str) -> Option<Result<&Template, &SyntaxError>> {
         let entry = self.map.get(name)?;
-        Some(
-            entry
-                .compiled
-                .get_or_init(|| parse::parse_partial(&entry.source))
-                .as_ref(),
-        )
+        Some(entry.compiled.get_or_init(|| parse::parse_partial(&entry.source)).as_ref())
     }
 }
 
@@ -331,13 +320,8 @@ mod tests {
 
     #[test]
     fn map_root() {
-        let serde_json::Value::Object(map) = serde_json::json!({"a": "x"}) else {
-            unreachable!()
-        };
+        let serde_json::Value::Object(map) = serde_json::json!({"a": "x"}) else { unreachable!() };
         let t = parse("{{a}}{{.}}").unwrap();
-        assert_eq!(
-            t.render_to_string(&map, Escape::None, &Partials::new()),
-            "x"
-        );
+        assert_eq!(t.render_to_string(&map, Escape::None, &Partials::new()), "x");
     }
 }

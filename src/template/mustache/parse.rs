@@ -23,15 +23,8 @@ pub(crate) struct Name {
 
 impl Name {
     fn new(full: &str) -> Name {
-        let path = if full == "." {
-            Box::default()
-        } else {
-            full.split('.').map(Box::from).collect()
-        };
-        Name {
-            full: full.into(),
-            path,
-        }
+        let path = if full == "." { Box::default() } else { full.split('.').map(Box::from).collect() };
+        Name { full: full.into(), path }
     }
 }
 
@@ -170,12 +163,7 @@ fn tokenize(src: &str) -> (Vec<Token<'_>>, Option<SyntaxError>) {
     let mut tokens = Vec::new();
     let mut otag: &str = "{{";
     let mut ctag: &str = "}}";
-    let mut cursor = Cursor {
-        src,
-        offset: 0,
-        line: 1,
-        column: 1,
-    };
+    let mut cursor = Cursor { src, offset: 0, line: 1, column: 1 };
     let mut pos = 0;
     while pos < src.len() {
         let Some(i) = src[pos..].find(otag) else {
@@ -185,19 +173,8 @@ fn tokenize(src: &str) -> (Vec<Token<'_>>, Option<SyntaxError>) {
         let start = pos + i;
         push_text(&mut tokens, &src[pos..start]);
         let (line, column) = cursor.advance_to(start);
-        let error = |message: String| {
-            Some(SyntaxError {
-                line,
-                column,
-                message,
-            })
-        };
-        let unclosed = || {
-            error(format!(
-                "tag `{}` is never closed (expected `{ctag}`)",
-                excerpt(&src[start..])
-            ))
-        };
+        let error = |message: String| Some(SyntaxError { line, column, message });
+        let unclosed = || error(format!("tag `{}` is never closed (expected `{ctag}`)", excerpt(&src[start..])));
         let after = start + otag.len();
         let sigil = src.as_bytes().get(after).copied();
 
@@ -209,18 +186,14 @@ fn tokenize(src: &str) -> (Vec<Token<'_>>, Option<SyntaxError>) {
                 let close3 = format!("}}{ctag}");
                 match (body.find(&close3), body.find(ctag)) {
                     (_, None) => return (tokens, unclosed()),
-                    (Some(a), Some(b)) if a <= b => (
-                        Kind::Var { escaped: false },
-                        &body[..a],
-                        body_start + a + close3.len(),
-                    ),
+                    (Some(a), Some(b)) if a <= b => {
+                        (Kind::Var { escaped: false }, &body[..a], body_start + a + close3.len())
+                    }
                     (_, Some(b)) => {
                         let raw = &src[start..body_start + b + ctag.len()];
                         return (
                             tokens,
-                            error(format!(
-                                "triple mustache `{raw}` is missing its closing `}}` (expected `}}{ctag}`)"
-                            )),
+                            error(format!("triple mustache `{raw}` is missing its closing `}}` (expected `}}{ctag}`)")),
                         );
                     }
                 }
@@ -234,10 +207,8 @@ fn tokenize(src: &str) -> (Vec<Token<'_>>, Option<SyntaxError>) {
                 let end = body_start + b + ctag.len();
                 let raw = &src[start..end];
                 let inner = &body[..b];
-                let parts: Vec<&str> = inner
-                    .strip_suffix('=')
-                    .map(|s| s.split_whitespace().collect())
-                    .unwrap_or_default();
+                let parts: Vec<&str> =
+                    inner.strip_suffix('=').map(|s| s.split_whitespace().collect()).unwrap_or_default();
                 if parts.len() != 2 || parts.iter().any(|p| p.contains('=')) {
                     return (
                         tokens,
@@ -246,14 +217,7 @@ fn tokenize(src: &str) -> (Vec<Token<'_>>, Option<SyntaxError>) {
                         )),
                     );
                 }
-                tokens.push(Token::Tag(Tag {
-                    kind: Kind::Delims,
-                    name: "",
-                    raw,
-                    line,
-                    column,
-                    standalone: None,
-                }));
+                tokens.push(Token::Tag(Tag { kind: Kind::Delims, name: "", raw, line, column, standalone: None }));
                 otag = parts[0];
                 ctag = parts[1];
                 pos = end;
@@ -286,14 +250,7 @@ fn tokenize(src: &str) -> (Vec<Token<'_>>, Option<SyntaxError>) {
             }
             name
         };
-        tokens.push(Token::Tag(Tag {
-            kind,
-            name,
-            raw,
-            line,
-            column,
-            standalone: None,
-        }));
+        tokens.push(Token::Tag(Tag { kind, name, raw, line, column, standalone: None }));
         pos = end;
     }
     (tokens, None)
@@ -386,19 +343,12 @@ fn build(tokens: Vec<Token<'_>>, error: Option<SyntaxError>) -> Result<Vec<Node>
             }
             Token::Tag(tag) => tag,
         };
-        let err = |message: String| SyntaxError {
-            line: tag.line,
-            column: tag.column,
-            message,
-        };
+        let err = |message: String| SyntaxError { line: tag.line, column: tag.column, message };
         match tag.kind {
             Kind::Comment | Kind::Delims => {}
-            Kind::Var { escaped } => nodes.push(Node::Var {
-                name: Name::new(tag.name),
-                escaped,
-                line: tag.line,
-                column: tag.column,
-            }),
+            Kind::Var { escaped } => {
+                nodes.push(Node::Var { name: Name::new(tag.name), escaped, line: tag.line, column: tag.column })
+            }
             Kind::Partial => nodes.push(Node::Partial {
                 name: tag.name.into(),
                 indent: tag.standalone.unwrap_or("").into(),
@@ -418,10 +368,7 @@ fn build(tokens: Vec<Token<'_>>, error: Option<SyntaxError>) -> Result<Vec<Node>
             }
             Kind::Close => {
                 let Some(open) = stack.pop() else {
-                    return Err(err(format!(
-                        "closing tag `{}` has no open section to close",
-                        tag.raw
-                    )));
+                    return Err(err(format!("closing tag `{}` has no open section to close", tag.raw)));
                 };
                 if open.tag.name != tag.name {
                     return Err(err(format!(
@@ -444,11 +391,7 @@ fn build(tokens: Vec<Token<'_>>, error: Option<SyntaxError>) -> Result<Vec<Node>
         return Err(error);
     }
     if let Some(open) = stack.pop() {
-        let what = if open.tag.kind == Kind::Inverted {
-            "inverted section"
-        } else {
-            "section"
-        };
+        let what = if open.tag.kind == Kind::Inverted { "inverted section" } else { "section" };
         return Err(SyntaxError {
             line: open.tag.line,
             column: open.tag.column,
@@ -463,42 +406,16 @@ pub(crate) fn collect_names(nodes: &[Node], sections: &mut Vec<String>, out: &mu
     for node in nodes {
         let (name, kind, line, column) = match node {
             Node::Text(_) | Node::Indent => continue,
-            Node::Var {
-                name,
-                escaped,
-                line,
-                column,
-            } => (
-                &*name.full,
-                TagKind::Variable { escaped: *escaped },
-                *line,
-                *column,
-            ),
-            Node::Section {
-                name,
-                inverted,
-                line,
-                column,
-                ..
-            } => {
-                let kind = if *inverted {
-                    TagKind::InvertedSection
-                } else {
-                    TagKind::Section
-                };
+            Node::Var { name, escaped, line, column } => {
+                (&*name.full, TagKind::Variable { escaped: *escaped }, *line, *column)
+            }
+            Node::Section { name, inverted, line, column, .. } => {
+                let kind = if *inverted { TagKind::InvertedSection } else { TagKind::Section };
                 (&*name.full, kind, *line, *column)
             }
-            Node::Partial {
-                name, line, column, ..
-            } => (&**name, TagKind::Partial, *line, *column),
+            Node::Partial { name, line, column, .. } => (&**name, TagKind::Partial, *line, *column),
         };
-        out.push(NameUse {
-            name: name.to_owned(),
-            kind,
-            line,
-            column,
-            sections: sections.clone(),
-        });
+        out.push(NameUse { name: name.to_owned(), kind, line, column, sections: sections.clone() });
         if let Node::Section { children, .. } = node {
             sections.push(name.to_owned());
             collect_names(children, sections, out);
@@ -518,13 +435,7 @@ mod tests {
     }
 
     fn use_of(name: &str, kind: TagKind, line: usize, column: usize, sections: &[&str]) -> NameUse {
-        NameUse {
-            name: name.into(),
-            kind,
-            line,
-            column,
-            sections: sections.iter().map(|s| s.to_string()).collect(),
-        }
+        NameUse { name: name.into(), kind, line, column, sections: sections.iter().map(|s| s.to_string()).collect() }
     }
 
     #[test]
@@ -565,9 +476,7 @@ mod tests {
 
     #[test]
     fn nested_sections_listed() {
-        let names = parse("{{#a}}{{#b.c}}{{^d}}{{x}}{{/d}}{{/b.c}}{{/a}}")
-            .unwrap()
-            .names();
+        let names = parse("{{#a}}{{#b.c}}{{^d}}{{x}}{{/d}}{{/b.c}}{{/a}}").unwrap().names();
         assert_eq!(names[3].sections, ["a", "b.c", "d"]);
     }
 
@@ -611,10 +520,7 @@ mod tests {
     fn close_without_open() {
         let (l, c, m) = err("x\n\tyz{{/b}}");
         assert_eq!((l, c), (2, 4));
-        assert!(
-            m.contains("`{{/b}}`") && m.contains("no open section"),
-            "{m}"
-        );
+        assert!(m.contains("`{{/b}}`") && m.contains("no open section"), "{m}");
     }
 
     #[test]
@@ -629,15 +535,7 @@ mod tests {
 
     #[test]
     fn empty_names() {
-        for src in [
-            "{{}}",
-            "a {{ }}",
-            "{{#}}{{/}}",
-            "{{{ }}}",
-            "{{& }}",
-            "{{>}}",
-            "{{^ }}",
-        ] {
+        for src in ["{{}}", "a {{ }}", "{{#}}{{/}}", "{{{ }}}", "{{& }}", "{{>}}", "{{^ }}"] {
             let (_, _, m) = err(src);
             assert!(m.starts_with("empty tag name"), "{src}: {m}");
         }
@@ -646,13 +544,7 @@ mod tests {
 
     #[test]
     fn bad_set_delimiters() {
-        for src in [
-            "{{=<%=}}",
-            "{{=<% %> x=}}",
-            "{{=<% %>}}",
-            "{{=a= b=}}",
-            "{{==}}",
-        ] {
+        for src in ["{{=<%=}}", "{{=<% %> x=}}", "{{=<% %>}}", "{{=a= b=}}", "{{==}}"] {
             let (l, c, m) = err(&format!("ok\n  {src}"));
             assert_eq!((l, c), (2, 3), "{src}");
             assert!(m.starts_with("invalid set-delimiter tag"), "{src}: {m}");
@@ -679,11 +571,7 @@ mod tests {
         let deep = "{{#a}}".repeat(super::MAX_NESTING + 1);
         let (_, _, m) = err(&deep);
         assert!(m.contains("nested too deeply"), "{m}");
-        let ok = format!(
-            "{}{}",
-            "{{#a}}".repeat(super::MAX_NESTING),
-            "{{/a}}".repeat(super::MAX_NESTING)
-        );
+        let ok = format!("{}{}", "{{#a}}".repeat(super::MAX_NESTING), "{{/a}}".repeat(super::MAX_NESTING));
         assert!(parse(&ok).is_ok());
     }
 

@@ -6,27 +6,10 @@ use std::fmt::{self, Write as _};
 use serde_json::Value;
 
 use super::parse::{Name, Node};
-use super::{
-    Escape, Partials, Root, Template, Val, MAX_PARTIAL_DEPTH, MAX_RENDER_DEPTH, MAX_RENDER_STEPS,
-};
+use super::{Escape, Partials, Root, Template, Val, MAX_PARTIAL_DEPTH, MAX_RENDER_DEPTH, MAX_RENDER_STEPS};
 
-pub(crate) fn render(
-    template: &Template,
-    root: &dyn Root,
-    escape: Escape,
-    partials: &Partials,
-    out: &mut String,
-) {
-    let mut r = Renderer {
-        root,
-        escape,
-        partials,
-        stack: Vec::new(),
-        out,
-        depth: 0,
-        partial_depth: 0,
-        steps: 0,
-    };
+pub(crate) fn render(template: &Template, root: &dyn Root, escape: Escape, partials: &Partials, out: &mut String) {
+    let mut r = Renderer { root, escape, partials, stack: Vec::new(), out, depth: 0, partial_depth: 0, steps: 0 };
     r.nodes(&template.nodes, "");
 }
 
@@ -61,12 +44,7 @@ impl<'a> Renderer<'a, '_> {
                         write_unescaped(self.out, self.escape, value);
                     }
                 }
-                Node::Section {
-                    name,
-                    inverted,
-                    children,
-                    ..
-                } => {
+                Node::Section { name, inverted, children, .. } => {
                     if self.depth >= MAX_RENDER_DEPTH {
                         continue;
                     }
@@ -81,12 +59,7 @@ impl<'a> Renderer<'a, '_> {
                     }
                     self.depth -= 1;
                 }
-                Node::Partial {
-                    name,
-                    indent: own,
-                    standalone,
-                    ..
-                } => {
+                Node::Partial { name, indent: own, standalone, .. } => {
                     if self.depth >= MAX_RENDER_DEPTH || self.partial_depth >= MAX_PARTIAL_DEPTH {
                         continue;
                     }
@@ -291,17 +264,12 @@ mod tests {
 
     impl Root for Strs {
         fn get(&self, name: &str) -> Option<Val<'_>> {
-            self.0
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| Val::Str(v))
+            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| Val::Str(v))
         }
     }
 
     fn render(src: &str, data: &Value, escape: Escape) -> String {
-        parse(src)
-            .unwrap()
-            .render_to_string(data, escape, &Partials::new())
+        parse(src).unwrap().render_to_string(data, escape, &Partials::new())
     }
 
     #[test]
@@ -322,15 +290,8 @@ mod tests {
             "n": 1.5, "i": -3, "t": true, "z": null,
             "o": {"k": "v\"", "l": [1, 2]},
         });
-        let out = render(
-            "{{s}}|{{n}}|{{i}}|{{t}}|{{z}}|{{missing}}|{{o}}|{{o.l}}",
-            &data,
-            Escape::Json,
-        );
-        assert_eq!(
-            out,
-            r#"a\"b\\c\nd\u0001é|1.5|-3|true|||{\"k\":\"v\\\"\",\"l\":[1,2]}|[1,2]"#
-        );
+        let out = render("{{s}}|{{n}}|{{i}}|{{t}}|{{z}}|{{missing}}|{{o}}|{{o.l}}", &data, Escape::Json);
+        assert_eq!(out, r#"a\"b\\c\nd\u0001é|1.5|-3|true|||{\"k\":\"v\\\"\",\"l\":[1,2]}|[1,2]"#);
     }
 
     #[test]
@@ -344,16 +305,10 @@ mod tests {
             &data,
             Escape::Json,
         );
-        assert_eq!(
-            out,
-            r#""a\"b" 1.5 false null null {"k":"v","l":[1,"x"]} [1,"x"] null"#
-        );
+        assert_eq!(out, r#""a\"b" 1.5 false null null {"k":"v","l":[1,"x"]} [1,"x"] null"#);
         let strs = Strs(vec![("s", "q\"\n".into())]);
         let t = parse("{{{s}}},{{&s}},{{s}},{{{x}}}").unwrap();
-        assert_eq!(
-            t.render_to_string(&strs, Escape::Json, &Partials::new()),
-            r#""q\"\n","q\"\n",q\"\n,null"#
-        );
+        assert_eq!(t.render_to_string(&strs, Escape::Json, &Partials::new()), r#""q\"\n","q\"\n",q\"\n,null"#);
     }
 
     #[test]
@@ -376,11 +331,7 @@ mod tests {
     fn form_escaping() {
         let data = json!({"s": "a b&c=d/é+", "n": 1e-7, "o": {"a": 1}, "z": null});
         assert_eq!(
-            render(
-                "{{s}}|{{n}}|{{o}}|{{z}}|{{{s}}}|{{&s}}",
-                &data,
-                Escape::Form
-            ),
+            render("{{s}}|{{n}}|{{o}}|{{z}}|{{{s}}}|{{&s}}", &data, Escape::Form),
             "a+b%26c%3Dd%2F%C3%A9%2B|1e-7|%7B%22a%22%3A1%7D||a b&c=d/é+|a b&c=d/é+"
         );
     }
@@ -407,10 +358,7 @@ mod tests {
     fn sections_over_strings_and_roots() {
         let strs = Strs(vec![("s", "hi".into()), ("e", String::new())]);
         let t = parse("{{#s}}[{{.}}|{{s}}]{{/s}}{{#e}}no{{/e}}{{^e}}empty{{/e}}{{.}}").unwrap();
-        assert_eq!(
-            t.render_to_string(&strs, Escape::None, &Partials::new()),
-            "[hi|hi]empty"
-        );
+        assert_eq!(t.render_to_string(&strs, Escape::None, &Partials::new()), "[hi|hi]empty");
     }
 
     #[test]
@@ -423,10 +371,7 @@ mod tests {
         });
         assert_eq!(render("{{#a}}{{b.c}}{{/a}}", &data, Escape::None), "");
         assert_eq!(render("{{#list}}{{x}}{{/list}}", &data, Escape::None), "2");
-        assert_eq!(
-            render("{{#zero}}z{{.}}{{/zero}}", &data, Escape::None),
-            "z0"
-        );
+        assert_eq!(render("{{#zero}}z{{.}}{{/zero}}", &data, Escape::None), "z0");
         assert_eq!(render("{{a.x.y}}{{list.0}}", &data, Escape::None), "");
     }
 
@@ -445,19 +390,9 @@ mod tests {
         let mut partials = Partials::new();
         partials.insert("p", "{{>p}}{{>p}}x");
         let data = json!({"l": [1, 2, 3]});
-        let t = parse(&format!(
-            "{}{}{{{{>p}}}}",
-            "{{#l}}".repeat(100),
-            "{{/l}}".repeat(100)
-        ))
-        .unwrap();
+        let t = parse(&format!("{}{}{{{{>p}}}}", "{{#l}}".repeat(100), "{{/l}}".repeat(100))).unwrap();
         assert_eq!(t.render_to_string(&data, Escape::None, &partials), "");
-        let t = parse(&format!(
-            "{}x{}",
-            "{{#l}}".repeat(100),
-            "{{/l}}".repeat(100)
-        ))
-        .unwrap();
+        let t = parse(&format!("{}x{}", "{{#l}}".repeat(100), "{{/l}}".repeat(100))).unwrap();
         let out = t.render_to_string(&data, Escape::None, &partials);
         assert!(!out.is_empty() && out.len() < super::MAX_RENDER_STEPS);
         let t = parse("{{>p}}").unwrap();
