@@ -9,11 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use webhook_sink::component::{SinkConfig, SinkContext, SinkStats};
+use webhook_sink::component::{SinkConfig, SinkContext};
 use webhook_sink::dead_letters::DeadLetters;
 use webhook_sink::event::{Event, EventKind, IncidentEvent};
 use webhook_sink::sinks::webhook::config::SecretUrl;
 use webhook_sink::sinks::webhook::WebhookSinkConfig;
+use webhook_sink::stats::SinkStats;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,8 +7,22 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::event::Event;
 use crate::storage::dead_letters::{DeadLetterStore, NewDeadLetter};
 use crate::storage::StorageError;
+
+/// The dead letter of `event` in `sink`: the one place a dead letter is made from an
+/// event, whether the sink gave up on it or its buffer had no room for it.
+pub fn letter(sink: &str, event: &Event, reason: String, last_status: Option<u16>, attempts: u32) -> NewDeadLetter {
+    NewDeadLetter {
+        sink: sink.to_string(),
+        webhook_id: event.id.to_string(),
+        event: event.incident.to_json(),
+        reason,
+        last_status,
+        attempts,
+    }
+}
 
 /// The file dead letters are kept in, under `data_dir`.
 pub fn store_path(data_dir: &Path) -> PathBuf {

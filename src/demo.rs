@@ -86,10 +86,10 @@ pub async fn run() -> Result<ExitCode, String> {
     for (name, stats) in &report.sinks {
         println!(
             "sink {name:<8} received {} delivered {} filtered out {} failed {}",
-            crate::component::SinkStats::get(&stats.received),
-            crate::component::SinkStats::get(&stats.delivered),
-            crate::component::SinkStats::get(&stats.filtered),
-            crate::component::SinkStats::get(&stats.failed),
+            crate::stats::SinkStats::get(&stats.received),
+            crate::stats::SinkStats::get(&stats.delivered),
+            crate::stats::SinkStats::get(&stats.filtered),
+            crate::stats::SinkStats::get(&stats.failed),
         );
     }
     Ok(if seen.len() == EXPECTED_DELIVERIES { ExitCode::SUCCESS } else { ExitCode::FAILURE })

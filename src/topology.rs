@@ -14,10 +14,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::buffer::SinkBuffer;
-use crate::component::{BuildError, SinkContext, SinkInput, SinkStats, SourceContext, SourceSender};
+use crate::buffer::{SinkBuffer, SinkInput, SourceSender};
+use crate::component::{SinkContext, Source, SourceContext, StreamSink};
 use crate::config::PipelineConfig;
 use crate::dead_letters::DeadLetters;
+use crate::error::BuildError;
+use crate::stats::SinkStats;
 
 /// A component could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +45,8 @@ pub struct RunReport {
 
 /// A built pipeline, ready to run.
 pub struct Pipeline {
-    sources: Vec<(String, crate::component::Source)>,
-    sinks: Vec<(String, Box<dyn crate::component::StreamSink>, SinkBuffer)>,
+    sources: Vec<(String, Source)>,
+    sinks: Vec<(String, Box<dyn StreamSink>, SinkBuffer)>,
     stats: Vec<(String, Arc<SinkStats>)>,
     shutdown: CancellationToken,
     shutdown_timeout: std::time::Duration,

@@ -25,7 +25,7 @@ use support::faulty::{Fault, Faulty, Hit};
 use support::free_addr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use webhook_sink::component::SinkStats;
+use webhook_sink::stats::SinkStats;
 use webhook_sink::config::load_str;
 use webhook_sink::dead_letters::store_path;
 use webhook_sink::storage::dead_letters::{DeadLetter, DeadLetterStore};

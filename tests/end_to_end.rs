@@ -17,7 +17,7 @@ use serde_json::json;
 use support::{free_addr, Receiver, TestCerts};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use webhook_sink::component::SinkStats;
+use webhook_sink::stats::SinkStats;
 use webhook_sink::config::load_str;
 use webhook_sink::topology::{Pipeline, RunReport};
 

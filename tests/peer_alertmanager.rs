@@ -24,7 +24,7 @@ use support::peer::{free_port, require, KillOnDrop};
 use support::Receiver;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use webhook_sink::component::SinkStats;
+use webhook_sink::stats::SinkStats;
 use webhook_sink::config::load_str;
 use webhook_sink::topology::{Pipeline, RunReport};
 

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 mod support;
 
 use support::free_addr;
-use webhook_sink::component::{event_channel, EventReceiver, SourceConfig, SourceContext};
+use webhook_sink::buffer::{event_channel, EventReceiver};
+use webhook_sink::component::{SourceConfig, SourceContext};
 use webhook_sink::sources::http_server::HttpServerSourceConfig;
 
 const WAIT: Duration = Duration::from_secs(10);

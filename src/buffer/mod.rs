@@ -7,11 +7,14 @@
 //! (its finalizer): for a disk buffer that is also when the record is deleted, so a crash
 //! in between means the event is delivered again, never lost (at-least-once).
 //!
+//! - [`SourceSender`] (in `fanout.rs`): a source's batches to the buffers of every sink
+//!   that reads it, whole or not at all, dead-lettering a full sink's copies when asked.
 //! - [`memory`]: the default; lost on a crash, reported in the log at shutdown.
 //! - [`disk`]: a redb file per sink under `data_dir/buffers/`; a push returns only once
 //!   the batch is fsync'd.
 
 pub mod disk;
+mod fanout;
 pub mod memory;
 
 use std::path::{Path, PathBuf};
@@ -19,11 +22,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::component::FieldError;
+use crate::error::FieldError;
 use crate::event::Event;
 use crate::storage::StorageError;
 
 pub use disk::DiskBuffer;
+pub use fanout::{event_channel, EventReceiver, SendError, SendReport, SinkInput, SourceSender};
 pub use memory::MemoryBuffer;
 
 /// Where a sink's buffer keeps its events.

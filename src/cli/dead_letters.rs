@@ -11,10 +11,11 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::{load, webhook_sink};
-use crate::component::{SinkContext, SinkStats};
+use crate::component::SinkContext;
 use crate::config::PipelineConfig;
 use crate::dead_letters::{store_path, DeadLetters};
 use crate::event::{Event, IncidentEvent, Outcome};
+use crate::stats::SinkStats;
 use crate::sinks::webhook::sink::WebhookSink;
 use crate::storage::dead_letters::{DeadLetter, DeadLetterStore};
 

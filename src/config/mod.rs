@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::component::{FieldError, SinkConfig, SourceConfig};
+use crate::component::{SinkConfig, SourceConfig};
+use crate::error::FieldError;
 use crate::sinks::webhook::WebhookSinkConfig;
 use crate::sources::http_server::HttpServerSourceConfig;
 use crate::sources::stdin::StdinSourceConfig;

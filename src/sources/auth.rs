@@ -6,7 +6,7 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::component::FieldError;
+use crate::error::FieldError;
 use crate::secret::SecretString;
 
 /// `auth` of an `http_server` source. Without it, every request is taken.

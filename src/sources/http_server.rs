@@ -45,7 +45,9 @@ use tracing::{debug, info, warn};
 
 use super::auth::{AuthConfig, Authenticator};
 use super::decode::{Decoder, DecodingConfig};
-use crate::component::{BuildError, FieldError, SendError, Source, SourceConfig, SourceContext, SourceSender};
+use crate::buffer::{SendError, SourceSender};
+use crate::component::{Source, SourceConfig, SourceContext};
+use crate::error::{BuildError, FieldError};
 use crate::event::{AckGroup, Outcome};
 
 /// How long requests in flight may take to finish once shutdown begins; connections
@@ -449,7 +451,7 @@ mod tests {
     }
 
     fn context() -> SourceContext {
-        let (out, _rx) = crate::component::event_channel(1);
+        let (out, _rx) = crate::buffer::event_channel(1);
         SourceContext { name: "web".into(), out, shutdown: CancellationToken::new() }
     }
 

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::decode::{Decoder, DecodingConfig};
-use crate::component::{BuildError, Source, SourceConfig, SourceContext, SourceSender};
+use crate::buffer::SourceSender;
+use crate::component::{Source, SourceConfig, SourceContext};
+use crate::error::{BuildError, FieldError};
 use crate::event::IncidentEvent;
 
 /// Most events sent in one batch.
@@ -44,7 +46,7 @@ pub struct StdinSourceConfig {
 
 impl StdinSourceConfig {
     /// Every problem with the config.
-    pub fn validate(&self) -> Vec<crate::component::FieldError> {
+    pub fn validate(&self) -> Vec<FieldError> {
         self.decoding.build().err().unwrap_or_default()
     }
 }
@@ -272,7 +274,7 @@ mod tests {
     use tokio::io::{AsyncRead, ReadBuf};
 
     use super::*;
-    use crate::component::{event_channel, EventReceiver};
+    use crate::buffer::{event_channel, EventReceiver};
     use crate::event::Event;
 
     fn ids(events: &[Event]) -> Vec<String> {

@@ -15,11 +15,11 @@ use super::alert_order::AlertOrder;
 use super::request_builder::RequestBuilder;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::service::WebhookService;
-use crate::component::{SinkStats, StreamSink};
-use crate::dead_letters::DeadLetters;
+use crate::component::StreamSink;
+use crate::dead_letters::{self, DeadLetters};
 use crate::event::{Event, Outcome};
 use crate::filter::{Decision, Filter};
-use crate::storage::dead_letters::NewDeadLetter;
+use crate::stats::SinkStats;
 
 /// A webhook sink, ready to run.
 #[derive(Debug)]
@@ -170,14 +170,7 @@ impl WebhookSink {
 
     /// Keeps an event that can never be delivered, then reports its outcome.
     async fn dead_letter(&self, event: Event, gave_up: GaveUp) {
-        let letter = NewDeadLetter {
-            sink: self.name.clone(),
-            webhook_id: event.id.to_string(),
-            event: event.incident.to_json(),
-            reason: gave_up.reason,
-            last_status: gave_up.last_status,
-            attempts: gave_up.attempts,
-        };
+        let letter = dead_letters::letter(&self.name, &event, gave_up.reason, gave_up.last_status, gave_up.attempts);
         match self.dead_letters.record(vec![letter]).await {
             Ok(()) => {
                 SinkStats::incr(&self.stats.dead_lettered);

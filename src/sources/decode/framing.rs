@@ -6,7 +6,7 @@
 
 use serde_json::value::RawValue;
 
-use super::DecodeError;
+use super::error::DecodeError;
 
 /// One top-level value of a body.
 #[derive(Debug, Clone, Copy)]

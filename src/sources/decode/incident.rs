@@ -2,7 +2,7 @@
 
 use crate::event::IncidentEvent;
 
-use super::DecodeError;
+use super::error::DecodeError;
 
 /// Decodes one JSON text into an incident event, naming the field at fault on error.
 pub fn decode_incident(text: &str) -> Result<IncidentEvent, DecodeError> {

@@ -17,73 +17,24 @@
 //! line and column and the field at fault, so a sender never has a body half-accepted.
 
 pub mod alertmanager;
+mod error;
 pub mod framing;
 pub mod incident;
 pub mod mapping;
 
 use serde::{Deserialize, Serialize};
 
-use crate::component::FieldError;
+use crate::error::{prefixed, FieldError};
 use crate::event::IncidentEvent;
 
 pub use self::alertmanager::{AlertmanagerConfig, AlertmanagerDecoder};
+pub use self::error::DecodeError;
+pub(crate) use self::error::json_kind;
 pub use self::incident::decode_incident;
 pub use self::mapping::{MappingConfig, MappingDecoder};
 
 /// Deepest nesting of arrays and objects accepted in an event, by default.
 pub const DEFAULT_MAX_DEPTH: usize = 32;
-
-/// Why a body (or line) could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}line {line}, column {column}: {}{message}",
-    .event.map(|n| format!("event {n} at ")).unwrap_or_default(),
-    .field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
-pub struct DecodeError {
-    /// 1-based number of the value in the body, when the JSON itself was well-formed.
-    pub event: Option<usize>,
-    /// 1-based line in the body.
-    pub line: usize,
-    /// 1-based column in that line.
-    pub column: usize,
-    /// Dotted path of the offending field, when one is to blame.
-    pub field: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl DecodeError {
-    /// A problem at a position, with no field to blame.
-    pub fn at(line: usize, column: usize, message: impl Into<String>) -> Self {
-        DecodeError { event: None, line, column, field: None, message: message.into() }
-    }
-
-    /// A problem with a field of a value (position: the value's start).
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        DecodeError { event: None, line: 1, column: 1, field: Some(field.into()), message: message.into() }
-    }
-
-    /// serde_json's error, its position kept apart from its message.
-    pub fn from_json(e: &serde_json::Error) -> Self {
-        // serde_json appends " at line L column C" to its message; the position is kept
-        // in fields of its own, so the suffix is cut to avoid saying it twice.
-        let text = e.to_string();
-        let message = match text.rsplit_once(" at line ") {
-            Some((message, _)) => message.to_string(),
-            None => text,
-        };
-        DecodeError::at(e.line().max(1), e.column().max(1), message)
-    }
-
-    /// Moves a position relative to a value to one relative to the body it came from.
-    fn within(mut self, event: usize, line: usize, column: usize) -> Self {
-        self.event = Some(event);
-        if self.line == 1 {
-            self.column += column - 1;
-        }
-        self.line += line - 1;
-        self
-    }
-}
 
 /// Which codec a source uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,26 +87,17 @@ impl DecodingConfig {
     /// Checks the settings and builds the decoder. Field names are relative to the
     /// source (`decoding.mapping.summary`).
     pub fn build(&self) -> Result<Decoder, Vec<FieldError>> {
-        let prefix = |errors: Vec<FieldError>, section: &str| -> Vec<FieldError> {
-            errors
-                .into_iter()
-                .map(|e| {
-                    let field = if e.field.is_empty() { section.to_string() } else { format!("{section}.{}", e.field) };
-                    FieldError::new(field, e.message)
-                })
-                .collect()
-        };
         if self.max_depth == 0 {
             return Err(vec![FieldError::new("decoding.max_depth", "must be at least 1")]);
         }
         let codec = match self.codec {
             Codec::Incident => CodecImpl::Incident,
             Codec::Alertmanager => CodecImpl::Alertmanager(
-                AlertmanagerDecoder::new(&self.alertmanager).map_err(|e| prefix(e, "decoding.alertmanager"))?,
+                AlertmanagerDecoder::new(&self.alertmanager).map_err(|e| prefixed("decoding.alertmanager", e))?,
             ),
             Codec::Mapped => match &self.mapping {
                 Some(mapping) => {
-                    CodecImpl::Mapped(MappingDecoder::new(mapping).map_err(|e| prefix(e, "decoding.mapping"))?)
+                    CodecImpl::Mapped(MappingDecoder::new(mapping).map_err(|e| prefixed("decoding.mapping", e))?)
                 }
                 None => {
                     return Err(vec![FieldError::new(
@@ -256,19 +198,6 @@ impl Decoder {
             CodecImpl::Alertmanager(decoder) => decoder.decode(text),
             CodecImpl::Mapped(decoder) => decoder.decode(text).map(|event| vec![event]),
         }
-    }
-}
-
-/// What a JSON value is ("a string", "an array", …), for error messages.
-pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
-    use serde_json::Value;
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -1,0 +1,444 @@
+//! The fan-out from a source to the buffers of the sinks that read it.
+//!
+//! A batch is taken by each sink whole or not at all: room is reserved in every buffer
+//! first, and only then are the events pushed. When a sink is full, its [`WhenFull`]
+//! decides: its copies go to the dead letters while the other sinks take the batch, or
+//! the batch is refused. A batch no sink has room for is always refused
+//! ([`SendError::Full`]), and [`SourceSender::send_within`] waits for room first.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{BufferError, Limits, MemoryBuffer, SinkBuffer, WhenFull};
+use crate::dead_letters::{self, DeadLetters};
+use crate::event::{AckGroup, Event, IncidentEvent, Outcome};
+use crate::stats::SinkStats;
+
+/// Why a source's batch was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Sinks have no room; the sender should retry later.
+    #[error("no room in the buffer of {}", .sinks.join(", "))]
+    Full {
+        /// The full sinks.
+        sinks: Vec<String>,
+    },
+    /// The pipeline is shutting down.
+    #[error("the pipeline is shutting down")]
+    Closed,
+    /// A disk buffer could not store the batch.
+    #[error("cannot store the events: {0}")]
+    Storage(String),
+}
+
+/// What happened to a batch a source sent on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Events in the batch.
+    pub events: usize,
+    /// Sinks that were full and dead-lettered their copies instead (`when_full = "dead_letter"`).
+    pub dead_lettered: Vec<String>,
+}
+
+/// One sink's input, as a source sees it.
+#[derive(Debug, Clone)]
+pub struct SinkInput {
+    /// The sink's name.
+    pub name: String,
+    /// Its buffer.
+    pub buffer: SinkBuffer,
+    /// What a full buffer means for a batch.
+    pub when_full: WhenFull,
+    /// Where its copies go when it is full (`None`: a full sink refuses the batch).
+    pub dead_letters: Option<Arc<DeadLetters>>,
+    /// Its counters.
+    pub stats: Arc<SinkStats>,
+}
+
+/// Sends a source's events to every sink that reads it.
+///
+/// A batch is taken by each sink whole or not at all: room is reserved in every buffer
+/// first. When a sink is full, [`WhenFull`] decides: its copies go to the dead letters
+/// while the other sinks take the batch, or the batch is refused. A batch no sink has room
+/// for is always refused ([`SendError::Full`]): the `http_server` source answers 503 with
+/// `Retry-After`, the `stdin` source waits.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSender {
+    outputs: Vec<SinkInput>,
+    /// For [`event_channel`]: closes the channel when the last clone is dropped.
+    closer: Option<Arc<CloseOnDrop>>,
+}
+
+/// Closes a buffer when dropped.
+#[derive(Debug)]
+struct CloseOnDrop(SinkBuffer);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl SourceSender {
+    /// A sender to these sink inputs.
+    pub fn new(outputs: Vec<SinkInput>) -> Self {
+        SourceSender { outputs, closer: None }
+    }
+
+    /// A sender to plain buffers with no dead letters: a full buffer refuses the batch.
+    pub fn to_buffers(buffers: Vec<SinkBuffer>) -> Self {
+        SourceSender {
+            outputs: buffers
+                .into_iter()
+                .enumerate()
+                .map(|(i, buffer)| SinkInput {
+                    name: format!("sink{i}"),
+                    buffer,
+                    when_full: WhenFull::Reject,
+                    dead_letters: None,
+                    stats: Arc::default(),
+                })
+                .collect(),
+            closer: None,
+        }
+    }
+
+    /// Sends a batch, waiting for room while every sink is full.
+    pub async fn send(
+        &self,
+        events: Vec<(IncidentEvent, usize)>,
+        ack: Option<&AckGroup>,
+    ) -> Result<SendReport, SendError> {
+        self.send_within(events, ack, None).await
+    }
+
+    /// Sends a batch, waiting at most `max_wait` (`None`: for ever) for room while it
+    /// would be refused; then [`SendError::Full`].
+    pub async fn send_within(
+        &self,
+        events: Vec<(IncidentEvent, usize)>,
+        ack: Option<&AckGroup>,
+        max_wait: Option<std::time::Duration>,
+    ) -> Result<SendReport, SendError> {
+        if self.outputs.is_empty() {
+            return self.try_send(events, ack).await;
+        }
+        let deadline = max_wait.map(|wait| tokio::time::Instant::now() + wait);
+        let mut events = events;
+        loop {
+            // Register interest in freed room before trying, so a give-back in between is
+            // seen. A sender is woken once some sink has room for the whole batch.
+            let count = events.len();
+            let bytes: u64 = events.iter().map(|(_, size)| *size as u64).sum();
+            let waits = futures::future::select_all(self.outputs.iter().map(|o| o.buffer.room_for(count, bytes)));
+            match self.try_send_inner(events, ack).await {
+                Ok(report) => return Ok(report),
+                Err((full @ SendError::Full { .. }, back)) => {
+                    events = back;
+                    // Bounded wait: re-check now and then even if a notification was missed.
+                    let mut until = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
+                    if let Some(deadline) = deadline {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(full);
+                        }
+                        until = until.min(deadline);
+                    }
+                    let _ = tokio::time::timeout_at(until, waits).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// Sends a batch now, or says why not.
+    pub async fn try_send(
+        &self,
+        events: Vec<(IncidentEvent, usize)>,
+        ack: Option<&AckGroup>,
+    ) -> Result<SendReport, SendError> {
+        self.try_send_inner(events, ack).await.map_err(|(e, _)| e)
+    }
+
+    async fn try_send_inner(
+        &self,
+        events: Vec<(IncidentEvent, usize)>,
+        ack: Option<&AckGroup>,
+    ) -> Result<SendReport, (SendError, Vec<(IncidentEvent, usize)>)> {
+        let count = events.len();
+        let bytes: u64 = events.iter().map(|(_, size)| *size as u64).sum();
+        let mut reserved = Vec::new();
+        let mut full = Vec::new();
+        for output in &self.outputs {
+            match output.buffer.try_reserve(count, bytes) {
+                Some(reservation) => reserved.push((output, reservation)),
+                None => full.push(output),
+            }
+        }
+        let refuses = |o: &&SinkInput| o.when_full == WhenFull::Reject || o.dead_letters.is_none();
+        let refuse = !full.is_empty() && (reserved.is_empty() || full.iter().any(refuses));
+        if refuse {
+            let sinks = full.iter().map(|o| o.name.clone()).collect();
+            return Err((SendError::Full { sinks }, events));
+        }
+        let events: Vec<Event> = events.into_iter().map(|(incident, size)| Event::new(incident, size)).collect();
+        let copies = |events: &[Event]| -> Vec<Event> {
+            events
+                .iter()
+                .map(|event| {
+                    let mut copy = event.copy();
+                    if let Some(group) = ack {
+                        let token = group.token();
+                        copy.finalizer.push(move |outcome| token.report(outcome));
+                    }
+                    copy
+                })
+                .collect()
+        };
+        for (output, reservation) in reserved {
+            match output.buffer.push(reservation, copies(&events)).await {
+                Ok(()) => {
+                    output.stats.accepted.fetch_add(count as u64, Ordering::Relaxed);
+                }
+                Err(BufferError::Closed) => return Err((SendError::Closed, Vec::new())),
+                Err(BufferError::Storage(e)) => return Err((SendError::Storage(e.to_string()), Vec::new())),
+            }
+        }
+        let mut report = SendReport { events: count, dead_lettered: Vec::new() };
+        for output in full {
+            let (held, held_bytes) = output.buffer.usage();
+            let reason = format!("buffer full ({held} events, {held_bytes} bytes held)");
+            let letters =
+                events.iter().map(|event| dead_letters::letter(&output.name, event, reason.clone(), None, 0)).collect();
+            let Some(dead_letters) = &output.dead_letters else { continue };
+            let outcome = match dead_letters.record(letters).await {
+                Ok(()) => Outcome::Failed,
+                Err(error) => {
+                    tracing::error!(sink = %output.name, %error, events = count, "buffer full and the dead letters cannot be written: events lost");
+                    Outcome::Dropped
+                }
+            };
+            output.stats.dead_lettered.fetch_add(count as u64, Ordering::Relaxed);
+            tracing::warn!(sink = %output.name, events = count, %reason, "sink full: copies dead-lettered");
+            for copy in copies(&events) {
+                copy.finish(outcome);
+            }
+            report.dead_lettered.push(output.name.clone());
+        }
+        Ok(report)
+    }
+}
+
+/// The receiving end of [`event_channel`]: events a source sent, one by one. Taking an
+/// event from it counts as delivering it. As with a channel, dropping it makes the
+/// source's next send fail ([`SendError::Closed`]), and once every sender is dropped,
+/// `recv` returns what is left, then `None`.
+#[derive(Debug)]
+pub struct EventReceiver {
+    buffer: SinkBuffer,
+}
+
+/// A source's output straight to the caller, for hosts that consume events themselves
+/// and for tests: room for `max_events` events; a full channel refuses a batch
+/// (`try_send`) or makes the sender wait (`send`).
+pub fn event_channel(max_events: usize) -> (SourceSender, EventReceiver) {
+    let limits = Limits { events: max_events, bytes: u64::MAX };
+    let buffer = SinkBuffer::Memory(Arc::new(MemoryBuffer::new(limits)));
+    let mut sender = SourceSender::to_buffers(vec![buffer.clone()]);
+    sender.closer = Some(Arc::new(CloseOnDrop(buffer.clone())));
+    (sender, EventReceiver { buffer })
+}
+
+impl EventReceiver {
+    /// The next event; `None` once the senders are gone and nothing is left.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.buffer.pop().await.map(Self::take)
+    }
+
+    /// The next event if one is waiting now.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        match &self.buffer {
+            SinkBuffer::Memory(memory) => memory.try_pop().map(Self::take),
+            SinkBuffer::Disk(_) => None,
+        }
+    }
+
+    fn take(event: Event) -> Event {
+        let copy = event.copy();
+        event.finish(Outcome::Delivered);
+        copy
+    }
+}
+
+impl Drop for EventReceiver {
+    fn drop(&mut self) {
+        self.buffer.close();
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::{sample_event, EventKind};
+    use crate::storage::dead_letters::DeadLetterStore;
+
+    /// A memory buffer for `events` events.
+    fn buffer(events: usize) -> SinkBuffer {
+        SinkBuffer::Memory(Arc::new(MemoryBuffer::new(Limits { events, bytes: u64::MAX })))
+    }
+
+    fn input(name: &str, buffer: &SinkBuffer, when_full: WhenFull, dead_letters: Option<Arc<DeadLetters>>) -> SinkInput {
+        SinkInput { name: name.into(), buffer: buffer.clone(), when_full, dead_letters, stats: Arc::default() }
+    }
+
+    fn batch(n: usize) -> Vec<(IncidentEvent, usize)> {
+        (0..n).map(|_| (IncidentEvent::new(EventKind::Created), 10)).collect()
+    }
+
+    fn stored_letters(dir: &std::path::Path) -> Vec<crate::storage::dead_letters::DeadLetter> {
+        DeadLetterStore::open(&crate::dead_letters::store_path(dir)).unwrap().list(None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_whole_to_every_sink_and_is_counted() {
+        let (a, b) = (buffer(10), buffer(10));
+        let sender = SourceSender::new(vec![
+            input("a", &a, WhenFull::Reject, None),
+            input("b", &b, WhenFull::Reject, None),
+        ]);
+        let report = sender.try_send(batch(3), None).await.unwrap();
+        assert_eq!(report, SendReport { events: 3, dead_lettered: vec![] });
+        assert_eq!(a.usage(), (3, 30));
+        assert_eq!(b.usage(), (3, 30));
+        assert_eq!(SinkStats::get(&sender.outputs[0].stats.accepted), 3);
+        assert_eq!(SinkStats::get(&sender.outputs[1].stats.accepted), 3);
+    }
+
+    #[tokio::test]
+    async fn a_full_rejecting_sink_refuses_the_batch_for_every_sink() {
+        let (roomy, full) = (buffer(10), buffer(2));
+        let sender = SourceSender::new(vec![
+            input("roomy", &roomy, WhenFull::DeadLetter, None),
+            input("full", &full, WhenFull::Reject, None),
+        ]);
+        sender.try_send(batch(2), None).await.unwrap();
+        let error = sender.try_send(batch(1), None).await.unwrap_err();
+        assert_eq!(error, SendError::Full { sinks: vec!["full".into()] });
+        // The room reserved in the other sink was given back: nothing of the batch is there.
+        assert_eq!(roomy.usage(), (2, 20));
+        assert_eq!(full.usage(), (2, 20));
+    }
+
+    #[tokio::test]
+    async fn a_full_sink_without_dead_letters_refuses_even_when_set_to_dead_letter() {
+        let (roomy, full) = (buffer(10), buffer(1));
+        let sender = SourceSender::new(vec![
+            input("roomy", &roomy, WhenFull::DeadLetter, None),
+            input("full", &full, WhenFull::DeadLetter, None),
+        ]);
+        sender.try_send(batch(1), None).await.unwrap();
+        assert!(matches!(sender.try_send(batch(1), None).await, Err(SendError::Full { .. })));
+        assert_eq!(roomy.usage(), (1, 10));
+    }
+
+    #[tokio::test]
+    async fn a_full_sink_dead_letters_its_copies_while_the_others_take_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letters = Arc::new(DeadLetters::new(dir.path()));
+        let (roomy, full) = (buffer(10), buffer(1));
+        let sender = SourceSender::new(vec![
+            input("roomy", &roomy, WhenFull::DeadLetter, Some(dead_letters.clone())),
+            input("full", &full, WhenFull::DeadLetter, Some(dead_letters.clone())),
+        ]);
+        sender.try_send(batch(1), None).await.unwrap();
+        let group = AckGroup::new();
+        let mut events = batch(2);
+        events[0].0 = sample_event();
+        let report = sender.try_send(events, Some(&group)).await.unwrap();
+        assert_eq!(report, SendReport { events: 2, dead_lettered: vec!["full".into()] });
+        assert_eq!(roomy.usage(), (3, 30));
+        assert_eq!(full.usage(), (1, 10), "the full sink's buffer is not touched");
+        assert_eq!(SinkStats::get(&sender.outputs[1].stats.dead_lettered), 2);
+        // The dead-lettered copies report `Failed` to the batch's acknowledgement at once;
+        // the copies in `roomy` report when delivered.
+        let waiting = tokio::spawn(group.wait());
+        while let Some(event) = roomy.pop().await {
+            event.finish(Outcome::Delivered);
+            if roomy.usage().0 == 0 {
+                break;
+            }
+        }
+        assert_eq!(waiting.await.unwrap(), Outcome::Failed);
+        // The store is held open while the sinks' dead letters are: close it to read it.
+        drop((sender, dead_letters));
+        let letters = stored_letters(dir.path());
+        assert_eq!(letters.len(), 2);
+        assert!(letters.iter().all(|l| l.sink == "full" && l.reason.starts_with("buffer full") && l.attempts == 0));
+        assert_eq!(letters[0].event, sample_event().to_json());
+    }
+
+    #[tokio::test]
+    async fn a_batch_no_sink_has_room_for_is_refused_even_with_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letters = Arc::new(DeadLetters::new(dir.path()));
+        let full = buffer(1);
+        let sender = SourceSender::new(vec![input("full", &full, WhenFull::DeadLetter, Some(dead_letters))]);
+        sender.try_send(batch(1), None).await.unwrap();
+        assert_eq!(sender.try_send(batch(1), None).await.unwrap_err(), SendError::Full { sinks: vec!["full".into()] });
+        assert!(!crate::dead_letters::store_path(dir.path()).exists(), "nothing was dead-lettered");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_batch_fits_an_empty_buffer() {
+        let small = buffer(2);
+        let sender = SourceSender::new(vec![input("small", &small, WhenFull::Reject, None)]);
+        sender.try_send(batch(5), None).await.unwrap();
+        assert_eq!(small.usage(), (5, 50));
+    }
+
+    #[tokio::test]
+    async fn send_within_waits_for_room_then_gives_up() {
+        let full = buffer(1);
+        let sender = SourceSender::new(vec![input("full", &full, WhenFull::Reject, None)]);
+        sender.try_send(batch(1), None).await.unwrap();
+        let error = sender.send_within(batch(1), None, Some(Duration::from_millis(300))).await.unwrap_err();
+        assert!(matches!(error, SendError::Full { .. }));
+
+        // Room given back while a sender waits lets its batch in.
+        let waiting = {
+            let sender = sender.clone();
+            tokio::spawn(async move { sender.send_within(batch(1), None, Some(Duration::from_secs(60))).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        full.pop().await.unwrap().finish(Outcome::Delivered);
+        assert_eq!(waiting.await.unwrap().unwrap().events, 1);
+        assert_eq!(full.usage(), (1, 10));
+    }
+
+    #[tokio::test]
+    async fn a_closed_buffer_refuses_with_closed() {
+        let closed = buffer(10);
+        closed.close();
+        let sender = SourceSender::new(vec![input("closed", &closed, WhenFull::Reject, None)]);
+        assert_eq!(sender.try_send(batch(1), None).await.unwrap_err(), SendError::Closed);
+        assert_eq!(closed.usage(), (0, 0), "the reservation was given back");
+    }
+
+    #[tokio::test]
+    async fn the_event_channel_hands_events_over_and_closes_with_its_ends() {
+        let (sender, mut receiver) = event_channel(2);
+        sender.try_send(batch(2), None).await.unwrap();
+        assert!(matches!(sender.try_send(batch(1), None).await, Err(SendError::Full { .. })));
+        assert!(receiver.recv().await.is_some());
+        assert!(receiver.try_recv().is_some());
+        assert!(receiver.try_recv().is_none());
+        drop(sender);
+        assert!(receiver.recv().await.is_none(), "every sender gone: the channel ends");
+
+        let (sender, receiver) = event_channel(2);
+        drop(receiver);
+        assert_eq!(sender.try_send(batch(1), None).await.unwrap_err(), SendError::Closed);
+    }
+}
