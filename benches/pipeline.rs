@@ -16,7 +16,7 @@ use serde_json::json;
 use webhook_sink::buffer::{BufferConfig, BufferType, SinkBuffer};
 use webhook_sink::event::{new_webhook_id, Event, IncidentEvent, Outcome};
 use webhook_sink::filter::{ConditionConfig, Decision, Filter, OneOrMany};
-use webhook_sink::sinks::webhook::config::{CompiledWebhook, SecretUrl};
+use webhook_sink::sinks::webhook::config::{SecretUrl, ValidatedWebhookSink};
 use webhook_sink::sinks::webhook::WebhookSinkConfig;
 use webhook_sink::sources::decode::Decoder;
 use webhook_sink::template::mustache::Escape;
@@ -92,7 +92,7 @@ fn triggers() -> Vec<String> {
 }
 
 /// A sink with triggers, three conditions and the chat template, as `validate` compiles it.
-fn compiled_webhook() -> CompiledWebhook {
+fn compiled_webhook() -> ValidatedWebhookSink {
     WebhookSinkConfig {
         url: SecretUrl("https://user:secret@hooks.example.com/services/T000/B000".into()),
         triggers: Some(triggers()),
@@ -100,7 +100,7 @@ fn compiled_webhook() -> CompiledWebhook {
         template: Some(CHAT_TEMPLATE.into()),
         ..Default::default()
     }
-    .compile(Path::new("."))
+    .validate(Path::new("."))
     .expect("a valid sink config")
 }
 

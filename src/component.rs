@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::{BufferConfig, SourceSender};
 use crate::dead_letters::DeadLetters;
 pub use crate::error::{BuildError, FieldError};
-use crate::event::Event;
+use crate::event::{Event, IncidentEvent, Outcome};
 use crate::stats::SinkStats;
 
 /// A healthcheck failed.
@@ -39,6 +39,14 @@ pub struct SinkContext {
 }
 
 /// A sink's configuration.
+///
+/// The path from the pipeline file to a running sink has three steps, one method each:
+/// the config as read (e.g. `WebhookSinkConfig`) is *validated* by its own `validate`
+/// method into a checked form with everything compiled (templates, filters, URL), and
+/// that form's [`SinkConfig::build`] opens what needs the outside world (TLS roots, the
+/// HTTP client) and returns the running sink. The host validates once at load and builds
+/// from the checked form. A host holding only a config can call `build` on the config
+/// itself, which is validate-then-build.
 #[async_trait]
 pub trait SinkConfig: Send + Sync {
     /// Builds the running sink and its healthcheck.
@@ -49,10 +57,49 @@ pub trait SinkConfig: Send + Sync {
 }
 
 /// A running sink: consumes its input until the stream ends, then finishes in-flight work.
+///
+/// Besides [`StreamSink::run`], a built sink answers the command line's questions about
+/// one event, so the host never reaches into a sink's parts: what it would send
+/// ([`StreamSink::preview`], `render`), what its endpoint says to one request
+/// ([`StreamSink::probe`], `test`), and delivering a dead letter again
+/// ([`StreamSink::replay`], `dead-letters replay`).
 #[async_trait]
-pub trait StreamSink: Send {
+pub trait StreamSink: Send + Sync {
     /// Consumes `input`; returns once every event taken has been handled.
     async fn run(self: Box<Self>, input: BoxStream<'static, Event>) -> Result<(), ()>;
+
+    /// What the sink would send for `event`, or why it would not.
+    fn preview(&self, event: &IncidentEvent) -> Preview;
+
+    /// Sends `event` once through the real request path, whatever the filter says: no
+    /// retry, no dead letter, no counters.
+    async fn probe(&self, event: &IncidentEvent) -> Probe;
+
+    /// Delivers `event` whatever the filter says, with retries; if it fails again it goes
+    /// back to the dead letters. Returns its outcome.
+    async fn replay(&self, event: Event) -> Outcome;
+}
+
+/// What a sink would do with one event ([`StreamSink::preview`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preview {
+    /// It fires, with this body.
+    Body(Vec<u8>),
+    /// Its triggers or conditions do not fire; why.
+    NotFired(String),
+    /// It fires, but the body cannot be made; why.
+    NotSent(String),
+}
+
+/// What one request to a sink's endpoint brought back ([`StreamSink::probe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The request, as the user may see it (credentials redacted), e.g. `POST https://…`.
+    pub request: String,
+    /// The answer (status and excerpt) or why there was none.
+    pub answer: String,
+    /// Whether the endpoint accepted it (2xx).
+    pub success: bool,
 }
 
 /// What a source is built with.
@@ -69,7 +116,9 @@ pub struct SourceContext {
 /// A running source: resolves when it has stopped.
 pub type Source = BoxFuture<'static, Result<(), ()>>;
 
-/// A source's configuration.
+/// A source's configuration. As with sinks, a config is validated into a checked form by
+/// its own `validate` method, and `build` on that form starts the source; `build` on the
+/// config itself is validate-then-build.
 #[async_trait]
 pub trait SourceConfig: Send + Sync {
     /// Builds the running source (binding sockets here, so errors show before start).

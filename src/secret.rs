@@ -7,9 +7,14 @@ use serde::{Deserialize, Serialize};
 /// A string that may be a secret (a token, a password): shown as `***` in debug output.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct SecretString(pub String);
+pub struct SecretString(String);
 
 impl SecretString {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        SecretString(secret.into())
+    }
+
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -45,4 +45,3 @@ impl SinkStats {
         SinkStats::get(&self.accepted).saturating_sub(handled)
     }
 }
-

@@ -52,7 +52,7 @@ fn a_good_config_loads_with_interpolation() {
     let sink = config.sink("chat").unwrap();
     assert_eq!(sink.inputs, ["alerts"]);
     let webhook_sink::config::SinkKind::Webhook(webhook) = &sink.kind;
-    assert_eq!(webhook.url.0, "https://user:s3cr\"et pass@hooks.example.com/x");
+    assert_eq!(webhook.config.url.0, "https://user:s3cr\"et pass@hooks.example.com/x");
     assert!(!format!("{config:?}").contains("s3cr"), "debug output hides the password");
 }
 

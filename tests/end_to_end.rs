@@ -17,8 +17,8 @@ use serde_json::json;
 use support::{free_addr, Receiver, TestCerts};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use webhook_sink::stats::SinkStats;
 use webhook_sink::config::load_str;
+use webhook_sink::stats::SinkStats;
 use webhook_sink::topology::{Pipeline, RunReport};
 
 const WAIT: Duration = Duration::from_secs(10);

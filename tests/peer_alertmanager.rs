@@ -24,8 +24,8 @@ use support::peer::{free_port, require, KillOnDrop};
 use support::Receiver;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use webhook_sink::stats::SinkStats;
 use webhook_sink::config::load_str;
+use webhook_sink::stats::SinkStats;
 use webhook_sink::topology::{Pipeline, RunReport};
 
 /// Upper bound for Alertmanager to become ready and for each notification to arrive.

@@ -275,7 +275,6 @@ impl Drop for EventReceiver {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -289,7 +288,12 @@ mod tests {
         SinkBuffer::Memory(Arc::new(MemoryBuffer::new(Limits { events, bytes: u64::MAX })))
     }
 
-    fn input(name: &str, buffer: &SinkBuffer, when_full: WhenFull, dead_letters: Option<Arc<DeadLetters>>) -> SinkInput {
+    fn input(
+        name: &str,
+        buffer: &SinkBuffer,
+        when_full: WhenFull,
+        dead_letters: Option<Arc<DeadLetters>>,
+    ) -> SinkInput {
         SinkInput { name: name.into(), buffer: buffer.clone(), when_full, dead_letters, stats: Arc::default() }
     }
 
@@ -304,10 +308,8 @@ mod tests {
     #[tokio::test]
     async fn a_batch_goes_whole_to_every_sink_and_is_counted() {
         let (a, b) = (buffer(10), buffer(10));
-        let sender = SourceSender::new(vec![
-            input("a", &a, WhenFull::Reject, None),
-            input("b", &b, WhenFull::Reject, None),
-        ]);
+        let sender =
+            SourceSender::new(vec![input("a", &a, WhenFull::Reject, None), input("b", &b, WhenFull::Reject, None)]);
         let report = sender.try_send(batch(3), None).await.unwrap();
         assert_eq!(report, SendReport { events: 3, dead_lettered: vec![] });
         assert_eq!(a.usage(), (3, 30));

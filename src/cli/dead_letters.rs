@@ -10,13 +10,11 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use super::{load, webhook_sink};
-use crate::component::SinkContext;
+use super::{build_sink, load, sink_spec};
+use crate::component::StreamSink;
 use crate::config::PipelineConfig;
 use crate::dead_letters::{store_path, DeadLetters};
 use crate::event::{Event, IncidentEvent, Outcome};
-use crate::stats::SinkStats;
-use crate::sinks::webhook::sink::WebhookSink;
 use crate::storage::dead_letters::{DeadLetter, DeadLetterStore};
 
 /// What to do with dead letters.
@@ -92,7 +90,7 @@ fn plural(n: usize) -> &'static str {
 fn open(select: &Select) -> Result<(PipelineConfig, Arc<DeadLetterStore>, Vec<DeadLetter>), String> {
     let config = load(&select.config)?;
     if let Some(sink) = &select.sink {
-        webhook_sink(&config, sink)?;
+        sink_spec(&config, sink)?;
     }
     let path = store_path(&config.data_dir);
     if !path.exists() {
@@ -151,22 +149,16 @@ fn print_list(letters: &[DeadLetter], json: bool) {
 async fn replay(select: &Select) -> Result<ExitCode, String> {
     let (config, store, letters) = open(select)?;
     let dead_letters = Arc::new(DeadLetters::with_store(store.clone()));
-    let mut sinks: HashMap<String, WebhookSink> = HashMap::new();
+    let mut sinks: HashMap<String, Box<dyn StreamSink>> = HashMap::new();
     let (mut delivered, mut failed) = (0usize, 0usize);
     for letter in letters {
         if !sinks.contains_key(&letter.sink) {
-            let Ok(webhook) = webhook_sink(&config, &letter.sink) else {
+            if config.sink(&letter.sink).is_none() {
                 println!("seq {}: sink `{}` is no longer in the config; kept", letter.seq, letter.sink);
                 failed += 1;
                 continue;
-            };
-            let cx = SinkContext {
-                name: letter.sink.clone(),
-                config_dir: config.dir.clone(),
-                stats: Arc::new(SinkStats::default()),
-                dead_letters: dead_letters.clone(),
-            };
-            let (sink, _) = webhook.build_sink(cx).map_err(|e| e.to_string())?;
+            }
+            let sink = build_sink(&config, &letter.sink, dead_letters.clone()).await?;
             sinks.insert(letter.sink.clone(), sink);
         }
         let Some(sink) = sinks.get(&letter.sink) else { continue };

@@ -5,17 +5,16 @@ mod dead_letters;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{self, PipelineConfig, SinkKind, SourceSpec};
-use crate::event::{new_webhook_id, sample_event};
-use crate::filter::Decision;
-use crate::sinks::webhook::client::build_connector;
-use crate::sinks::webhook::service::WebhookService;
-use crate::sinks::webhook::WebhookSinkConfig;
+use crate::component::{Preview, SinkContext, StreamSink};
+use crate::config::{self, PipelineConfig, SinkSpec, SourceSpec};
+use crate::dead_letters::DeadLetters;
+use crate::event::{sample_event, IncidentEvent};
 use crate::sources::decode::Decoder;
 use crate::topology::Pipeline;
 
@@ -139,7 +138,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
         Command::Test { config, sink, event, source } => {
             test(&config, &sink, event.as_deref(), source.as_deref()).await
         }
-        Command::Render { config, sink, event, source } => render(&config, &sink, &event, source.as_deref()),
+        Command::Render { config, sink, event, source } => render(&config, &sink, &event, source.as_deref()).await,
         Command::Variables => {
             print!("{}", variables_text());
             Ok(ExitCode::SUCCESS)
@@ -197,34 +196,36 @@ fn validate(path: &Path) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn webhook_sink<'a>(config: &'a PipelineConfig, name: &str) -> Result<&'a WebhookSinkConfig, String> {
-    let spec = config.sink(name).ok_or_else(|| {
+/// Sink `name` of the pipeline, or an error that lists the sinks there are.
+fn sink_spec<'a>(config: &'a PipelineConfig, name: &str) -> Result<&'a SinkSpec, String> {
+    config.sink(name).ok_or_else(|| {
         format!("no sink `{name}` in {}; sinks: {}", config.path.display(), config.sink_names().join(", "))
-    })?;
-    match &spec.kind {
-        SinkKind::Webhook(webhook) => Ok(webhook),
-    }
+    })
+}
+
+/// Builds sink `name` of the pipeline, for the commands that ask a sink about single
+/// events (`test`, `render`, `dead-letters replay`). Its dead letters go to `dead_letters`.
+async fn build_sink(
+    config: &PipelineConfig,
+    name: &str,
+    dead_letters: Arc<DeadLetters>,
+) -> Result<Box<dyn StreamSink>, String> {
+    let spec = sink_spec(config, name)?;
+    let cx =
+        SinkContext { name: name.to_string(), config_dir: config.dir.clone(), stats: Arc::default(), dead_letters };
+    let (sink, _healthcheck) = spec.as_config().build(cx).await.map_err(|e| format!("sink `{name}`: {e}"))?;
+    Ok(sink)
 }
 
 /// Reads events from a file, decoded as `source` decodes (incident events by default).
-fn read_events(
-    config: &PipelineConfig,
-    path: &Path,
-    source: Option<&str>,
-) -> Result<Vec<crate::event::IncidentEvent>, String> {
+fn read_events(config: &PipelineConfig, path: &Path, source: Option<&str>) -> Result<Vec<IncidentEvent>, String> {
+    let default = Decoder::default();
     let decoder = match source {
-        None => Decoder::default(),
-        Some(name) => {
-            let spec = config.sources.iter().find(|(n, _)| n == name).map(|(_, s)| s).ok_or_else(|| {
-                let names: Vec<&str> = config.sources.iter().map(|(n, _)| n.as_str()).collect();
-                format!("no source `{name}` in {}; sources: {}", config.path.display(), names.join(", "))
-            })?;
-            let decoding = match spec {
-                SourceSpec::HttpServer(c) => &c.decoding,
-                SourceSpec::Stdin(c) => &c.decoding,
-            };
-            decoding.build().map_err(|e| format!("{e:?}"))?
-        }
+        None => &default,
+        Some(name) => config.source(name).map(SourceSpec::decoder).ok_or_else(|| {
+            let names: Vec<&str> = config.sources.iter().map(|(n, _)| n.as_str()).collect();
+            format!("no source `{name}` in {}; sources: {}", config.path.display(), names.join(", "))
+        })?,
     };
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     decoder.decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
@@ -232,49 +233,35 @@ fn read_events(
 
 async fn test(path: &Path, name: &str, event: Option<&Path>, source: Option<&str>) -> Result<ExitCode, String> {
     let config = load(path)?;
-    let webhook = webhook_sink(&config, name)?;
-    let compiled = webhook.compile(&config.dir).map_err(|e| format!("{e:?}"))?;
+    // A probe writes no dead letters; the store is never opened.
+    let sink = build_sink(&config, name, Arc::new(DeadLetters::new(&config.data_dir))).await?;
     let events = match event {
         Some(event) => read_events(&config, event, source)?,
         None => vec![sample_event()],
     };
-    let connector = build_connector(&compiled.tls).map_err(|e| e.to_string())?;
-    let service = WebhookService::new(connector, 1, compiled.timeout);
-    let builder = &compiled.request_builder;
     let mut all_ok = true;
     for event in &events {
-        let request = builder.build(event, &new_webhook_id()).map_err(|e| e.to_string())?;
-        println!("POST {}", builder.target());
-        match service.send(request).await {
-            Ok(response) => {
-                all_ok &= response.is_success();
-                println!("-> {response}");
-            }
-            Err(error) => {
-                all_ok = false;
-                println!("-> failed: {error}");
-            }
-        }
+        let probe = sink.probe(event).await;
+        println!("{}", probe.request);
+        println!("-> {}", probe.answer);
+        all_ok &= probe.success;
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn render(path: &Path, name: &str, event: &Path, source: Option<&str>) -> Result<ExitCode, String> {
+async fn render(path: &Path, name: &str, event: &Path, source: Option<&str>) -> Result<ExitCode, String> {
     let config = load(path)?;
-    let webhook = webhook_sink(&config, name)?;
-    let compiled = webhook.compile(&config.dir).map_err(|e| format!("{e:?}"))?;
+    let sink = build_sink(&config, name, Arc::new(DeadLetters::new(&config.data_dir))).await?;
     let events = read_events(&config, event, source)?;
     let several = events.len() > 1;
     for (i, event) in events.iter().enumerate() {
         if several {
             println!("--- event {}", i + 1);
         }
-        match compiled.filter.decide(event) {
-            Decision::Fire => match compiled.request_builder.body(event) {
-                Ok(body) => println!("{}", String::from_utf8_lossy(&body)),
-                Err(e) => println!("would not be sent: {e}"),
-            },
-            decision => println!("would not fire: {decision}"),
+        match sink.preview(event) {
+            Preview::Body(body) => println!("{}", String::from_utf8_lossy(&body)),
+            Preview::NotSent(why) => println!("would not be sent: {why}"),
+            Preview::NotFired(why) => println!("would not fire: {why}"),
         }
     }
     Ok(ExitCode::SUCCESS)

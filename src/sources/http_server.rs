@@ -141,15 +141,10 @@ impl HttpServerSourceConfig {
         }
     }
 
-    /// Every problem with the config: `path` must start with `/` (and hold no `?`, `#`
-    /// or whitespace), `max_body_bytes` must be above 0, and `decoding` and `auth` must
-    /// build.
-    pub fn validate(&self) -> Vec<FieldError> {
-        self.checked().err().unwrap_or_default()
-    }
-
-    /// Checks every field once and builds the parts the running source needs.
-    fn checked(&self) -> Result<(Decoder, Option<Authenticator>), Vec<FieldError>> {
+    /// Checks every field once and builds the parts the running source needs; every
+    /// problem is reported: `path` must start with `/` (and hold no `?`, `#` or
+    /// whitespace), `max_body_bytes` must be above 0, and `decoding` and `auth` must build.
+    pub fn validate(&self) -> Result<ValidatedHttpServer, Vec<FieldError>> {
         let mut errors = Vec::new();
         if !self.path.starts_with('/') {
             errors.push(FieldError::new("path", format!("must start with `/`, got `{}`", self.path)));
@@ -159,37 +154,70 @@ impl HttpServerSourceConfig {
         if self.max_body_bytes == 0 {
             errors.push(FieldError::new("max_body_bytes", "must be above 0"));
         }
-        let decoder = self.decoding.build().map_err(|e| errors.extend(e)).ok();
+        let decoder = self.decoding.validate().map_err(|e| errors.extend(e)).ok();
         let auth = self.auth.as_ref().map(Authenticator::new).transpose().map_err(|e| errors.extend(e)).ok();
         match (decoder, auth) {
-            (Some(decoder), Some(auth)) if errors.is_empty() => Ok((decoder, auth)),
+            (Some(decoder), Some(auth)) if errors.is_empty() => {
+                Ok(ValidatedHttpServer { config: self.clone(), decoder, auth })
+            }
             _ => Err(errors),
         }
     }
 }
 
+/// An `http_server` source's config, checked, with its decoder and authenticator built.
+#[derive(Debug, Clone)]
+pub struct ValidatedHttpServer {
+    /// The config it came from.
+    pub config: HttpServerSourceConfig,
+    decoder: Decoder,
+    auth: Option<Authenticator>,
+}
+
+/// Compared by the config they came from.
+impl PartialEq for ValidatedHttpServer {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config
+    }
+}
+
+impl ValidatedHttpServer {
+    /// How the source decodes a body.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+}
+
 #[async_trait]
-impl SourceConfig for HttpServerSourceConfig {
+impl SourceConfig for ValidatedHttpServer {
     async fn build(&self, cx: SourceContext) -> Result<Source, BuildError> {
-        let (decoder, auth) = self.checked().map_err(|errors| BuildError::Invalid { errors })?;
-        let listener = TcpListener::bind(self.address)
+        let config = &self.config;
+        let listener = TcpListener::bind(config.address)
             .await
-            .map_err(|e| BuildError::Other { message: format!("cannot listen on {}: {e}", self.address) })?;
-        let local = listener.local_addr().unwrap_or(self.address);
-        info!(source = %cx.name, address = %local, path = %self.path, "http_server source listening");
+            .map_err(|e| BuildError::other(format!("cannot listen on {}: {e}", config.address)))?;
+        let local = listener.local_addr().unwrap_or(config.address);
+        info!(source = %cx.name, address = %local, path = %config.path, "http_server source listening");
         let state = Arc::new(State {
             name: cx.name,
-            path: self.path.clone(),
-            max_body_bytes: self.max_body_bytes,
-            decoder,
-            auth,
-            acknowledgements: self.acknowledgements,
-            retry_after_secs: self.retry_after_secs,
-            full_wait: Duration::from_millis(self.full_wait_ms),
+            path: config.path.clone(),
+            max_body_bytes: config.max_body_bytes,
+            decoder: self.decoder.clone(),
+            auth: self.auth.clone(),
+            acknowledgements: config.acknowledgements,
+            retry_after_secs: config.retry_after_secs,
+            full_wait: Duration::from_millis(config.full_wait_ms),
             out: cx.out,
             shutdown: cx.shutdown.clone(),
         });
         Ok(Box::pin(serve(listener, state, cx.shutdown)))
+    }
+}
+
+/// Validate, then build: for hosts that hold a config rather than a checked one.
+#[async_trait]
+impl SourceConfig for HttpServerSourceConfig {
+    async fn build(&self, cx: SourceContext) -> Result<Source, BuildError> {
+        self.validate().map_err(BuildError::invalid)?.build(cx).await
     }
 }
 
@@ -418,7 +446,7 @@ mod tests {
         assert_eq!(config, HttpServerSourceConfig::new("127.0.0.1:8687".parse().unwrap()));
         assert_eq!(config.path, "/");
         assert_eq!(config.max_body_bytes, 10_485_760);
-        assert!(config.validate().is_empty());
+        assert!(config.validate().is_ok());
 
         let v6 = parse(r#"address = "[::1]:8687""#).unwrap();
         assert!(v6.address.is_ipv6());
@@ -438,16 +466,16 @@ mod tests {
         let mut config = HttpServerSourceConfig::new("127.0.0.1:1".parse().unwrap());
         config.path = "events".into();
         config.max_body_bytes = 0;
-        let errors = config.validate();
+        let errors = config.validate().unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["path", "max_body_bytes"]);
         assert!(errors[0].message.contains("start with `/`"), "{}", errors[0]);
 
         config.path = "/events?x=1".into();
         config.max_body_bytes = 1;
-        assert_eq!(config.validate().len(), 1);
+        assert_eq!(config.validate().unwrap_err().len(), 1);
         config.path = "/events/in".into();
-        assert!(config.validate().is_empty());
+        assert!(config.validate().is_ok());
     }
 
     fn context() -> SourceContext {

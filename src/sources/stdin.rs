@@ -45,16 +45,38 @@ pub struct StdinSourceConfig {
 }
 
 impl StdinSourceConfig {
-    /// Every problem with the config.
-    pub fn validate(&self) -> Vec<FieldError> {
-        self.decoding.build().err().unwrap_or_default()
+    /// Checks the config and builds the decoder; every problem is reported.
+    pub fn validate(&self) -> Result<ValidatedStdin, Vec<FieldError>> {
+        Ok(ValidatedStdin { config: self.clone(), decoder: self.decoding.validate()? })
+    }
+}
+
+/// A `stdin` source's config, checked, with its decoder built.
+#[derive(Debug, Clone)]
+pub struct ValidatedStdin {
+    /// The config it came from.
+    pub config: StdinSourceConfig,
+    decoder: Decoder,
+}
+
+/// Compared by the config they came from.
+impl PartialEq for ValidatedStdin {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config
+    }
+}
+
+impl ValidatedStdin {
+    /// How the source decodes a line.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
     }
 }
 
 #[async_trait]
-impl SourceConfig for StdinSourceConfig {
+impl SourceConfig for ValidatedStdin {
     async fn build(&self, cx: SourceContext) -> Result<Source, BuildError> {
-        let decoder = self.decoding.build().map_err(|errors| BuildError::Invalid { errors })?;
+        let decoder = self.decoder.clone();
         Ok(Box::pin(async move {
             let reader = BufReader::new(tokio::io::stdin());
             let (summary, result) = read_lines(&cx.name, reader, &decoder, &cx.out, &cx.shutdown).await;
@@ -67,6 +89,14 @@ impl SourceConfig for StdinSourceConfig {
             );
             result
         }))
+    }
+}
+
+/// Validate, then build: for hosts that hold a config rather than a checked one.
+#[async_trait]
+impl SourceConfig for StdinSourceConfig {
+    async fn build(&self, cx: SourceContext) -> Result<Source, BuildError> {
+        self.validate().map_err(BuildError::invalid)?.build(cx).await
     }
 }
 

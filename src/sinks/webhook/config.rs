@@ -1,6 +1,7 @@
 //! The `webhook` sink's configuration: every field is user documentation, every default
-//! is explicit. `compile` checks it all without touching the network; `build` adds the
-//! HTTP client and returns the running sink.
+//! is explicit. [`WebhookSinkConfig::validate`] checks it all without touching the network
+//! and compiles it into a [`ValidatedWebhookSink`]; that one's `build` adds the HTTP client
+//! and returns the running sink.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -201,9 +202,12 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
-/// Everything a webhook sink needs, checked; what `validate` stops at.
+/// A webhook sink's config, checked and compiled: what `validate` stops at and what the
+/// host builds the running sink from, so nothing is compiled twice.
 #[derive(Debug, Clone)]
-pub struct CompiledWebhook {
+pub struct ValidatedWebhookSink {
+    /// The config it came from.
+    pub config: WebhookSinkConfig,
     /// Which events fire.
     pub filter: Filter,
     /// Event → HTTP request.
@@ -216,10 +220,17 @@ pub struct CompiledWebhook {
     pub tls: TlsOptions,
 }
 
+/// Compared by the config they came from (what they were compiled from).
+impl PartialEq for ValidatedWebhookSink {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config
+    }
+}
+
 impl WebhookSinkConfig {
-    /// Checks every field without touching the network; reports every problem with its
-    /// field name. `config_dir` anchors relative paths.
-    pub fn compile(&self, config_dir: &Path) -> Result<CompiledWebhook, Vec<FieldError>> {
+    /// Checks every field without touching the network and compiles the sink's parts;
+    /// reports every problem with its field name. `config_dir` anchors relative paths.
+    pub fn validate(&self, config_dir: &Path) -> Result<ValidatedWebhookSink, Vec<FieldError>> {
         let mut errors = Vec::new();
         let target = Target::parse(&self.url.0).map_err(|e| errors.push(FieldError::new("url", e.to_string()))).ok();
         let filter = Filter::compile(self.triggers.as_deref(), &self.conditions)
@@ -242,7 +253,8 @@ impl WebhookSinkConfig {
             }
         }
         match (target, filter, body, headers) {
-            (Some(target), Some(filter), Some(body), Some(headers)) if errors.is_empty() => Ok(CompiledWebhook {
+            (Some(target), Some(filter), Some(body), Some(headers)) if errors.is_empty() => Ok(ValidatedWebhookSink {
+                config: self.clone(),
                 filter,
                 request_builder: RequestBuilder::new(target, body, headers),
                 timeout: Duration::from_secs_f64(self.request.timeout_secs),
@@ -302,7 +314,7 @@ impl WebhookSinkConfig {
         let mut errors = Vec::new();
         for (name, value) in &self.headers {
             let field = format!("headers.{name}");
-            match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value.0)) {
+            match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.expose())) {
                 (Ok(name), Ok(mut value)) => {
                     value.set_sensitive(true);
                     map.insert(name, value);
@@ -319,23 +331,22 @@ impl WebhookSinkConfig {
     }
 }
 
-impl WebhookSinkConfig {
-    /// Builds the concrete sink (what [`SinkConfig::build`] boxes), for callers that need
-    /// more than the stream interface (replaying dead letters).
-    pub fn build_sink(&self, cx: SinkContext) -> Result<(WebhookSink, Healthcheck), BuildError> {
-        let compiled = self.compile(&cx.config_dir).map_err(|errors| BuildError::Invalid { errors })?;
-        let connector = build_connector(&compiled.tls).map_err(|e| BuildError::Other { message: e.to_string() })?;
-        let service = WebhookService::new(connector, self.request.concurrency, compiled.timeout);
+impl ValidatedWebhookSink {
+    /// Builds the running sink (what [`SinkConfig::build`] boxes) and its healthcheck. Only
+    /// what lies outside the config can fail here (the TLS set-up).
+    pub fn build(&self, cx: SinkContext) -> Result<(WebhookSink, Healthcheck), BuildError> {
+        let connector = build_connector(&self.tls).map_err(|e| BuildError::other(e.to_string()))?;
+        let service = WebhookService::new(connector, self.config.request.concurrency, self.timeout);
         let healthcheck =
-            super::healthcheck::healthcheck(compiled.request_builder.target().clone(), self.healthcheck.enabled);
+            super::healthcheck::healthcheck(self.request_builder.target().clone(), self.config.healthcheck.enabled);
         let sink = WebhookSink {
             name: cx.name,
-            filter: compiled.filter,
-            request_builder: Arc::new(compiled.request_builder),
+            filter: self.filter.clone(),
+            request_builder: Arc::new(self.request_builder.clone()),
             service,
             stats: cx.stats,
             order: Default::default(),
-            retry: compiled.retry,
+            retry: self.retry.clone(),
             dead_letters: cx.dead_letters,
         };
         Ok((sink, healthcheck))
@@ -343,10 +354,23 @@ impl WebhookSinkConfig {
 }
 
 #[async_trait]
+impl SinkConfig for ValidatedWebhookSink {
+    async fn build(&self, cx: SinkContext) -> Result<(Box<dyn StreamSink>, Healthcheck), BuildError> {
+        let (sink, healthcheck) = ValidatedWebhookSink::build(self, cx)?;
+        Ok((Box::new(sink), healthcheck))
+    }
+
+    fn buffer(&self) -> &BufferConfig {
+        &self.config.buffer
+    }
+}
+
+/// Validate, then build: for hosts that hold a config rather than a checked one.
+#[async_trait]
 impl SinkConfig for WebhookSinkConfig {
     async fn build(&self, cx: SinkContext) -> Result<(Box<dyn StreamSink>, Healthcheck), BuildError> {
-        let (sink, healthcheck) = self.build_sink(cx)?;
-        Ok((Box::new(sink), healthcheck))
+        let validated = self.validate(&cx.config_dir).map_err(BuildError::invalid)?;
+        SinkConfig::build(&validated, cx).await
     }
 
     fn buffer(&self) -> &BufferConfig {
@@ -368,11 +392,11 @@ mod tests {
     fn debug_output_hides_secrets() {
         let mut config =
             WebhookSinkConfig { url: SecretUrl("https://bob:HiddenPw123@h.example/x".into()), ..Default::default() };
-        config.headers.insert("X-Token".into(), SecretString("TokenXyz".into()));
+        config.headers.insert("X-Token".into(), SecretString::new("TokenXyz"));
         let debug = format!("{config:?}");
         assert!(!debug.contains("HiddenPw123") && !debug.contains("TokenXyz"), "{debug}");
         assert!(debug.contains("bob:***@h.example"), "{debug}");
-        let compiled = config.compile(Path::new(".")).unwrap();
+        let compiled = config.validate(Path::new(".")).unwrap();
         let debug = format!("{compiled:?}");
         assert!(!debug.contains("HiddenPw123") && !debug.contains("TokenXyz"), "{debug}");
         let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bob:HiddenPw123");

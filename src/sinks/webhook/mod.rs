@@ -5,15 +5,39 @@
 //! `healthcheck` checks the endpoint at start; `alert_order` keeps each alert's events in
 //! order.
 
-pub mod alert_order;
-pub mod client;
+internal_mod!(
+    /// Keeps each alert's events in order.
+    alert_order
+);
+internal_mod!(
+    /// The HTTP(S) connector: hyper + rustls.
+    client
+);
 pub mod config;
-pub mod connections;
-pub mod healthcheck;
-pub mod request_builder;
+internal_mod!(
+    /// One kept-alive connection per request slot.
+    connections
+);
+internal_mod!(
+    /// The start-up check of the endpoint.
+    healthcheck
+);
+internal_mod!(
+    /// Event → HTTP request.
+    request_builder
+);
 pub mod retry;
-pub mod service;
-pub mod sink;
-pub mod target;
+internal_mod!(
+    /// Sends one request and reads the answer.
+    service
+);
+internal_mod!(
+    /// The running sink.
+    sink
+);
+internal_mod!(
+    /// The URL as a request target, with its Basic credentials.
+    target
+);
 
 pub use config::WebhookSinkConfig;

@@ -15,9 +15,9 @@ use super::alert_order::AlertOrder;
 use super::request_builder::RequestBuilder;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::service::WebhookService;
-use crate::component::StreamSink;
+use crate::component::{Preview, Probe, StreamSink};
 use crate::dead_letters::{self, DeadLetters};
-use crate::event::{Event, Outcome};
+use crate::event::{new_webhook_id, Event, IncidentEvent, Outcome};
 use crate::filter::{Decision, Filter};
 use crate::stats::SinkStats;
 
@@ -64,17 +64,6 @@ impl WebhookSink {
             return;
         }
         self.send(event).await;
-    }
-
-    /// Delivers an event whatever the filter says (a replay of a dead letter): render,
-    /// send with retries; what fails goes back to the dead letters. Returns the outcome.
-    pub async fn replay(&self, mut event: Event) -> Outcome {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        event.finalizer.push(move |outcome| {
-            let _ = tx.send(outcome);
-        });
-        self.send(event).await;
-        rx.await.unwrap_or(Outcome::Dropped)
     }
 
     /// Waits for the alert's turn, renders, delivers, and reports the outcome.
@@ -199,6 +188,37 @@ impl StreamSink for WebhookSink {
         input.for_each_concurrent(EVENTS_IN_HAND, |event| this.process(event)).await;
         Ok(())
     }
+
+    fn preview(&self, event: &IncidentEvent) -> Preview {
+        match self.filter.decide(event) {
+            Decision::Fire => match self.request_builder.body(event) {
+                Ok(body) => Preview::Body(body.to_vec()),
+                Err(error) => Preview::NotSent(error.to_string()),
+            },
+            decision => Preview::NotFired(decision.to_string()),
+        }
+    }
+
+    async fn probe(&self, event: &IncidentEvent) -> Probe {
+        let request = format!("POST {}", self.request_builder.target());
+        let built = match self.request_builder.build(event, &new_webhook_id()) {
+            Ok(built) => built,
+            Err(error) => return Probe { request, answer: format!("not sent: {error}"), success: false },
+        };
+        match self.service.send(built).await {
+            Ok(response) => Probe { request, answer: response.to_string(), success: response.is_success() },
+            Err(error) => Probe { request, answer: format!("failed: {error}"), success: false },
+        }
+    }
+
+    async fn replay(&self, mut event: Event) -> Outcome {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        event.finalizer.push(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        self.send(event).await;
+        rx.await.unwrap_or(Outcome::Dropped)
+    }
 }
 
 #[cfg(test)]
@@ -221,7 +241,7 @@ mod tests {
             stats: Arc::default(),
             dead_letters: Arc::new(DeadLetters::new(dir.path())),
         };
-        let (sink, _) = config.build_sink(cx).unwrap();
+        let (sink, _) = config.validate(dir.path()).unwrap().build(cx).unwrap();
         // Created, measured and dropped without being polled: nothing is sent.
         let future = sink.process(Event::new(sample_event(), 0));
         let size = std::mem::size_of_val(&future);
