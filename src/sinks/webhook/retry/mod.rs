@@ -24,28 +24,8 @@
 //! long `Retry-After`s, slow endpoints (each attempt may take the whole request timeout)
 //! or raised `attempts`.
 //!
-//! # Compared with Vector and Alertmanager
-//!
-//! - Vector's `http` sink (`request.*`): `retry_attempts` defaults to `isize::MAX`, in
-//!   effect unlimited; the first wait is `retry_initial_backoff_secs` = 1 s, later ones
-//!   follow the Fibonacci sequence up to `retry_max_duration_secs` = 30 s (the longest
-//!   single wait, not a total), with full jitter (`retry_jitter_mode = "Full"`). It
-//!   retries transport errors, 429 and 5xx except 501 — not 408 (vector#15498) — and the
-//!   list cannot be changed (vector#6420, #10870). It does not read `Retry-After`
-//!   (vector#4724).
-//! - Alertmanager's webhook notifier retries transport errors and every 5xx (501
-//!   included); any other status, 408 and 429 too, is an "unrecoverable error". Its waits
-//!   are `cenkalti/backoff`'s exponential defaults (0.5 s, ×1.5, ±50 % jitter, at most
-//!   60 s) with no attempt or time limit of their own: retrying stops only when the
-//!   group's flush context ends (`group_interval`), and the alerts are sent again at the
-//!   next flush. Its `http_config` has no retry settings, and it ignores `Retry-After`.
-//!
-//! Ours waits like they do (doubling from 0.5 s, full jitter, at most 60 s) but is bounded
-//! by default, 8 attempts and 10 minutes, so that nothing retries forever and an event
-//! that cannot get through ends in the dead letters, where it can be seen and replayed.
-//! It honours `Retry-After` (users asked for it; a rate-limited endpoint says when to
-//! come back), retries 408 (a timeout, as our own timeouts are), and the statuses retried
-//! are configurable.
+//! How this compares with Vector's `http` sink and Alertmanager's webhook notifier is in
+//! `docs/delivery.md`.
 
 pub mod config;
 pub mod policy;
