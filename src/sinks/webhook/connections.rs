@@ -26,7 +26,8 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tower::Service;
+// The connector is a `tower_service::Service<Uri>`: opening a connection is its `call`.
+use tower_service::Service;
 use tracing::debug;
 
 use super::client::{Body, Connector};

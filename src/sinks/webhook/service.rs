@@ -1,17 +1,16 @@
-//! Sending: a tower `Service` that POSTs a request with a time limit and reports the answer,
-//! at most `request.concurrency` requests at once.
+//! Sending: [`WebhookService::send`] POSTs a request with a time limit and reports the
+//! answer, at most `request.concurrency` requests at once.
 //!
 //! Any HTTP answer is an `Ok` (the caller decides what a status means); network failures
 //! and timeouts are typed errors. Retries are the sink's loop around it, steered by
-//! [`super::retry::RetryPolicy`].
+//! [`super::retry::RetryPolicy`]. A plain async method, not a tower `Service`: nothing
+//! composes it with tower layers (docs/decisions.md says why).
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -117,21 +116,6 @@ async fn exchange(
     let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
     let (excerpt, complete) = read_excerpt(response.into_body()).await;
     Ok((DeliveryResponse { status, excerpt, retry_after }, complete))
-}
-
-impl tower::Service<Request<Body>> for WebhookService {
-    type Response = DeliveryResponse;
-    type Error = DeliveryError;
-    type Future = BoxFuture<'static, Result<DeliveryResponse, DeliveryError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.send(request).await })
-    }
 }
 
 /// Reads up to [`MAX_ANSWER_BYTES`] of the body and returns its first characters, and
