@@ -49,11 +49,17 @@ pub struct DeadLetter {
 /// A dead letter before it is stored: the store assigns `seq` and sets `time` to now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDeadLetter {
+    /// The sink that gave up on the event.
     pub sink: String,
+    /// The event's `webhook-id`, kept for a replay.
     pub webhook_id: String,
+    /// The event, as its standard payload.
     pub event: serde_json::Value,
+    /// Why it was given up on.
     pub reason: String,
+    /// The HTTP status of the last attempt, if one was answered.
     pub last_status: Option<u16>,
+    /// Delivery attempts made.
     pub attempts: u32,
 }
 

@@ -20,13 +20,28 @@ pub mod queue;
 pub enum StorageError {
     /// The file is in use by another process (e.g. `webhook-sink run` holds it).
     #[error("{path}: in use by another webhook-sink process")]
-    Locked { path: PathBuf },
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
     /// Any redb or I/O error; `message` is the source error's text.
     #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The source error's text.
+        message: String,
+    },
     /// A stored record could not be decoded.
     #[error("{path}: stored record {key} is corrupt: {message}")]
-    Corrupt { path: PathBuf, key: u64, message: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The record's key.
+        key: u64,
+        /// Why it does not decode.
+        message: String,
+    },
 }
 
 impl StorageError {

@@ -32,19 +32,32 @@ pub enum ClientError {
     /// The CA file could not be opened or read.
     #[error("cannot read CA file {}: {source}", path.display())]
     CaFile {
+        /// The CA file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
     /// The CA file contains no PEM `CERTIFICATE` section.
     #[error("CA file {} contains no PEM certificates", path.display())]
-    NoCertificates { path: PathBuf },
+    NoCertificates {
+        /// The CA file.
+        path: PathBuf,
+    },
     /// A certificate in the CA file is malformed or not usable as a trust anchor.
     #[error("bad certificate in CA file {}: {reason}", path.display())]
-    BadCertificate { path: PathBuf, reason: String },
+    BadCertificate {
+        /// The CA file.
+        path: PathBuf,
+        /// What is wrong with the certificate.
+        reason: String,
+    },
     /// The TLS configuration could not be assembled.
     #[error("cannot configure TLS: {reason}")]
-    Tls { reason: String },
+    Tls {
+        /// rustls' reason.
+        reason: String,
+    },
 }
 
 /// Builds the connector for the given TLS settings.

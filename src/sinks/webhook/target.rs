@@ -28,13 +28,19 @@ pub struct Target {
 pub enum TargetError {
     /// The scheme is neither `http` nor `https`.
     #[error("unsupported URL scheme `{scheme}` (expected http or https)")]
-    UnsupportedScheme { scheme: String },
+    UnsupportedScheme {
+        /// The scheme given.
+        scheme: String,
+    },
     /// The URL has no host (e.g. `http://`).
     #[error("URL has no host")]
     MissingHost,
     /// The URL cannot be parsed; `reason` describes the problem without echoing the input.
     #[error("invalid URL: {reason}")]
-    Invalid { reason: String },
+    Invalid {
+        /// What is wrong, without the URL.
+        reason: String,
+    },
 }
 
 impl Target {

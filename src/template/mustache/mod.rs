@@ -89,8 +89,11 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}, column {column}: {message}")]
 pub struct SyntaxError {
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column (in chars).
     pub column: usize,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -100,6 +103,7 @@ pub struct NameUse {
     /// Full dotted name as written, trimmed, e.g. `alertSummary`,
     /// `event.alertSource.name`, `.`; for partials, the partial's name.
     pub name: String,
+    /// The kind of tag.
     pub kind: TagKind,
     /// 1-based line of the tag's opening delimiter.
     pub line: usize,
@@ -113,7 +117,10 @@ pub struct NameUse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TagKind {
     /// `{{x}}` (`escaped: true`), `{{{x}}}` or `{{& x}}` (`escaped: false`).
-    Variable { escaped: bool },
+    Variable {
+        /// Whether the value is escaped.
+        escaped: bool,
+    },
     /// `{{#x}}`.
     Section,
     /// `{{^x}}`.
@@ -174,7 +181,9 @@ pub trait Root {
 /// A value seen by the renderer.
 #[derive(Debug, Clone, Copy)]
 pub enum Val<'a> {
+    /// Text.
     Str(&'a str),
+    /// Any JSON value.
     Json(&'a serde_json::Value),
 }
 
@@ -216,6 +225,7 @@ struct PartialEntry {
 }
 
 impl Partials {
+    /// No partials.
     pub fn new() -> Self {
         Self::default()
     }
