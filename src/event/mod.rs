@@ -137,11 +137,14 @@ pub struct Link {
     pub extra: Map<String, Value>,
 }
 
+// The typed fields' JSON names, the one place they are listed: this makes the deserializer
+// and `IncidentEvent::FIELD_NAMES`, which the rest of the crate uses. The compiler checks
+// that it names every field of the struct; a unit test, that serde writes the same names.
 de::deserialize_with_extra!(IncidentEvent, "an incident event (a JSON object)", {
     id: "id", status: "status", summary: "summary", details: "details", report_time: "reportTime",
-    priority: "priority", alert_key: "alertKey", alert_url: "alertUrl", alert_source: "alertSource",
-    assigned_to: "assignedTo", links: "links", responders: "responders",
-}, required { event_type: "eventType" });
+    event_type: "eventType" required, priority: "priority", alert_key: "alertKey", alert_url: "alertUrl",
+    alert_source: "alertSource", assigned_to: "assignedTo", links: "links", responders: "responders",
+});
 de::deserialize_with_extra!(AlertSource, "an alert source (a JSON object)", {
     id: "id", name: "name", escalation_policy: "escalationPolicy",
 });
@@ -149,7 +152,7 @@ de::deserialize_with_extra!(EscalationPolicy, "an escalation policy (a JSON obje
 de::deserialize_with_extra!(User, "a user (a JSON object)", {
     username: "username", email: "email", first_name: "firstName", last_name: "lastName",
 });
-de::deserialize_with_extra!(Link, "a link (a JSON object)", { text: "text" }, required { href: "href" });
+de::deserialize_with_extra!(Link, "a link (a JSON object)", { href: "href" required, text: "text" });
 
 /// Declares a string enum whose unknown values are kept as they came.
 macro_rules! open_string_enum {
@@ -360,6 +363,36 @@ mod tests {
             assert!(id.starts_with("msg_") && id[4..].bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
         }
         assert_ne!(a, &*b);
+    }
+
+    /// The keys of a written object that are not its `extra` fields, in order.
+    fn typed_keys<'a>(written: &'a Value, extra: &Map<String, Value>) -> Vec<&'a str> {
+        let object = written.as_object().expect("an object");
+        object.keys().map(String::as_str).filter(|key| !extra.contains_key(*key)).collect()
+    }
+
+    #[test]
+    fn field_names_agree_with_what_serde_writes() {
+        // Every typed field set, at every level, and a custom field beside them.
+        let mut event = sample_event();
+        event.responders = Some(vec![serde_json::json!({"name": "r1"})]);
+        event.extra.insert("labels".into(), serde_json::json!({"team": "db"}));
+        let json = event.to_json();
+        assert_eq!(typed_keys(&json, &event.extra), IncidentEvent::FIELD_NAMES);
+        assert!(event.extra.keys().all(|key| !IncidentEvent::FIELD_NAMES.contains(&key.as_str())));
+
+        let source = event.alert_source.as_ref().unwrap();
+        assert_eq!(typed_keys(&json["alertSource"], &source.extra), AlertSource::FIELD_NAMES);
+        let policy = source.escalation_policy.as_ref().unwrap();
+        assert_eq!(typed_keys(&json["alertSource"]["escalationPolicy"], &policy.extra), EscalationPolicy::FIELD_NAMES);
+        let user = event.assigned_to.as_ref().unwrap();
+        assert_eq!(typed_keys(&json["assignedTo"], &user.extra), User::FIELD_NAMES);
+        let link = &event.links.as_ref().unwrap()[0];
+        assert_eq!(typed_keys(&json["links"][0], &link.extra), Link::FIELD_NAMES);
+
+        // And every name serde writes is one the deserializer reads into its field.
+        let back: IncidentEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
     }
 
     #[test]
