@@ -34,24 +34,6 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// Text of the link made from an alert's `generatorURL`.
 const GENERATOR_LINK_TEXT: &str = "Prometheus";
 
-/// Field names of the incident event itself: payload fields of these names are not
-/// copied into the extra fields, where they would clash with the typed ones.
-const RESERVED: &[&str] = &[
-    "id",
-    "status",
-    "summary",
-    "details",
-    "reportTime",
-    "eventType",
-    "priority",
-    "alertKey",
-    "alertUrl",
-    "alertSource",
-    "assignedTo",
-    "links",
-    "responders",
-];
-
 fn default_priority_label() -> String {
     "severity".to_string()
 }
@@ -277,8 +259,9 @@ impl<'a> Group<'a> {
 }
 
 /// The alert's fields (but `status`), then the group's (but `alerts`; its `status` as
-/// `groupStatus`), each under its own name unless the event has a field of that name or
-/// it is already taken.
+/// `groupStatus`), each under its own name unless the event has a field of that name
+/// ([`IncidentEvent::FIELD_NAMES`], which would clash with the typed one) or it is already
+/// taken.
 fn extra_fields(alert: &Map<String, Value>, payload: &Map<String, Value>) -> Map<String, Value> {
     let mut extra = Map::new();
     let alert_fields = alert.iter().filter(|(name, _)| *name != "status");
@@ -288,7 +271,7 @@ fn extra_fields(alert: &Map<String, Value>, payload: &Map<String, Value>) -> Map
     });
     let fields = alert_fields.map(|(name, value)| (name.as_str(), value)).chain(group_fields);
     for (name, value) in fields {
-        if value.is_null() || RESERVED.contains(&name) || extra.contains_key(name) {
+        if value.is_null() || IncidentEvent::FIELD_NAMES.contains(&name) || extra.contains_key(name) {
             continue;
         }
         extra.insert(name.to_string(), value.clone());
