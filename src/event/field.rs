@@ -294,7 +294,9 @@ pub fn lookup<'v, S: AsRef<str>>(value: &'v Value, segments: &[S]) -> Option<&'v
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::sample_event;
+    use serde_json::Map;
+
+    use crate::event::{sample_event, AlertSource, EscalationPolicy, Link, User};
 
     #[test]
     fn known_paths_are_typed_and_others_are_json() {
@@ -304,7 +306,8 @@ mod tests {
         assert!(FieldPath::parse("").is_err());
     }
 
-    /// An event with custom fields at every level, nulls, and nested lists.
+    /// The sample with every typed field set (`responders` too), and custom fields at every
+    /// level, nulls and nested lists.
     fn event_with_extras() -> IncidentEvent {
         let mut value = sample_event().to_json();
         value["labels"] = serde_json::json!({"team": "db", "n": 3, "tags": ["a", {"b": 1}], "none": null});
@@ -314,35 +317,50 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    /// The keys of a written object that are not its `extra` fields, in order.
+    fn typed_keys<'a>(written: &'a Value, extra: &Map<String, Value>) -> Vec<&'a str> {
+        let object = written.as_object().expect("an object");
+        object.keys().map(String::as_str).filter(|key| !extra.contains_key(*key)).collect()
+    }
+
+    #[test]
+    fn field_names_agree_with_what_serde_writes() {
+        // Every typed field set, at every level, beside custom fields.
+        let event = event_with_extras();
+        let json = event.to_json();
+        assert_eq!(typed_keys(&json, &event.extra), IncidentEvent::FIELD_NAMES);
+        assert!(event.extra.keys().all(|key| !IncidentEvent::FIELD_NAMES.contains(&key.as_str())));
+
+        let source = event.alert_source.as_ref().unwrap();
+        assert_eq!(typed_keys(&json["alertSource"], &source.extra), AlertSource::FIELD_NAMES);
+        let policy = source.escalation_policy.as_ref().unwrap();
+        assert_eq!(typed_keys(&json["alertSource"]["escalationPolicy"], &policy.extra), EscalationPolicy::FIELD_NAMES);
+        let user = event.assigned_to.as_ref().unwrap();
+        assert_eq!(typed_keys(&json["assignedTo"], &user.extra), User::FIELD_NAMES);
+        let link = &event.links.as_ref().unwrap()[0];
+        assert_eq!(typed_keys(&json["links"][0], &link.extra), Link::FIELD_NAMES);
+
+        // And every name serde writes is one the deserializer reads into its field.
+        let back: IncidentEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+
     #[test]
     fn resolving_on_the_typed_event_agrees_with_walking_its_json() {
         for event in [event_with_extras(), crate::event::minimal_sample()] {
             let json = event.to_json();
-            let paths = [
-                "id",
-                "status",
-                "summary",
-                "details",
-                "reportTime",
-                "eventType",
-                "priority",
-                "alertKey",
-                "alertUrl",
-                "alertSource",
-                "alertSource.id",
-                "alertSource.name",
+            // Every typed field by its name and every known path, then paths through the typed
+            // objects, into custom fields, and to nothing.
+            let typed_paths =
+                IncidentEvent::FIELD_NAMES.iter().copied().chain(KnownField::ALL.map(KnownField::payload_path));
+            let others = [
                 "alertSource.nope",
                 "alertSource.region",
                 "alertSource.region.name",
                 "alertSource.escalationPolicy",
-                "alertSource.escalationPolicy.id",
-                "alertSource.escalationPolicy.name",
                 "alertSource.escalationPolicy.tier",
                 "alertSource.name.x",
-                "assignedTo",
                 "assignedTo.firstName",
-                "links",
-                "links.0.href",
                 "links.1",
                 "responders.0.name",
                 "labels",
@@ -356,7 +374,7 @@ mod tests {
                 "nope",
                 "nope.deeper",
             ];
-            for path in paths {
+            for path in typed_paths.chain(others) {
                 let view = EventView::new(&event);
                 let parsed = FieldPath::parse(path).unwrap();
                 let typed = view.get(&parsed).map(|v| match v {
