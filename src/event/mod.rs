@@ -166,6 +166,9 @@ macro_rules! open_string_enum {
         }
 
         impl $name {
+            /// Every value this version knows, as written in events.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
             /// The value as written in events.
             pub fn as_str(&self) -> &str {
                 match self {

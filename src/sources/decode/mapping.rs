@@ -169,8 +169,8 @@ impl Target {
     fn allowed(self) -> Option<Vec<&'static str>> {
         match self {
             Target::EventType => Some(EventKind::all_names()),
-            Target::Status => Some(vec!["PENDING", "ACCEPTED", "RESOLVED"]),
-            Target::Priority => Some(vec!["HIGH", "LOW"]),
+            Target::Status => Some(AlertStatus::NAMES.to_vec()),
+            Target::Priority => Some(Priority::NAMES.to_vec()),
             _ => None,
         }
     }
