@@ -131,67 +131,67 @@ pub struct MappingEntry {
     pub default: Option<String>,
 }
 
-/// The incident event field an entry fills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    EventType,
-    Id,
-    AlertKey,
-    Summary,
-    Details,
-    Status,
-    Priority,
-    ReportTime,
-    AlertUrl,
-    SourceName,
-    Link,
+/// Declares [`MappedField`] from one table: each variant, the [`MappingConfig`] field
+/// that configures it (its key in the mapping table too), and how a text is set on the
+/// event (named by the two idents before `=>`).
+macro_rules! mapped_fields {
+    (($event:ident, $text:ident) => $($variant:ident: $key:ident => $apply:expr,)+) => {
+        /// The incident event field a mapping entry fills.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum MappedField {
+            $($variant,)+
+        }
+
+        impl MappedField {
+            /// The key in the mapping table.
+            fn key(self) -> &'static str {
+                match self {
+                    $(MappedField::$variant => stringify!($key),)+
+                }
+            }
+
+            /// Every field with its entry in `config`, in the order of the config's fields.
+            /// (Taking the config apart makes a config field missing here a compile error.)
+            fn entries(config: &MappingConfig) -> Vec<(MappedField, Option<&MappingEntry>)> {
+                let MappingConfig { $($key),+ } = config;
+                vec![$((MappedField::$variant, $key.as_ref())),+]
+            }
+
+            /// Sets the field on `event` (the event type is set apart, see `decode`).
+            fn apply(self, $event: &mut IncidentEvent, $text: String) {
+                match self {
+                    $(MappedField::$variant => $apply,)+
+                }
+            }
+        }
+    };
 }
 
-impl Target {
-    /// The key in the mapping table.
-    fn key(self) -> &'static str {
-        match self {
-            Target::EventType => "event_type",
-            Target::Id => "id",
-            Target::AlertKey => "alert_key",
-            Target::Summary => "summary",
-            Target::Details => "details",
-            Target::Status => "status",
-            Target::Priority => "priority",
-            Target::ReportTime => "report_time",
-            Target::AlertUrl => "alert_url",
-            Target::SourceName => "source_name",
-            Target::Link => "link",
-        }
-    }
+mapped_fields! { (event, text) =>
+    EventType: event_type => event.event_type = EventType::from(text.as_str()),
+    Id: id => event.id = Some(text),
+    AlertKey: alert_key => event.alert_key = Some(text),
+    Summary: summary => event.summary = Some(text),
+    Details: details => event.details = Some(text),
+    Status: status => event.status = Some(AlertStatus::from(text.as_str())),
+    Priority: priority => event.priority = Some(Priority::from(text.as_str())),
+    ReportTime: report_time => event.report_time = Some(text),
+    AlertUrl: alert_url => event.alert_url = Some(text),
+    SourceName: source_name => {
+        event.alert_source =
+            Some(AlertSource { id: None, name: Some(text), escalation_policy: None, extra: Default::default() })
+    },
+    Link: link => event.links = Some(vec![Link { href: text, text: None, extra: Default::default() }]),
+}
 
-    /// The names a constant for this target must be one of, when the set is closed.
+impl MappedField {
+    /// The names a constant for this field must be one of, when the set is closed.
     fn allowed(self) -> Option<Vec<&'static str>> {
         match self {
-            Target::EventType => Some(EventKind::all_names()),
-            Target::Status => Some(AlertStatus::NAMES.to_vec()),
-            Target::Priority => Some(Priority::NAMES.to_vec()),
+            MappedField::EventType => Some(EventKind::all_names()),
+            MappedField::Status => Some(AlertStatus::NAMES.to_vec()),
+            MappedField::Priority => Some(Priority::NAMES.to_vec()),
             _ => None,
-        }
-    }
-
-    /// Sets the field on `event` (the event type is set apart, see `decode`).
-    fn apply(self, event: &mut IncidentEvent, text: String) {
-        match self {
-            Target::EventType => event.event_type = EventType::from(text.as_str()),
-            Target::Id => event.id = Some(text),
-            Target::AlertKey => event.alert_key = Some(text),
-            Target::Summary => event.summary = Some(text),
-            Target::Details => event.details = Some(text),
-            Target::Status => event.status = Some(AlertStatus::from(text.as_str())),
-            Target::Priority => event.priority = Some(Priority::from(text.as_str())),
-            Target::ReportTime => event.report_time = Some(text),
-            Target::AlertUrl => event.alert_url = Some(text),
-            Target::SourceName => {
-                event.alert_source =
-                    Some(AlertSource { id: None, name: Some(text), escalation_policy: None, extra: Default::default() })
-            }
-            Target::Link => event.links = Some(vec![Link { href: text, text: None, extra: Default::default() }]),
         }
     }
 }
@@ -211,7 +211,7 @@ enum Input {
 /// A checked entry.
 #[derive(Debug, Clone)]
 struct Rule {
-    target: Target,
+    target: MappedField,
     input: Input,
     map: BTreeMap<String, String>,
     default: Option<String>,
@@ -219,7 +219,7 @@ struct Rule {
 
 impl Rule {
     /// Checks one entry; errors name fields relative to the mapping table.
-    fn new(target: Target, entry: &MappingEntry) -> Result<Rule, Vec<FieldError>> {
+    fn new(target: MappedField, entry: &MappingEntry) -> Result<Rule, Vec<FieldError>> {
         let key = target.key();
         let mut errors = Vec::new();
         let given: Vec<&str> = [
@@ -327,14 +327,14 @@ fn text_of(value: &Value) -> Cow<'_, str> {
 }
 
 /// Checks a constant against the names `target` accepts, if the set is closed.
-fn check_constant(target: Target, field: &str, text: &str, errors: &mut Vec<FieldError>) {
+fn check_constant(target: MappedField, field: &str, text: &str, errors: &mut Vec<FieldError>) {
     let Some(allowed) = target.allowed() else {
         return;
     };
     if allowed.contains(&text) {
         return;
     }
-    let what = if target == Target::EventType { "event type" } else { target.key() };
+    let what = if target == MappedField::EventType { "event type" } else { target.key() };
     let hint = match closest(text, allowed.iter().copied()) {
         Some(near) => format!("did you mean `{near}`?"),
         None => format!("known: {}", allowed.join(", ")),
@@ -357,38 +357,25 @@ impl MappingDecoder {
     /// `priority` are names they accept. Field names are relative to the mapping table
     /// (`summary.template`).
     pub fn new(config: &MappingConfig) -> Result<Self, Vec<FieldError>> {
-        let entries = [
-            (Target::Id, &config.id),
-            (Target::AlertKey, &config.alert_key),
-            (Target::Summary, &config.summary),
-            (Target::Details, &config.details),
-            (Target::Status, &config.status),
-            (Target::Priority, &config.priority),
-            (Target::ReportTime, &config.report_time),
-            (Target::AlertUrl, &config.alert_url),
-            (Target::SourceName, &config.source_name),
-            (Target::Link, &config.link),
-        ];
         let mut errors = Vec::new();
-        let event_type = match &config.event_type {
-            Some(entry) => Rule::new(Target::EventType, entry).map_err(|e| errors.extend(e)).ok(),
-            None => {
-                errors.push(FieldError::new(
-                    "event_type",
-                    "is required: which event type each object becomes, e.g. \
-                     `event_type = { field = \"level\", map = { error = \"alert-created\" } }` \
-                     or `event_type = { value = \"alert-created\" }`",
-                ));
-                None
-            }
-        };
+        let mut event_type = None;
         let mut rules = Vec::new();
-        for (target, entry) in entries {
-            if let Some(entry) = entry {
-                match Rule::new(target, entry) {
-                    Ok(rule) => rules.push(rule),
-                    Err(e) => errors.extend(e),
+        for (field, entry) in MappedField::entries(config) {
+            let Some(entry) = entry else {
+                if field == MappedField::EventType {
+                    errors.push(FieldError::new(
+                        field.key(),
+                        "is required: which event type each object becomes, e.g. \
+                         `event_type = { field = \"level\", map = { error = \"alert-created\" } }` \
+                         or `event_type = { value = \"alert-created\" }`",
+                    ));
                 }
+                continue;
+            };
+            match Rule::new(field, entry) {
+                Ok(rule) if field == MappedField::EventType => event_type = Some(rule),
+                Ok(rule) => rules.push(rule),
+                Err(e) => errors.extend(e),
             }
         }
         match event_type {

@@ -131,6 +131,16 @@ fn the_whole_object_is_kept_under_source() {
 }
 
 #[test]
+fn each_mapped_field_is_filled_by_its_key() {
+    for (field, _) in MappedField::entries(&config("")) {
+        let one = config(&format!(r#"{} = {{ value = "x" }}"#, field.key()));
+        let filled: Vec<MappedField> =
+            MappedField::entries(&one).into_iter().filter_map(|(f, entry)| entry.map(|_| f)).collect();
+        assert_eq!(filled, [field]);
+    }
+}
+
+#[test]
 fn event_type_is_required_at_load() {
     let e = errors(r#"summary = { field = "message" }"#);
     assert_eq!(e.len(), 1);
