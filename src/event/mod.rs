@@ -137,9 +137,10 @@ pub struct Link {
     pub extra: Map<String, Value>,
 }
 
-// The typed fields' JSON names, the one place they are listed: this makes the deserializer
-// and `IncidentEvent::FIELD_NAMES`, which the rest of the crate uses. The compiler checks
-// that it names every field of the struct; a unit test, that serde writes the same names.
+// The typed fields and their JSON names, listed once: this makes the deserializer and
+// `IncidentEvent::FIELD_NAMES`, which the rest of the crate uses instead of its own lists.
+// The compiler checks that it names every field of the struct; a unit test (in field.rs),
+// that serde writes the same names.
 de::deserialize_with_extra!(IncidentEvent, "an incident event (a JSON object)", {
     id: "id", status: "status", summary: "summary", details: "details", report_time: "reportTime",
     event_type: "eventType" required, priority: "priority", alert_key: "alertKey", alert_url: "alertUrl",
