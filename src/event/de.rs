@@ -1,4 +1,5 @@
-//! `Deserialize` for the event structs that keep unknown fields in an `extra` map.
+//! `Deserialize` for the event structs that keep unknown fields in an `extra` map, and
+//! each one's `FIELD_NAMES`, from one list of its fields.
 //!
 //! Hand-written (through one macro) instead of `#[serde(flatten)]`: flatten first buffers
 //! every field of the object in serde's private `Content` tree and deserializes it a second
@@ -36,12 +37,18 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Implements `Deserialize` for a struct of optional fields (plus `required` ones) and an
-/// `extra: Map<String, Value>` that takes every other key.
+/// Implements `Deserialize` for a struct of optional fields (and `required` ones) and an
+/// `extra: Map<String, Value>` that takes every other key, and declares the struct's
+/// `FIELD_NAMES`. Invoked once per struct with its typed fields in declaration order, each
+/// as `rust_name: "jsonName"`, followed by `required` when the key must be present.
 macro_rules! deserialize_with_extra {
-    ($ty:ident, $expecting:literal,
-     { $($field:ident: $name:literal),* $(,)? }
-     $(, required { $($req:ident: $req_name:literal),* $(,)? })?) => {
+    ($ty:ident, $expecting:literal, { $($field:ident: $name:literal $($required:ident)?),* $(,)? }) => {
+        impl $ty {
+            #[doc = concat!("The JSON names of the typed fields of `", stringify!($ty), "`, in declaration order; ")]
+            #[doc = "every other key of the object goes to `extra`."]
+            pub const FIELD_NAMES: &'static [&'static str] = &[$($name),*];
+        }
+
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 struct StructVisitor;
@@ -52,7 +59,6 @@ macro_rules! deserialize_with_extra {
                     }
                     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
                         $(let mut $field = None;)*
-                        $($(let mut $req = None;)*)?
                         let mut extra = serde_json::Map::new();
                         while let Some($crate::event::de::Key(key)) = map.next_key()? {
                             match &*key {
@@ -62,21 +68,13 @@ macro_rules! deserialize_with_extra {
                                     }
                                     $field = Some(map.next_value()?);
                                 })*
-                                $($($req_name => {
-                                    if $req.is_some() {
-                                        return Err(serde::de::Error::duplicate_field($req_name));
-                                    }
-                                    $req = Some(map.next_value()?);
-                                })*)?
                                 _ => {
                                     extra.insert(key.into_owned(), map.next_value()?);
                                 }
                             }
                         }
                         Ok($ty {
-                            // `null` counts as absent, like a missing key.
-                            $($field: $field.flatten(),)*
-                            $($($req: $req.ok_or_else(|| serde::de::Error::missing_field($req_name))?,)*)?
+                            $($field: $crate::event::de::field_value!($field, $name $(, $required)?),)*
                             extra,
                         })
                     }
@@ -87,4 +85,16 @@ macro_rules! deserialize_with_extra {
     };
 }
 
+/// The value of one field once the object is read: an optional field's `null` counts as
+/// absent, like a missing key; a missing `required` field is an error.
+macro_rules! field_value {
+    ($field:ident, $name:literal) => {
+        $field.flatten()
+    };
+    ($field:ident, $name:literal, required) => {
+        $field.ok_or_else(|| serde::de::Error::missing_field($name))?
+    };
+}
+
 pub(super) use deserialize_with_extra;
+pub(super) use field_value;

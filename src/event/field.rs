@@ -8,76 +8,72 @@ use serde_json::Value;
 
 use super::IncidentEvent;
 
-/// A typed field of [`IncidentEvent`], read without converting the event to JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KnownField {
-    /// `id`.
-    Id,
-    /// `alertKey`.
-    AlertKey,
-    /// `details`.
-    Details,
-    /// `summary`.
-    Summary,
-    /// `status`.
-    Status,
-    /// `priority`.
-    Priority,
-    /// `alertUrl`.
-    AlertUrl,
-    /// `alertSource.id`.
-    SourceId,
-    /// `alertSource.name`.
-    SourceName,
-    /// `alertSource.escalationPolicy.id`.
-    EscalationPolicyId,
-    /// `alertSource.escalationPolicy.name`.
-    EscalationPolicyName,
-    /// `reportTime`.
-    ReportTime,
-    /// `href` of the first entry of `links`.
-    FirstLink,
-    /// `eventType`, as it arrived.
-    EventType,
+/// Declares [`KnownField`] from one table: each variant with its doc, its path in the
+/// payload, and the expression that reads it from the event (named by the ident before
+/// `=>`). Makes the enum, `payload_path`, `ALL` and [`IncidentEvent::known`].
+macro_rules! known_fields {
+    ($event:ident => $($(#[$doc:meta])* $variant:ident = $path:literal: $read:expr,)+) => {
+        /// A typed field of [`IncidentEvent`], read without converting the event to JSON.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum KnownField {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl KnownField {
+            /// The field's path in the payload (for `FirstLink`: `links.0.href`).
+            pub fn payload_path(self) -> &'static str {
+                match self {
+                    $(KnownField::$variant => $path,)+
+                }
+            }
+
+            const ALL: [KnownField; [$(KnownField::$variant),+].len()] = [$(KnownField::$variant),+];
+        }
+
+        impl IncidentEvent {
+            /// Reads a typed field.
+            pub fn known(&self, field: KnownField) -> Option<FieldRef<'_>> {
+                let $event = self;
+                match field {
+                    $(KnownField::$variant => $read,)+
+                }
+            }
+        }
+    };
 }
 
-impl KnownField {
-    /// The field's path in the payload (for `FirstLink`: `links.0.href`).
-    pub fn payload_path(self) -> &'static str {
-        match self {
-            KnownField::Id => "id",
-            KnownField::AlertKey => "alertKey",
-            KnownField::Details => "details",
-            KnownField::Summary => "summary",
-            KnownField::Status => "status",
-            KnownField::Priority => "priority",
-            KnownField::AlertUrl => "alertUrl",
-            KnownField::SourceId => "alertSource.id",
-            KnownField::SourceName => "alertSource.name",
-            KnownField::EscalationPolicyId => "alertSource.escalationPolicy.id",
-            KnownField::EscalationPolicyName => "alertSource.escalationPolicy.name",
-            KnownField::ReportTime => "reportTime",
-            KnownField::FirstLink => "links.0.href",
-            KnownField::EventType => "eventType",
-        }
-    }
-
-    const ALL: [KnownField; 14] = [
-        KnownField::Id,
-        KnownField::AlertKey,
-        KnownField::Details,
-        KnownField::Summary,
-        KnownField::Status,
-        KnownField::Priority,
-        KnownField::AlertUrl,
-        KnownField::SourceId,
-        KnownField::SourceName,
-        KnownField::EscalationPolicyId,
-        KnownField::EscalationPolicyName,
-        KnownField::ReportTime,
-        KnownField::FirstLink,
-        KnownField::EventType,
-    ];
+// A typed field is one entry here (a template variable for it goes in `template/catalog.rs`).
+known_fields! { event =>
+    /// `id`.
+    Id = "id": event.id.as_deref().map(FieldRef::Str),
+    /// `alertKey`.
+    AlertKey = "alertKey": event.alert_key.as_deref().map(FieldRef::Str),
+    /// `details`.
+    Details = "details": event.details.as_deref().map(FieldRef::Str),
+    /// `summary`.
+    Summary = "summary": event.summary.as_deref().map(FieldRef::Str),
+    /// `status`.
+    Status = "status": event.status.as_ref().map(|s| FieldRef::Str(s.as_str())),
+    /// `priority`.
+    Priority = "priority": event.priority.as_ref().map(|p| FieldRef::Str(p.as_str())),
+    /// `alertUrl`.
+    AlertUrl = "alertUrl": event.alert_url.as_deref().map(FieldRef::Str),
+    /// `alertSource.id`.
+    SourceId = "alertSource.id": event.alert_source.as_ref()?.id.as_ref().map(FieldRef::Json),
+    /// `alertSource.name`.
+    SourceName = "alertSource.name": event.alert_source.as_ref()?.name.as_deref().map(FieldRef::Str),
+    /// `alertSource.escalationPolicy.id`.
+    EscalationPolicyId = "alertSource.escalationPolicy.id":
+        event.alert_source.as_ref()?.escalation_policy.as_ref()?.id.as_ref().map(FieldRef::Json),
+    /// `alertSource.escalationPolicy.name`.
+    EscalationPolicyName = "alertSource.escalationPolicy.name":
+        event.alert_source.as_ref()?.escalation_policy.as_ref()?.name.as_deref().map(FieldRef::Str),
+    /// `reportTime`.
+    ReportTime = "reportTime": event.report_time.as_deref().map(FieldRef::Str),
+    /// `href` of the first entry of `links`.
+    FirstLink = "links.0.href": event.links.as_ref()?.first().map(|l| FieldRef::Str(&l.href)),
+    /// `eventType`, as it arrived.
+    EventType = "eventType": Some(FieldRef::Str(event.event_type.as_str())),
 }
 
 /// A borrowed value read from an event.
@@ -142,29 +138,6 @@ impl fmt::Display for FieldPath {
         match self {
             FieldPath::Known(k) => f.write_str(k.payload_path()),
             FieldPath::Json(segments) => f.write_str(&segments.join(".")),
-        }
-    }
-}
-
-impl IncidentEvent {
-    /// Reads a typed field.
-    pub fn known(&self, field: KnownField) -> Option<FieldRef<'_>> {
-        let policy = || self.alert_source.as_ref().and_then(|s| s.escalation_policy.as_ref());
-        match field {
-            KnownField::Id => self.id.as_deref().map(FieldRef::Str),
-            KnownField::AlertKey => self.alert_key.as_deref().map(FieldRef::Str),
-            KnownField::Details => self.details.as_deref().map(FieldRef::Str),
-            KnownField::Summary => self.summary.as_deref().map(FieldRef::Str),
-            KnownField::Status => self.status.as_ref().map(|s| FieldRef::Str(s.as_str())),
-            KnownField::Priority => self.priority.as_ref().map(|p| FieldRef::Str(p.as_str())),
-            KnownField::AlertUrl => self.alert_url.as_deref().map(FieldRef::Str),
-            KnownField::SourceId => self.alert_source.as_ref()?.id.as_ref().map(FieldRef::Json),
-            KnownField::SourceName => self.alert_source.as_ref()?.name.as_deref().map(FieldRef::Str),
-            KnownField::EscalationPolicyId => policy()?.id.as_ref().map(FieldRef::Json),
-            KnownField::EscalationPolicyName => policy()?.name.as_deref().map(FieldRef::Str),
-            KnownField::ReportTime => self.report_time.as_deref().map(FieldRef::Str),
-            KnownField::FirstLink => self.links.as_ref()?.first().map(|l| FieldRef::Str(&l.href)),
-            KnownField::EventType => Some(FieldRef::Str(self.event_type.as_str())),
         }
     }
 }
@@ -294,7 +267,9 @@ pub fn lookup<'v, S: AsRef<str>>(value: &'v Value, segments: &[S]) -> Option<&'v
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::sample_event;
+    use serde_json::Map;
+
+    use crate::event::{sample_event, AlertSource, EscalationPolicy, Link, User};
 
     #[test]
     fn known_paths_are_typed_and_others_are_json() {
@@ -304,7 +279,8 @@ mod tests {
         assert!(FieldPath::parse("").is_err());
     }
 
-    /// An event with custom fields at every level, nulls, and nested lists.
+    /// The sample with every typed field set (`responders` too), and custom fields at every
+    /// level, nulls and nested lists.
     fn event_with_extras() -> IncidentEvent {
         let mut value = sample_event().to_json();
         value["labels"] = serde_json::json!({"team": "db", "n": 3, "tags": ["a", {"b": 1}], "none": null});
@@ -314,35 +290,50 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    /// The keys of a written object that are not its `extra` fields, in order.
+    fn typed_keys<'a>(written: &'a Value, extra: &Map<String, Value>) -> Vec<&'a str> {
+        let object = written.as_object().expect("an object");
+        object.keys().map(String::as_str).filter(|key| !extra.contains_key(*key)).collect()
+    }
+
+    #[test]
+    fn field_names_agree_with_what_serde_writes() {
+        // Every typed field set, at every level, beside custom fields.
+        let event = event_with_extras();
+        let json = event.to_json();
+        assert_eq!(typed_keys(&json, &event.extra), IncidentEvent::FIELD_NAMES);
+        assert!(event.extra.keys().all(|key| !IncidentEvent::FIELD_NAMES.contains(&key.as_str())));
+
+        let source = event.alert_source.as_ref().unwrap();
+        assert_eq!(typed_keys(&json["alertSource"], &source.extra), AlertSource::FIELD_NAMES);
+        let policy = source.escalation_policy.as_ref().unwrap();
+        assert_eq!(typed_keys(&json["alertSource"]["escalationPolicy"], &policy.extra), EscalationPolicy::FIELD_NAMES);
+        let user = event.assigned_to.as_ref().unwrap();
+        assert_eq!(typed_keys(&json["assignedTo"], &user.extra), User::FIELD_NAMES);
+        let link = &event.links.as_ref().unwrap()[0];
+        assert_eq!(typed_keys(&json["links"][0], &link.extra), Link::FIELD_NAMES);
+
+        // And every name serde writes is one the deserializer reads into its field.
+        let back: IncidentEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+
     #[test]
     fn resolving_on_the_typed_event_agrees_with_walking_its_json() {
         for event in [event_with_extras(), crate::event::minimal_sample()] {
             let json = event.to_json();
-            let paths = [
-                "id",
-                "status",
-                "summary",
-                "details",
-                "reportTime",
-                "eventType",
-                "priority",
-                "alertKey",
-                "alertUrl",
-                "alertSource",
-                "alertSource.id",
-                "alertSource.name",
+            // Every typed field by its name and every known path, then paths through the typed
+            // objects, into custom fields, and to nothing.
+            let typed_paths =
+                IncidentEvent::FIELD_NAMES.iter().copied().chain(KnownField::ALL.map(KnownField::payload_path));
+            let others = [
                 "alertSource.nope",
                 "alertSource.region",
                 "alertSource.region.name",
                 "alertSource.escalationPolicy",
-                "alertSource.escalationPolicy.id",
-                "alertSource.escalationPolicy.name",
                 "alertSource.escalationPolicy.tier",
                 "alertSource.name.x",
-                "assignedTo",
                 "assignedTo.firstName",
-                "links",
-                "links.0.href",
                 "links.1",
                 "responders.0.name",
                 "labels",
@@ -356,7 +347,7 @@ mod tests {
                 "nope",
                 "nope.deeper",
             ];
-            for path in paths {
+            for path in typed_paths.chain(others) {
                 let view = EventView::new(&event);
                 let parsed = FieldPath::parse(path).unwrap();
                 let typed = view.get(&parsed).map(|v| match v {

@@ -137,11 +137,15 @@ pub struct Link {
     pub extra: Map<String, Value>,
 }
 
+// The typed fields and their JSON names, listed once: this makes the deserializer and
+// `IncidentEvent::FIELD_NAMES`, which the rest of the crate uses instead of its own lists.
+// The compiler checks that it names every field of the struct; a unit test (in field.rs),
+// that serde writes the same names.
 de::deserialize_with_extra!(IncidentEvent, "an incident event (a JSON object)", {
     id: "id", status: "status", summary: "summary", details: "details", report_time: "reportTime",
-    priority: "priority", alert_key: "alertKey", alert_url: "alertUrl", alert_source: "alertSource",
-    assigned_to: "assignedTo", links: "links", responders: "responders",
-}, required { event_type: "eventType" });
+    event_type: "eventType" required, priority: "priority", alert_key: "alertKey", alert_url: "alertUrl",
+    alert_source: "alertSource", assigned_to: "assignedTo", links: "links", responders: "responders",
+});
 de::deserialize_with_extra!(AlertSource, "an alert source (a JSON object)", {
     id: "id", name: "name", escalation_policy: "escalationPolicy",
 });
@@ -149,7 +153,7 @@ de::deserialize_with_extra!(EscalationPolicy, "an escalation policy (a JSON obje
 de::deserialize_with_extra!(User, "a user (a JSON object)", {
     username: "username", email: "email", first_name: "firstName", last_name: "lastName",
 });
-de::deserialize_with_extra!(Link, "a link (a JSON object)", { text: "text" }, required { href: "href" });
+de::deserialize_with_extra!(Link, "a link (a JSON object)", { href: "href" required, text: "text" });
 
 /// Declares a string enum whose unknown values are kept as they came.
 macro_rules! open_string_enum {
@@ -163,6 +167,9 @@ macro_rules! open_string_enum {
         }
 
         impl $name {
+            /// Every value this version knows, as written in events.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
             /// The value as written in events.
             pub fn as_str(&self) -> &str {
                 match self {

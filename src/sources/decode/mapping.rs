@@ -131,67 +131,67 @@ pub struct MappingEntry {
     pub default: Option<String>,
 }
 
-/// The incident event field an entry fills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    EventType,
-    Id,
-    AlertKey,
-    Summary,
-    Details,
-    Status,
-    Priority,
-    ReportTime,
-    AlertUrl,
-    SourceName,
-    Link,
+/// Declares [`MappedField`] from one table: each variant, the [`MappingConfig`] field
+/// that configures it (its key in the mapping table too), and how a text is set on the
+/// event (named by the two idents before `=>`).
+macro_rules! mapped_fields {
+    (($event:ident, $text:ident) => $($variant:ident: $key:ident => $apply:expr,)+) => {
+        /// The incident event field a mapping entry fills.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum MappedField {
+            $($variant,)+
+        }
+
+        impl MappedField {
+            /// The key in the mapping table.
+            fn key(self) -> &'static str {
+                match self {
+                    $(MappedField::$variant => stringify!($key),)+
+                }
+            }
+
+            /// Every field with its entry in `config`, in the order of the config's fields.
+            /// (Taking the config apart makes a config field missing here a compile error.)
+            fn entries(config: &MappingConfig) -> Vec<(MappedField, Option<&MappingEntry>)> {
+                let MappingConfig { $($key),+ } = config;
+                vec![$((MappedField::$variant, $key.as_ref())),+]
+            }
+
+            /// Sets the field on `event` (the event type is set apart, see `decode`).
+            fn apply(self, $event: &mut IncidentEvent, $text: String) {
+                match self {
+                    $(MappedField::$variant => $apply,)+
+                }
+            }
+        }
+    };
 }
 
-impl Target {
-    /// The key in the mapping table.
-    fn key(self) -> &'static str {
-        match self {
-            Target::EventType => "event_type",
-            Target::Id => "id",
-            Target::AlertKey => "alert_key",
-            Target::Summary => "summary",
-            Target::Details => "details",
-            Target::Status => "status",
-            Target::Priority => "priority",
-            Target::ReportTime => "report_time",
-            Target::AlertUrl => "alert_url",
-            Target::SourceName => "source_name",
-            Target::Link => "link",
-        }
-    }
+mapped_fields! { (event, text) =>
+    EventType: event_type => event.event_type = EventType::from(text.as_str()),
+    Id: id => event.id = Some(text),
+    AlertKey: alert_key => event.alert_key = Some(text),
+    Summary: summary => event.summary = Some(text),
+    Details: details => event.details = Some(text),
+    Status: status => event.status = Some(AlertStatus::from(text.as_str())),
+    Priority: priority => event.priority = Some(Priority::from(text.as_str())),
+    ReportTime: report_time => event.report_time = Some(text),
+    AlertUrl: alert_url => event.alert_url = Some(text),
+    SourceName: source_name => {
+        event.alert_source =
+            Some(AlertSource { id: None, name: Some(text), escalation_policy: None, extra: Default::default() })
+    },
+    Link: link => event.links = Some(vec![Link { href: text, text: None, extra: Default::default() }]),
+}
 
-    /// The names a constant for this target must be one of, when the set is closed.
+impl MappedField {
+    /// The names a constant for this field must be one of, when the set is closed.
     fn allowed(self) -> Option<Vec<&'static str>> {
         match self {
-            Target::EventType => Some(EventKind::all_names()),
-            Target::Status => Some(vec!["PENDING", "ACCEPTED", "RESOLVED"]),
-            Target::Priority => Some(vec!["HIGH", "LOW"]),
+            MappedField::EventType => Some(EventKind::all_names()),
+            MappedField::Status => Some(AlertStatus::NAMES.to_vec()),
+            MappedField::Priority => Some(Priority::NAMES.to_vec()),
             _ => None,
-        }
-    }
-
-    /// Sets the field on `event` (the event type is set apart, see `decode`).
-    fn apply(self, event: &mut IncidentEvent, text: String) {
-        match self {
-            Target::EventType => event.event_type = EventType::from(text.as_str()),
-            Target::Id => event.id = Some(text),
-            Target::AlertKey => event.alert_key = Some(text),
-            Target::Summary => event.summary = Some(text),
-            Target::Details => event.details = Some(text),
-            Target::Status => event.status = Some(AlertStatus::from(text.as_str())),
-            Target::Priority => event.priority = Some(Priority::from(text.as_str())),
-            Target::ReportTime => event.report_time = Some(text),
-            Target::AlertUrl => event.alert_url = Some(text),
-            Target::SourceName => {
-                event.alert_source =
-                    Some(AlertSource { id: None, name: Some(text), escalation_policy: None, extra: Default::default() })
-            }
-            Target::Link => event.links = Some(vec![Link { href: text, text: None, extra: Default::default() }]),
         }
     }
 }
@@ -211,7 +211,7 @@ enum Input {
 /// A checked entry.
 #[derive(Debug, Clone)]
 struct Rule {
-    target: Target,
+    target: MappedField,
     input: Input,
     map: BTreeMap<String, String>,
     default: Option<String>,
@@ -219,7 +219,7 @@ struct Rule {
 
 impl Rule {
     /// Checks one entry; errors name fields relative to the mapping table.
-    fn new(target: Target, entry: &MappingEntry) -> Result<Rule, Vec<FieldError>> {
+    fn new(target: MappedField, entry: &MappingEntry) -> Result<Rule, Vec<FieldError>> {
         let key = target.key();
         let mut errors = Vec::new();
         let given: Vec<&str> = [
@@ -327,14 +327,14 @@ fn text_of(value: &Value) -> Cow<'_, str> {
 }
 
 /// Checks a constant against the names `target` accepts, if the set is closed.
-fn check_constant(target: Target, field: &str, text: &str, errors: &mut Vec<FieldError>) {
+fn check_constant(target: MappedField, field: &str, text: &str, errors: &mut Vec<FieldError>) {
     let Some(allowed) = target.allowed() else {
         return;
     };
     if allowed.contains(&text) {
         return;
     }
-    let what = if target == Target::EventType { "event type" } else { target.key() };
+    let what = if target == MappedField::EventType { "event type" } else { target.key() };
     let hint = match closest(text, allowed.iter().copied()) {
         Some(near) => format!("did you mean `{near}`?"),
         None => format!("known: {}", allowed.join(", ")),
@@ -357,38 +357,25 @@ impl MappingDecoder {
     /// `priority` are names they accept. Field names are relative to the mapping table
     /// (`summary.template`).
     pub fn new(config: &MappingConfig) -> Result<Self, Vec<FieldError>> {
-        let entries = [
-            (Target::Id, &config.id),
-            (Target::AlertKey, &config.alert_key),
-            (Target::Summary, &config.summary),
-            (Target::Details, &config.details),
-            (Target::Status, &config.status),
-            (Target::Priority, &config.priority),
-            (Target::ReportTime, &config.report_time),
-            (Target::AlertUrl, &config.alert_url),
-            (Target::SourceName, &config.source_name),
-            (Target::Link, &config.link),
-        ];
         let mut errors = Vec::new();
-        let event_type = match &config.event_type {
-            Some(entry) => Rule::new(Target::EventType, entry).map_err(|e| errors.extend(e)).ok(),
-            None => {
-                errors.push(FieldError::new(
-                    "event_type",
-                    "is required: which event type each object becomes, e.g. \
-                     `event_type = { field = \"level\", map = { error = \"alert-created\" } }` \
-                     or `event_type = { value = \"alert-created\" }`",
-                ));
-                None
-            }
-        };
+        let mut event_type = None;
         let mut rules = Vec::new();
-        for (target, entry) in entries {
-            if let Some(entry) = entry {
-                match Rule::new(target, entry) {
-                    Ok(rule) => rules.push(rule),
-                    Err(e) => errors.extend(e),
+        for (field, entry) in MappedField::entries(config) {
+            let Some(entry) = entry else {
+                if field == MappedField::EventType {
+                    errors.push(FieldError::new(
+                        field.key(),
+                        "is required: which event type each object becomes, e.g. \
+                         `event_type = { field = \"level\", map = { error = \"alert-created\" } }` \
+                         or `event_type = { value = \"alert-created\" }`",
+                    ));
                 }
+                continue;
+            };
+            match Rule::new(field, entry) {
+                Ok(rule) if field == MappedField::EventType => event_type = Some(rule),
+                Ok(rule) => rules.push(rule),
+                Err(e) => errors.extend(e),
             }
         }
         match event_type {
@@ -430,245 +417,4 @@ impl MappingDecoder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    /// Parses a mapping table written in TOML.
-    fn config(toml_text: &str) -> MappingConfig {
-        toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn decoder(toml_text: &str) -> MappingDecoder {
-        MappingDecoder::new(&config(toml_text)).unwrap_or_else(|e| panic!("{e:?}"))
-    }
-
-    fn errors(toml_text: &str) -> Vec<FieldError> {
-        MappingDecoder::new(&config(toml_text)).unwrap_err()
-    }
-
-    const SYSLOG: &str = r#"
-        event_type = { field = "level", map = { error = "alert-created", crit = "alert-created", notice = "alert-resolved" }, default = "alert-created" }
-        id = { template = "{{host}}/{{program}}" }
-        summary = { template = "{{host}}: {{message}}" }
-        priority = { field = "level", map = { crit = "HIGH" }, default = "LOW" }
-        source_name = { value = "syslog" }
-    "#;
-
-    #[test]
-    fn the_documented_example() {
-        let d = decoder(SYSLOG);
-        let input = r#"{"host":"db1","program":"postgres","level":"crit","message":"disk full"}"#;
-        let event = d.decode(input).unwrap();
-        assert_eq!(
-            event.to_json(),
-            json!({
-                "id": "db1/postgres",
-                "summary": "db1: disk full",
-                "eventType": "alert-created",
-                "priority": "HIGH",
-                "alertSource": {"name": "syslog"},
-                "source": {"host":"db1","program":"postgres","level":"crit","message":"disk full"}
-            })
-        );
-        let event = d.decode(r#"{"host":"db1","program":"postgres","level":"notice","message":"ok"}"#).unwrap();
-        assert_eq!(event.event_type.kind(), Some(EventKind::Resolved));
-        assert_eq!(event.priority, Some(Priority::Low));
-    }
-
-    #[test]
-    fn field_entries_follow_dotted_paths_and_turn_scalars_into_text() {
-        let d = decoder(
-            r#"
-            event_type = { value = "alert-created" }
-            id = { field = "seq" }
-            alert_key = { field = "labels.team" }
-            details = { field = "ok" }
-            summary = { field = "tags.1" }
-            alert_url = { field = "labels" }
-            report_time = { field = "timestamp" }
-            link = { field = "url" }
-            status = { field = "state" }
-            "#,
-        );
-        let event = d
-            .decode(
-                r#"{"seq":42,"ok":true,"tags":["a","b"],"labels":{"team":"db","n":null},
-                    "timestamp":"2024-05-01T10:00:00Z","url":"https://x.example/1","state":"SNOOZED"}"#,
-            )
-            .unwrap();
-        assert_eq!(event.id.as_deref(), Some("42"));
-        assert_eq!(event.alert_key.as_deref(), Some("db"));
-        assert_eq!(event.details.as_deref(), Some("true"));
-        assert_eq!(event.summary.as_deref(), Some("b"));
-        assert_eq!(event.alert_url.as_deref(), Some(r#"{"team":"db","n":null}"#));
-        assert_eq!(event.report_time.as_deref(), Some("2024-05-01T10:00:00Z"));
-        assert_eq!(event.to_json()["links"], json!([{"href": "https://x.example/1"}]));
-        assert_eq!(event.status, Some(AlertStatus::Other("SNOOZED".into())), "passed-through text is kept");
-        // Missing, null and empty fields leave the incident field unset.
-        let event = d.decode(r#"{"seq":null,"labels":{"team":""}}"#).unwrap();
-        assert_eq!((event.id, event.alert_key, event.summary, event.links), (None, None, None, None));
-    }
-
-    #[test]
-    fn templates_render_unescaped_and_constants_are_constant() {
-        let d = decoder(
-            r#"
-            event_type = { template = "alert-{{kind}}" }
-            summary = { template = "{{host}} <{{message}}> {{#labels}}[{{team}}]{{/labels}}{{missing}}" }
-            source_name = { value = "Vector" }
-            "#,
-        );
-        let event =
-            d.decode(r#"{"kind":"resolved","host":"h&1","message":"a \"b\"","labels":{"team":"ops"}}"#).unwrap();
-        assert_eq!(event.event_type.as_str(), "alert-resolved");
-        assert_eq!(event.summary.as_deref(), Some(r#"h&1 <a "b"> [ops]"#));
-        assert_eq!(event.alert_source.unwrap().name.as_deref(), Some("Vector"));
-    }
-
-    #[test]
-    fn map_and_default() {
-        let d = decoder(
-            r#"
-            event_type = { field = "level", map = { err = "alert-created", info = "alert-resolved" }, default = "alert-raised" }
-            priority = { field = "level", map = { err = "HIGH" } }
-            summary = { field = "message", default = "(no message)" }
-            details = { template = "{{details}}", default = "-" }
-            "#,
-        );
-        let get = |input: &str| d.decode(input).unwrap();
-        let e = get(r#"{"level":"err","message":"m"}"#);
-        assert_eq!((e.event_type.as_str(), e.priority.clone()), ("alert-created", Some(Priority::High)));
-        assert_eq!(e.summary.as_deref(), Some("m"));
-        let e = get(r#"{"level":"info","message":""}"#);
-        assert_eq!(e.event_type.as_str(), "alert-resolved");
-        assert_eq!(e.priority, Some(Priority::Other("info".into())), "no key and no default: kept as found");
-        assert_eq!(e.summary.as_deref(), Some("(no message)"), "empty text takes the default");
-        assert_eq!(e.details.as_deref(), Some("-"), "an empty rendering takes the default");
-        let e = get(r#"{"level":"warning"}"#);
-        assert_eq!(e.event_type.as_str(), "alert-raised", "no key: the default");
-        assert_eq!(get("{}").event_type.as_str(), "alert-raised", "missing field: the default");
-        // Map keys match exactly; numbers are matched by their text.
-        let d = decoder(r#"event_type = { field = "code", map = { "2" = "incident-resolved" } }"#);
-        let e = d.decode(r#"{"code":2}"#).unwrap();
-        assert_eq!(e.event_type.as_str(), "incident-resolved", "legacy names are kept as written");
-    }
-
-    #[test]
-    fn the_whole_object_is_kept_under_source() {
-        let d = decoder(r#"event_type = { value = "alert-created" }"#);
-        let input = r#"{"z":1,"a":{"b":[1,2]},"message":"m"}"#;
-        let event = d.decode(input).unwrap();
-        assert_eq!(serde_json::to_string(&event.extra[SOURCE_KEY]).unwrap(), input, "as it came, in order");
-        let out = serde_json::to_string(&event).unwrap();
-        assert_eq!(out, format!(r#"{{"eventType":"alert-created","source":{input}}}"#));
-    }
-
-    #[test]
-    fn event_type_is_required_at_load() {
-        let e = errors(r#"summary = { field = "message" }"#);
-        assert_eq!(e.len(), 1);
-        assert_eq!(e[0].field, "event_type");
-        assert!(e[0].message.contains("required"), "{e:?}");
-    }
-
-    #[test]
-    fn bad_templates_are_refused_at_load_with_line_and_column() {
-        let e = errors(
-            r#"
-            event_type = { value = "alert-created" }
-            summary = { template = "{{host}}\n  {{#open}}" }
-            "#,
-        );
-        assert_eq!(e.len(), 1, "{e:?}");
-        assert_eq!(e[0].field, "summary.template");
-        assert!(e[0].message.contains("line 2, column 3"), "{}", e[0].message);
-    }
-
-    #[test]
-    fn entries_are_checked_at_load() {
-        let e = errors(
-            r#"
-            event_type = { field = "level", map = { err = "alert-create" }, default = "resolved" }
-            id = { field = "a", template = "{{b}}" }
-            alert_key = {}
-            summary = { field = "a..b" }
-            source_name = { value = "x", default = "y" }
-            priority = { value = "high" }
-            status = { field = "s", map = { ok = "DONE" } }
-            "#,
-        );
-        let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "event_type.map.err",
-                "event_type.default",
-                "id",
-                "alert_key",
-                "summary.field",
-                "status.map.ok",
-                "priority.value",
-                "source_name"
-            ]
-        );
-        assert!(e[0].message.contains("did you mean `alert-created`"), "{}", e[0].message);
-        assert!(e[2].message.contains("both `field` and `template`"), "{}", e[2].message);
-        assert!(e[6].message.contains("did you mean `HIGH`"), "{}", e[6].message);
-        // Unknown keys are refused by the config's shape.
-        assert!(toml::from_str::<MappingConfig>(r#"sumary = { field = "x" }"#).is_err());
-        assert!(toml::from_str::<MappingConfig>(r#"summary = { feild = "x" }"#).is_err());
-    }
-
-    #[test]
-    fn unknown_event_type_at_runtime_names_the_mapping_and_the_value() {
-        let d = decoder(r#"event_type = { field = "level", map = { err = "alert-created" } }"#);
-        let err = d.decode(r#"{"level":"warning"}"#).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("level"));
-        assert!(err.message.contains("`event_type`") && err.message.contains("`warning`"), "{err}");
-        let err = d.decode(r#"{"message":"no level"}"#).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("level"));
-        assert!(err.message.contains("no text") && err.message.contains("`default`"), "{err}");
-        let d = decoder(r#"event_type = { template = "{{kind}}" }"#);
-        let err = d.decode(r#"{"kind":"alert-teleported"}"#).unwrap_err();
-        assert_eq!(err.field, None);
-        assert!(err.message.contains("`alert-teleported`") && err.message.contains("template"), "{err}");
-    }
-
-    #[test]
-    fn non_objects_are_refused() {
-        let d = decoder(r#"event_type = { value = "alert-created" }"#);
-        for (input, kind) in [("[1]", "an array"), ("\"text\"", "a string"), ("3", "a number"), ("null", "null")] {
-            let err = d.decode(input).unwrap_err();
-            assert!(err.message.contains(kind), "{input}: {err}");
-        }
-        assert!(d.decode("{").is_err());
-    }
-
-    #[test]
-    fn through_the_decoding_config_with_positions_and_prefixed_fields() {
-        use super::super::{Codec, DecodingConfig};
-        let decoding = DecodingConfig {
-            codec: Codec::Mapped,
-            mapping: Some(config(r#"event_type = { field = "level", map = { err = "alert-created" } }"#)),
-            ..Default::default()
-        };
-        let decoder = decoding.build().unwrap();
-        let body = b"[{\"level\":\"err\"},\n {\"level\":\"debug\"}]";
-        let err = decoder.decode(body).unwrap_err();
-        assert_eq!((err.event, err.line, err.column), (Some(2), 2, 2));
-        let ndjson = b"{\"level\":\"err\",\"n\":1}\n{\"level\":\"err\",\"n\":2}\n";
-        assert_eq!(decoder.decode(ndjson).unwrap().len(), 2);
-        // Fluent Bit's `json_stream`: objects back to back, no separator.
-        let stream = b"{\"level\":\"err\"}{\"level\":\"err\"}";
-        assert_eq!(decoder.decode(stream).unwrap().len(), 2);
-
-        let bad = DecodingConfig {
-            codec: Codec::Mapped,
-            mapping: Some(config(r#"summary = { template = "{{" }"#)),
-            ..Default::default()
-        };
-        let fields: Vec<String> = bad.build().unwrap_err().into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["decoding.mapping.event_type", "decoding.mapping.summary.template"]);
-    }
-}
+mod tests;
