@@ -234,7 +234,8 @@ impl DiskQueue {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Whether no record is stored.
+    /// Whether no record is stored. Beside `len` as clippy asks; only tests call it.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

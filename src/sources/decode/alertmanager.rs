@@ -23,8 +23,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{json_kind, DecodeError};
-use crate::component::FieldError;
+use super::error::{json_kind, DecodeError};
+use crate::error::FieldError;
 use crate::event::{AlertSource, AlertStatus, EventKind, IncidentEvent, Link, Priority};
 
 /// Alertmanager's way of writing "no time" (Go's zero `time.Time`), e.g. the `endsAt` of

@@ -44,8 +44,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{json_kind, DecodeError};
-use crate::component::FieldError;
+use super::error::{json_kind, DecodeError};
+use crate::error::FieldError;
 use crate::event::{AlertSource, AlertStatus, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority};
 use crate::suggest::closest;
 use crate::template::mustache::{self, Escape, Partials, Template};

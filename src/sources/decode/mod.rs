@@ -34,7 +34,6 @@ use crate::error::{prefixed, FieldError};
 use crate::event::IncidentEvent;
 
 pub use self::alertmanager::{AlertmanagerConfig, AlertmanagerDecoder};
-pub(crate) use self::error::json_kind;
 pub use self::error::DecodeError;
 pub use self::incident::decode_incident;
 pub use self::mapping::{MappingConfig, MappingDecoder};
@@ -114,14 +113,6 @@ impl DecodingConfig {
             },
         };
         Ok(Decoder { codec, max_depth: self.max_depth })
-    }
-}
-
-#[cfg(test)]
-impl DecodingConfig {
-    /// TEMPORARY old name of `validate`, kept only until the codec test files are moved.
-    pub(crate) fn build(&self) -> Result<Decoder, Vec<FieldError>> {
-        self.validate()
     }
 }
 

@@ -223,13 +223,13 @@ fn config_defaults_and_checks() {
 
     // Through the source's decoding table, field names get their prefix.
     let decoding = DecodingConfig { codec: Codec::Alertmanager, alertmanager: bad, ..Default::default() };
-    assert_eq!(decoding.build().unwrap_err()[0].field, "decoding.alertmanager.priority_label");
+    assert_eq!(decoding.validate().unwrap_err()[0].field, "decoding.alertmanager.priority_label");
 }
 
 #[test]
 fn through_the_decoder_one_event_per_alert_and_payload_arrays() {
     let decoding = DecodingConfig { codec: Codec::Alertmanager, ..Default::default() };
-    let decoder = decoding.build().unwrap();
+    let decoder = decoding.validate().unwrap();
     assert_eq!(decoder.decode(PAYLOAD.as_bytes()).unwrap().len(), 2);
     let empty = br#"{"version":"4","status":"resolved","alerts":[]}"#;
     assert_eq!(decoder.decode(empty).unwrap().len(), 0);

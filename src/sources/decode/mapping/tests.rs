@@ -229,7 +229,7 @@ fn through_the_decoding_config_with_positions_and_prefixed_fields() {
         mapping: Some(config(r#"event_type = { field = "level", map = { err = "alert-created" } }"#)),
         ..Default::default()
     };
-    let decoder = decoding.build().unwrap();
+    let decoder = decoding.validate().unwrap();
     let body = b"[{\"level\":\"err\"},\n {\"level\":\"debug\"}]";
     let err = decoder.decode(body).unwrap_err();
     assert_eq!((err.event, err.line, err.column), (Some(2), 2, 2));
@@ -244,6 +244,6 @@ fn through_the_decoding_config_with_positions_and_prefixed_fields() {
         mapping: Some(config(r#"summary = { template = "{{" }"#)),
         ..Default::default()
     };
-    let fields: Vec<String> = bad.build().unwrap_err().into_iter().map(|e| e.field).collect();
+    let fields: Vec<String> = bad.validate().unwrap_err().into_iter().map(|e| e.field).collect();
     assert_eq!(fields, ["decoding.mapping.event_type", "decoding.mapping.summary.template"]);
 }

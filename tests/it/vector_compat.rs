@@ -8,7 +8,7 @@
 //! events: keys sorted, `timestamp` in RFC 3339 with up to nanoseconds, `source_type`
 //! naming the Vector source.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

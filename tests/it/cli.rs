@@ -4,7 +4,7 @@
 //! Every child process is killed when its guard drops, every wait is bounded.
 
 #[allow(unused_imports)]
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

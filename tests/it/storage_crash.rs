@@ -135,7 +135,8 @@ impl Drop for KillOnDrop {
 /// `counted`), kills it with SIGKILL and returns every acknowledgement line it printed.
 fn run_and_kill(path: &Path, kind: &str, round: u64, counted: &str) -> Vec<String> {
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        // The test's full name in the one test binary: module, then function.
+        .args(["storage_crash::crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, path)
         .env(KIND_ENV, kind)
         .env(ROUND_ENV, round.to_string())

@@ -1,7 +1,7 @@
 //! `Target` + `WebhookService` (its connections and connector) against the recording
 //! receiver: what goes on the wire, TLS, keep-alive.
 
-mod support;
+use crate::support;
 
 use std::error::Error as _;
 use std::net::SocketAddr;

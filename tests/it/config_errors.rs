@@ -1,6 +1,6 @@
 //! Every config error names the file and the key (or line), and every problem is reported.
 
-mod support;
+use crate::support;
 
 use support::Dir;
 use webhook_sink::config::{load_with_env, ConfigErrors, Location, PipelineConfig};

@@ -6,7 +6,7 @@
 //!
 //! Every child process is killed when its guard drops; every wait is bounded.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! Shared helpers for integration tests: `mod support;` in any `tests/*.rs`.
+//! Shared helpers for the integration tests (`crate::support` in any `tests/it/*.rs`).
 #![allow(dead_code)]
 
 pub mod certs;

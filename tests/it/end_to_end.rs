@@ -1,7 +1,7 @@
 //! The whole path on loopback: a pipeline config, the real host, events POSTed to the
 //! `http_server` source, and a recording HTTP(S) receiver that checks the exact bytes.
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;

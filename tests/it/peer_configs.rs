@@ -3,7 +3,7 @@
 //! webhook-sink configs beside them are checked by tests/cli.rs; Vector cannot be
 //! installed here, its example is exercised through tests/vector_compat.rs.)
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

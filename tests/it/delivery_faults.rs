@@ -8,7 +8,7 @@
 //! 0.05`) unless a test needs them long; every wait is bounded; time is only checked from
 //! below, where a wait is the behaviour under test (`Retry-After`, the request timeout).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

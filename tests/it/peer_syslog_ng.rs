@@ -7,7 +7,7 @@
 //! control socket in a temp dir, listens for syslog lines on a loopback TCP port, and
 //! is killed on every path (`KillOnDrop`).
 
-mod support;
+use crate::support;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! fingerprint as their id. Alertmanager runs on loopback with its own config and storage
 //! in a temporary folder, clustering off, and is killed on every path.
 
-mod support;
+use crate::support;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! cut short or when a request ran out of time. The peers here are raw TCP servers on loopback, so
 //! each test decides exactly when a connection closes.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

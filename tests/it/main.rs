@@ -1,0 +1,21 @@
+//! The integration tests, in one test binary (one link step instead of one per file).
+//! Each file is a module; `support` holds the shared receivers, certificates and peer
+//! helpers. Fixtures stay in `tests/fixtures/`.
+
+mod support;
+
+mod cli;
+mod config_errors;
+mod crash_recovery;
+mod delivery_connections;
+mod delivery_faults;
+mod delivery_target;
+mod end_to_end;
+mod layering;
+mod mustache_spec;
+mod peer_alertmanager;
+mod peer_configs;
+mod peer_syslog_ng;
+mod source_http_server;
+mod storage_crash;
+mod vector_compat;
