@@ -11,13 +11,14 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::component::{SinkConfig, SourceConfig};
+use crate::component::SinkConfig;
 use crate::error::FieldError;
 use crate::sinks::webhook::config::ValidatedWebhookSink;
 use crate::sinks::webhook::WebhookSinkConfig;
 use crate::sources::decode::Decoder;
 use crate::sources::http_server::{HttpServerSourceConfig, ValidatedHttpServer};
 use crate::sources::stdin::{StdinSourceConfig, ValidatedStdin};
+use crate::sources::ValidatedSource;
 use crate::suggest::closest;
 
 pub use error::{ConfigError, ConfigErrors, Location};
@@ -75,7 +76,7 @@ macro_rules! component_types {
 
 component_types!(
     /// A checked source of the pipeline, one variant per `type`.
-    SourceSpec, SOURCE_TYPES, load_source, SourceConfig {
+    SourceSpec, SOURCE_TYPES, load_source, ValidatedSource {
         /// `type = "http_server"`.
         HttpServer(ValidatedHttpServer) = "http_server" from HttpServerSourceConfig
             => |c: &HttpServerSourceConfig, _| c.validate(),
@@ -96,10 +97,7 @@ component_types!(
 impl SourceSpec {
     /// How the source decodes what it receives (the CLI decodes `--event` files the same way).
     pub fn decoder(&self) -> &Decoder {
-        match self {
-            SourceSpec::HttpServer(c) => c.decoder(),
-            SourceSpec::Stdin(c) => c.decoder(),
-        }
+        self.as_config().decoder()
     }
 }
 

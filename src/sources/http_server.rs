@@ -45,6 +45,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::{AuthConfig, Authenticator};
 use super::decode::{Decoder, DecodingConfig};
+use super::validated::ValidatedSource;
 use crate::buffer::{SendError, SourceSender};
 use crate::component::{Source, SourceConfig, SourceContext};
 use crate::error::{BuildError, FieldError};
@@ -181,9 +182,8 @@ impl PartialEq for ValidatedHttpServer {
     }
 }
 
-impl ValidatedHttpServer {
-    /// How the source decodes a body.
-    pub fn decoder(&self) -> &Decoder {
+impl ValidatedSource for ValidatedHttpServer {
+    fn decoder(&self) -> &Decoder {
         &self.decoder
     }
 }

@@ -4,3 +4,6 @@ pub mod auth;
 pub mod decode;
 pub mod http_server;
 pub mod stdin;
+mod validated;
+
+pub use validated::ValidatedSource;

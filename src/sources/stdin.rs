@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::decode::{Decoder, DecodingConfig};
+use super::validated::ValidatedSource;
 use crate::buffer::SourceSender;
 use crate::component::{Source, SourceConfig, SourceContext};
 use crate::error::{BuildError, FieldError};
@@ -66,9 +67,8 @@ impl PartialEq for ValidatedStdin {
     }
 }
 
-impl ValidatedStdin {
-    /// How the source decodes a line.
-    pub fn decoder(&self) -> &Decoder {
+impl ValidatedSource for ValidatedStdin {
+    fn decoder(&self) -> &Decoder {
         &self.decoder
     }
 }
