@@ -54,6 +54,12 @@ pub trait SinkConfig: Send + Sync {
 
     /// The sink's buffer settings (the host opens the buffer).
     fn buffer(&self) -> &BufferConfig;
+
+    /// Settings that are allowed but risky (e.g. certificates not verified), said at load
+    /// and at every start; field names relative to the sink.
+    fn warnings(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
 }
 
 /// A running sink: consumes its input until the stream ends, then finishes in-flight work.
@@ -123,4 +129,10 @@ pub type Source = BoxFuture<'static, Result<(), ()>>;
 pub trait SourceConfig: Send + Sync {
     /// Builds the running source (binding sockets here, so errors show before start).
     async fn build(&self, cx: SourceContext) -> Result<Source, BuildError>;
+
+    /// Settings that are allowed but risky, said at load and at every start; field names
+    /// relative to the source.
+    fn warnings(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
 }

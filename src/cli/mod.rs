@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::component::{Preview, SinkContext, StreamSink};
 use crate::config::{self, PipelineConfig, SinkSpec, SourceSpec};
@@ -158,6 +158,9 @@ fn load(path: &Path) -> Result<PipelineConfig, String> {
 async fn run(path: &Path) -> Result<ExitCode, String> {
     let config = load(path)?;
     let shutdown = CancellationToken::new();
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
     let pipeline = Pipeline::build(&config, shutdown.clone()).await.map_err(|e| e.to_string())?;
     info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), "webhook-sink started");
     tokio::spawn(stop_on_signal(shutdown));
@@ -185,6 +188,9 @@ pub async fn stop_on_signal(shutdown: CancellationToken) {
 
 fn validate(path: &Path) -> Result<ExitCode, String> {
     let config = load(path)?;
+    for warning in &config.warnings {
+        println!("warning: {warning}");
+    }
     println!(
         "{}: ok ({} source{}, {} sink{})",
         path.display(),

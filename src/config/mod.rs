@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::component::SinkConfig;
-use crate::error::FieldError;
+use crate::component::{SinkConfig, SourceConfig};
+use crate::error::{prefixed, FieldError};
 use crate::sinks::webhook::config::ValidatedWebhookSink;
 use crate::sinks::webhook::WebhookSinkConfig;
 use crate::sources::decode::Decoder;
@@ -65,7 +65,12 @@ macro_rules! component_types {
                         let config: $config = self.typed(key, table)?;
                         #[allow(clippy::redundant_closure_call)]
                         let validated = ($validate)(&config, dir);
-                        Some(self.checked(key, validated).map(|v| $enum::$variant(Box::new(v))))
+                        let checked = self.checked(key, validated);
+                        if let Some(component) = &checked {
+                            let warnings = component.warnings();
+                            self.warnings(key, warnings);
+                        }
+                        Some(checked.map(|v| $enum::$variant(Box::new(v))))
                     })*
                     _ => None,
                 }
@@ -132,6 +137,9 @@ pub struct PipelineConfig {
     pub shutdown_timeout: Duration,
     /// Where disk buffers and dead letters are kept.
     pub data_dir: PathBuf,
+    /// What is allowed but risky (certificates not verified, credentials over plain
+    /// HTTP, …): `validate` prints these, `run` logs them at every start.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl PipelineConfig {
@@ -179,7 +187,7 @@ pub fn load_str(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -
     let one =
         |location, message: String| ConfigErrors(vec![ConfigError { file: path.to_path_buf(), location, message }]);
     let mut value = parse_document(path, text).map_err(|(location, message)| one(location, message))?;
-    let mut loader = Loader { file: path.to_path_buf(), errors: Vec::new() };
+    let mut loader = Loader { file: path.to_path_buf(), errors: Vec::new(), warnings: Vec::new() };
     for e in interpolate(&mut value, env) {
         loader.error(e.path, e.message);
     }
@@ -226,11 +234,18 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 struct Loader {
     file: PathBuf,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Loader {
     fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError::at_key(&self.file, key, message));
+    }
+
+    fn warnings(&mut self, prefix: &str, warnings: Vec<FieldError>) {
+        for w in prefixed(prefix, warnings) {
+            self.warnings.push(ConfigError::at_key(&self.file, w.field, w.message));
+        }
     }
 
     fn field_errors(&mut self, prefix: &str, errors: Vec<FieldError>) {
@@ -304,6 +319,7 @@ impl Loader {
             sinks,
             shutdown_timeout,
             data_dir,
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 

@@ -218,6 +218,8 @@ pub struct ValidatedWebhookSink {
     pub retry: RetryPolicy,
     /// TLS settings, paths resolved.
     pub tls: TlsOptions,
+    /// Settings that are allowed but risky, said at load and at every start.
+    pub warnings: Vec<FieldError>,
 }
 
 /// Compared by the config they came from (what they were compiled from).
@@ -246,6 +248,7 @@ impl WebhookSinkConfig {
         }
         errors.extend(self.buffer.validate());
         errors.extend(self.retry.validate().into_iter().map(|(field, message)| FieldError::new(field, message)));
+        let warnings = Vec::new();
         let tls = TlsOptions { ca_file: self.tls.ca_file.as_ref().map(|p| config_dir.join(p)) };
         if let Some(path) = &tls.ca_file {
             if !path.is_file() {
@@ -260,6 +263,7 @@ impl WebhookSinkConfig {
                 timeout: Duration::from_secs_f64(self.request.timeout_secs),
                 retry: self.retry.policy(),
                 tls,
+                warnings,
             }),
             _ => Err(errors),
         }
@@ -362,6 +366,10 @@ impl SinkConfig for ValidatedWebhookSink {
 
     fn buffer(&self) -> &BufferConfig {
         &self.config.buffer
+    }
+
+    fn warnings(&self) -> Vec<FieldError> {
+        self.warnings.clone()
     }
 }
 
