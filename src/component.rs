@@ -15,7 +15,7 @@ use crate::buffer::{BufferConfig, SourceSender};
 use crate::dead_letters::DeadLetters;
 pub use crate::error::{BuildError, FieldError};
 use crate::event::{Event, IncidentEvent, Outcome};
-use crate::stats::SinkStats;
+use crate::stats::{SinkStats, SourceStats};
 
 /// A healthcheck failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +117,8 @@ pub struct SourceContext {
     pub out: SourceSender,
     /// Cancelled when the host shuts down: stop taking new input, finish what was taken.
     pub shutdown: CancellationToken,
+    /// The source's counters (requests by status; `out` counts the events).
+    pub stats: Arc<SourceStats>,
 }
 
 /// A running source: resolves when it has stopped.

@@ -62,6 +62,16 @@ impl DeadLetters {
         Ok(store)
     }
 
+    /// How many dead letters `sink` has stored now: 0 while the store file does not exist
+    /// (nothing was ever dead-lettered). Blocking (a read of the store).
+    pub fn stored(&self, sink: &str) -> Result<usize, StorageError> {
+        let opened = self.store.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if !opened && !self.path.exists() {
+            return Ok(0);
+        }
+        self.store()?.count(Some(sink))
+    }
+
     /// Stores dead letters durably (off the async threads).
     pub async fn record(&self, letters: Vec<NewDeadLetter>) -> Result<(), StorageError> {
         if letters.is_empty() {

@@ -35,6 +35,7 @@ macro_rules! internal_mod {
     };
 }
 
+pub mod api;
 pub mod buffer;
 pub mod cli;
 pub mod component;

@@ -1,10 +1,117 @@
-//! A sink's counters: a leaf module (it imports nothing of ours), updated by the buffers
-//! that take events for the sink and by the sink itself, read by the host.
+//! The counters of sinks and sources: a leaf module (it imports nothing of ours), updated
+//! by the buffers that take events for a sink, by the sink itself and by the sources, and
+//! read by the host (logs at the end of a run, `/metrics` while it runs).
+//!
+//! Counters are plain atomics, read when `/metrics` is scraped, so counting costs an
+//! atomic add per event and nothing else. The two latency histograms are
+//! `prometheus_client` histograms (a short lock per observation).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters a sink keeps; the host reads them for logs and tests.
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+/// Why an event went to the dead letters: the `reason` label of
+/// `webhook_sink_dead_letters_total`, a small fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// The endpoint answered a status that is not retried (4xx, a redirect, …).
+    Status,
+    /// Every attempt allowed was made, or the time for retries ran out.
+    RetriesExhausted,
+    /// The body could not be rendered.
+    Render,
+    /// The sink's buffer was full (`buffer.when_full = "dead_letter"`).
+    BufferFull,
+}
+
+impl DeadLetterReason {
+    /// Every reason, in label order.
+    pub const ALL: [DeadLetterReason; 4] = [
+        DeadLetterReason::Status,
+        DeadLetterReason::RetriesExhausted,
+        DeadLetterReason::Render,
+        DeadLetterReason::BufferFull,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeadLetterReason::Status => "status",
+            DeadLetterReason::RetriesExhausted => "retries_exhausted",
+            DeadLetterReason::Render => "render",
+            DeadLetterReason::BufferFull => "buffer_full",
+        }
+    }
+}
+
+/// Counts of answers by HTTP status (100–599), plus failures with no answer at all.
+#[derive(Debug)]
+pub struct StatusCounts {
+    by_code: Box<[AtomicU64]>,
+    errors: AtomicU64,
+}
+
+/// Lowest and highest status code counted one by one; others count as their class's
+/// lowest code outside the range (never happens with a conforming peer).
+const FIRST_CODE: u16 = 100;
+const LAST_CODE: u16 = 599;
+
+impl Default for StatusCounts {
+    fn default() -> Self {
+        StatusCounts {
+            by_code: (FIRST_CODE..=LAST_CODE).map(|_| AtomicU64::new(0)).collect(),
+            errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StatusCounts {
+    /// Counts an answer with `code`.
+    pub fn answer(&self, code: u16) {
+        let index = code.clamp(FIRST_CODE, LAST_CODE) - FIRST_CODE;
+        self.by_code[usize::from(index)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request that got no answer (network failure, timeout).
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every status seen so far with its count, then `("error", n)` if any failed.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let mut seen: Vec<(String, u64)> = self
+            .by_code
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let n = n.load(Ordering::Relaxed);
+                (n > 0).then(|| ((FIRST_CODE + i as u16).to_string(), n))
+            })
+            .collect();
+        let errors = self.errors.load(Ordering::Relaxed);
+        if errors > 0 {
+            seen.push(("error".to_string(), errors));
+        }
+        seen
+    }
+}
+
+/// Buckets of the latency histograms, in seconds: 1 ms to about 65 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Counters a source keeps.
 #[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Requests answered, by status (`webhook_sink_source_requests_total`).
+    pub requests: StatusCounts,
+    /// Events decoded and accepted into the sinks' buffers.
+    pub events: AtomicU64,
+}
+
+/// Counters a sink keeps; the host reads them for logs, tests and `/metrics`.
+#[derive(Debug)]
 pub struct SinkStats {
     /// Events put into the sink's buffer by its sources.
     pub accepted: AtomicU64,
@@ -22,6 +129,33 @@ pub struct SinkStats {
     pub dead_lettered: AtomicU64,
     /// Attempts that were retried.
     pub retries: AtomicU64,
+    /// Dead letters stored, by reason (indexed like [`DeadLetterReason::ALL`]).
+    pub dead_lettered_by: [AtomicU64; 4],
+    /// Answers of the endpoint by status, and attempts with no answer.
+    pub responses: StatusCounts,
+    /// Seconds from entering the sink's buffer to the final answer (delivered or given up).
+    pub delivery_duration: Histogram,
+    /// Seconds one attempt took, connecting included.
+    pub request_duration: Histogram,
+}
+
+impl Default for SinkStats {
+    fn default() -> Self {
+        SinkStats {
+            accepted: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            render_failed: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            dead_lettered_by: Default::default(),
+            responses: StatusCounts::default(),
+            delivery_duration: latency_histogram(),
+            request_duration: latency_histogram(),
+        }
+    }
 }
 
 impl SinkStats {
@@ -33,6 +167,13 @@ impl SinkStats {
     /// A counter's value.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` events dead-lettered for `reason` (the total and the reason's count).
+    pub fn count_dead_letters(&self, reason: DeadLetterReason, n: u64) {
+        self.dead_lettered.fetch_add(n, Ordering::Relaxed);
+        let index = DeadLetterReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.dead_lettered_by[index].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Events accepted into the buffer and not yet handled (delivered, failed, filtered out

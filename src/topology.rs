@@ -19,7 +19,7 @@ use crate::component::{SinkContext, Source, SourceContext, StreamSink};
 use crate::config::PipelineConfig;
 use crate::dead_letters::DeadLetters;
 use crate::error::BuildError;
-use crate::stats::SinkStats;
+use crate::stats::{SinkStats, SourceStats};
 
 /// A component could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +43,24 @@ pub struct RunReport {
     pub abandoned: u64,
 }
 
+/// What the host can see of a running pipeline: every component's live counters and each
+/// sink's buffer, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct PipelineView {
+    /// Each sink: name, counters, buffer.
+    pub sinks: Vec<(String, Arc<SinkStats>, SinkBuffer)>,
+    /// Each source: name, counters.
+    pub sources: Vec<(String, Arc<SourceStats>)>,
+    /// The pipeline's dead letters.
+    pub dead_letters: Arc<DeadLetters>,
+}
+
 /// A built pipeline, ready to run.
 pub struct Pipeline {
     sources: Vec<(String, Source)>,
     sinks: Vec<(String, Box<dyn StreamSink>, SinkBuffer)>,
     stats: Vec<(String, Arc<SinkStats>)>,
+    view: PipelineView,
     shutdown: CancellationToken,
     shutdown_timeout: std::time::Duration,
 }
@@ -96,18 +109,40 @@ impl Pipeline {
             stats.push((name.clone(), sink_stats));
         }
         let mut sources = Vec::new();
+        let mut source_views = Vec::new();
         for (name, spec) in &config.sources {
             let outputs =
                 inputs.iter().filter(|(_, reads)| reads.contains(name)).map(|(input, _)| input.clone()).collect();
-            let cx = SourceContext { name: name.clone(), out: SourceSender::new(outputs), shutdown: shutdown.clone() };
+            let source_stats = Arc::new(SourceStats::default());
+            let cx = SourceContext {
+                name: name.clone(),
+                out: SourceSender::new(outputs).counting(source_stats.clone()),
+                shutdown: shutdown.clone(),
+                stats: source_stats.clone(),
+            };
             let source = spec.as_config().build(cx).await.map_err(|source| TopologyError {
                 kind: "source",
                 name: name.clone(),
                 source,
             })?;
             sources.push((name.clone(), source));
+            source_views.push((name.clone(), source_stats));
         }
-        Ok(Pipeline { sources, sinks, stats, shutdown, shutdown_timeout: config.shutdown_timeout })
+        let view = PipelineView {
+            sinks: sinks
+                .iter()
+                .zip(&stats)
+                .map(|((name, _, buffer), (_, s))| (name.clone(), s.clone(), buffer.clone()))
+                .collect(),
+            sources: source_views,
+            dead_letters,
+        };
+        Ok(Pipeline { sources, sinks, stats, view, shutdown, shutdown_timeout: config.shutdown_timeout })
+    }
+
+    /// What `/metrics` reads while the pipeline runs.
+    pub fn view(&self) -> PipelineView {
+        self.view.clone()
     }
 
     /// Each sink's name and counters (live).

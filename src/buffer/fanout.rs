@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::{BufferError, Limits, MemoryBuffer, SinkBuffer, WhenFull};
 use crate::dead_letters::{self, DeadLetters};
 use crate::event::{AckGroup, Event, IncidentEvent, Outcome};
-use crate::stats::SinkStats;
+use crate::stats::{DeadLetterReason, SinkStats, SourceStats};
 
 /// Why a source's batch was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +67,8 @@ pub struct SourceSender {
     outputs: Vec<SinkInput>,
     /// For [`event_channel`]: closes the channel when the last clone is dropped.
     closer: Option<Arc<CloseOnDrop>>,
+    /// The sending source's counters: events taken are counted here.
+    stats: Option<Arc<SourceStats>>,
 }
 
 /// Closes a buffer when dropped.
@@ -82,7 +84,13 @@ impl Drop for CloseOnDrop {
 impl SourceSender {
     /// A sender to these sink inputs.
     pub fn new(outputs: Vec<SinkInput>) -> Self {
-        SourceSender { outputs, closer: None }
+        SourceSender { outputs, closer: None, stats: None }
+    }
+
+    /// The same sender, counting the events it hands over in `stats`.
+    pub fn counting(mut self, stats: Arc<SourceStats>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// A sender to plain buffers with no dead letters: a full buffer refuses the batch.
@@ -100,6 +108,7 @@ impl SourceSender {
                 })
                 .collect(),
             closer: None,
+            stats: None,
         }
     }
 
@@ -203,6 +212,9 @@ impl SourceSender {
                 Err(BufferError::Storage(e)) => return Err((SendError::Storage(e.to_string()), Vec::new())),
             }
         }
+        if let Some(stats) = &self.stats {
+            stats.events.fetch_add(count as u64, Ordering::Relaxed);
+        }
         let mut report = SendReport { events: count, dead_lettered: Vec::new() };
         for output in full {
             let (held, held_bytes) = output.buffer.usage();
@@ -211,13 +223,15 @@ impl SourceSender {
                 events.iter().map(|event| dead_letters::letter(&output.name, event, reason.clone(), None, 0)).collect();
             let Some(dead_letters) = &output.dead_letters else { continue };
             let outcome = match dead_letters.record(letters).await {
-                Ok(()) => Outcome::Failed,
+                Ok(()) => {
+                    output.stats.count_dead_letters(DeadLetterReason::BufferFull, count as u64);
+                    Outcome::Failed
+                }
                 Err(error) => {
                     tracing::error!(sink = %output.name, %error, events = count, "buffer full and the dead letters cannot be written: events lost");
                     Outcome::Dropped
                 }
             };
-            output.stats.dead_lettered.fetch_add(count as u64, Ordering::Relaxed);
             tracing::warn!(sink = %output.name, events = count, %reason, "sink full: copies dead-lettered");
             for copy in copies(&events) {
                 copy.finish(outcome);

@@ -205,6 +205,14 @@ impl SinkBuffer {
         }
     }
 
+    /// The most events and bytes it holds.
+    pub fn limits(&self) -> Limits {
+        match self {
+            SinkBuffer::Memory(b) => b.counters().limits,
+            SinkBuffer::Disk(b) => b.counters().limits,
+        }
+    }
+
     /// Events and bytes held now (queued and in flight).
     pub fn usage(&self) -> (usize, u64) {
         match self {

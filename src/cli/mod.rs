@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::ApiState;
 use crate::component::{Preview, SinkContext, StreamSink};
 use crate::config::{self, PipelineConfig, SinkSpec, SourceSpec};
 use crate::dead_letters::DeadLetters;
@@ -25,6 +26,19 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and every field
+    /// of the event (`sink`, `id`, `attempt`, `status`, …) at the top level.
+    Json,
 }
 
 /// The subcommands.
@@ -91,7 +105,7 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     // One thread: tokio's current-thread scheduler, which needs no synchronisation between
     // workers at all. Otherwise the multi-thread one, one worker per core by default.
     let mut builder = match &cli.command {
@@ -124,11 +138,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEBHOOK_SINK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+    }
 }
 
 async fn dispatch(command: Command) -> Result<ExitCode, String> {
@@ -161,10 +178,30 @@ async fn run(path: &Path) -> Result<ExitCode, String> {
     for warning in &config.warnings {
         warn!("{warning}");
     }
+    // The API answers `/health` while the pipeline is built, and `/ready` once it is.
+    let api_state = Arc::new(ApiState::default());
+    let api_stop = CancellationToken::new();
+    let api = match &config.api {
+        Some(api) => Some(crate::api::serve(api.address, api_state.clone(), api_stop.clone()).await?),
+        None => None,
+    };
     let pipeline = Pipeline::build(&config, shutdown.clone()).await.map_err(|e| e.to_string())?;
+    api_state.set_pipeline(pipeline.view());
     info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), "webhook-sink started");
-    tokio::spawn(stop_on_signal(shutdown));
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let not_ready = {
+        let (api_state, shutdown) = (api_state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            api_state.set_not_ready();
+        })
+    };
     let report = pipeline.run().await;
+    not_ready.abort();
+    api_stop.cancel();
+    if let Some(api) = api {
+        let _ = api.await;
+    }
     Ok(if report.abandoned == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -137,6 +137,8 @@ pub struct PipelineConfig {
     pub shutdown_timeout: Duration,
     /// Where disk buffers and dead letters are kept.
     pub data_dir: PathBuf,
+    /// The operator's API, when the file has an `[api]` table.
+    pub api: Option<ApiConfig>,
     /// What is allowed but risky (certificates not verified, credentials over plain
     /// HTTP, …): `validate` prints these, `run` logs them at every start.
     pub warnings: Vec<ConfigError>,
@@ -159,7 +161,16 @@ impl PipelineConfig {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 4] = ["sources", "sinks", "shutdown_timeout_secs", "data_dir"];
+const TOP_LEVEL_KEYS: [&str; 5] = ["sources", "sinks", "shutdown_timeout_secs", "data_dir", "api"];
+
+/// The `[api]` table: the operator's HTTP API (`/metrics`, `/health`, `/ready`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to serve on, e.g. `127.0.0.1:8686` (Vector's default port). Required in
+    /// the table; without an `[api]` table there is no API.
+    pub address: std::net::SocketAddr,
+}
 
 /// Default of `data_dir`, relative to the config file's folder.
 pub const DEFAULT_DATA_DIR: &str = "webhook-sink-data";
@@ -280,6 +291,14 @@ impl Loader {
                 }
             },
         };
+        let api = match top.remove("api") {
+            None => None,
+            Some(Value::Object(table)) => self.typed::<ApiConfig>("api", table),
+            Some(_) => {
+                self.error("api", "must be a table, e.g. `[api]` with `address = \"127.0.0.1:8686\"`");
+                None
+            }
+        };
         let data_dir = match top.remove("data_dir") {
             None => dir.join(DEFAULT_DATA_DIR),
             Some(Value::String(path)) if !path.is_empty() => dir.join(path),
@@ -319,6 +338,7 @@ impl Loader {
             sinks,
             shutdown_timeout,
             data_dir,
+            api,
             warnings: std::mem::take(&mut self.warnings),
         })
     }

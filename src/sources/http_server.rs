@@ -50,6 +50,7 @@ use crate::buffer::{SendError, SourceSender};
 use crate::component::{Source, SourceConfig, SourceContext};
 use crate::error::{BuildError, FieldError};
 use crate::event::{AckGroup, Outcome};
+use crate::stats::SourceStats;
 
 /// How long requests in flight may take to finish once shutdown begins; connections
 /// still busy after that are dropped.
@@ -208,6 +209,7 @@ impl SourceConfig for ValidatedHttpServer {
             full_wait: Duration::from_millis(config.full_wait_ms),
             out: cx.out,
             shutdown: cx.shutdown.clone(),
+            stats: cx.stats,
         });
         Ok(Box::pin(serve(listener, state, cx.shutdown)))
     }
@@ -235,6 +237,8 @@ struct State {
     out: SourceSender,
     /// Cancelled when the pipeline shuts down: a request waiting for room stops waiting.
     shutdown: CancellationToken,
+    /// Requests answered, by status.
+    stats: Arc<SourceStats>,
 }
 
 /// Accepts connections until `shutdown`, then drains them.
@@ -332,6 +336,7 @@ async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
         let message = format!("no route for {path}; events are POSTed to {}", state.path);
         error(StatusCode::NOT_FOUND, message)
     };
+    state.stats.requests.answer(response.status().as_u16());
     Ok(response)
 }
 
@@ -480,7 +485,7 @@ mod tests {
 
     fn context() -> SourceContext {
         let (out, _rx) = crate::buffer::event_channel(1);
-        SourceContext { name: "web".into(), out, shutdown: CancellationToken::new() }
+        SourceContext { name: "web".into(), out, shutdown: CancellationToken::new(), stats: Default::default() }
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use crate::component::{Preview, Probe, StreamSink};
 use crate::dead_letters::{self, DeadLetters};
 use crate::event::{new_webhook_id, Event, IncidentEvent, Outcome};
 use crate::filter::{Decision, Filter};
-use crate::stats::SinkStats;
+use crate::stats::{DeadLetterReason, SinkStats};
 
 /// A webhook sink, ready to run.
 #[derive(Debug)]
@@ -44,6 +44,8 @@ pub struct WebhookSink {
 
 /// How a delivery ended, for the dead letters.
 struct GaveUp {
+    /// Why, for the metrics.
+    kind: DeadLetterReason,
     reason: String,
     last_status: Option<u16>,
     attempts: u32,
@@ -77,6 +79,7 @@ impl WebhookSink {
                 SinkStats::incr(&stats.render_failed);
                 warn!(sink = %self.name, id = incident.id.as_deref(), event_type = %incident.event_type, %error, "cannot render webhook body");
                 let gave_up = GaveUp {
+                    kind: DeadLetterReason::Render,
                     reason: format!("cannot render the body: {error}"),
                     last_status: None,
                     attempts: 0,
@@ -86,7 +89,9 @@ impl WebhookSink {
                 return;
             }
         };
-        match self.deliver(&event, body).await {
+        let result = self.deliver(&event, body).await;
+        stats.delivery_duration.observe(event.received_at.elapsed().as_secs_f64());
+        match result {
             Ok(()) => {
                 SinkStats::incr(&stats.delivered);
                 event.finish(Outcome::Delivered);
@@ -110,7 +115,13 @@ impl WebhookSink {
             attempt += 1;
             let request = self.request_builder.request(body.clone(), &event.id);
             // Only the request holds one of the service's slots; a backoff sleep does not.
+            let sent = Instant::now();
             let result = self.service.send(request).await;
+            self.stats.request_duration.observe(sent.elapsed().as_secs_f64());
+            match &result {
+                Ok(response) => self.stats.responses.answer(response.status.as_u16()),
+                Err(_) => self.stats.responses.error(),
+            }
             let verdict = match &result {
                 Ok(response) => self.retry.verdict(
                     AttemptResult::Response {
@@ -150,8 +161,12 @@ impl WebhookSink {
                 }
                 Verdict::GiveUp { reason, last_status, retryable } => {
                     warn!(sink = %self.name, id, attempts = attempt, status = last_status, %reason, "webhook not delivered; dead-lettered");
-                    let outcome = if retryable { Outcome::Failed } else { Outcome::Rejected };
-                    return Err(GaveUp { reason, last_status, attempts: attempt, outcome });
+                    let (outcome, kind) = if retryable {
+                        (Outcome::Failed, DeadLetterReason::RetriesExhausted)
+                    } else {
+                        (Outcome::Rejected, DeadLetterReason::Status)
+                    };
+                    return Err(GaveUp { kind, reason, last_status, attempts: attempt, outcome });
                 }
             }
         }
@@ -162,7 +177,7 @@ impl WebhookSink {
         let letter = dead_letters::letter(&self.name, &event, gave_up.reason, gave_up.last_status, gave_up.attempts);
         match self.dead_letters.record(vec![letter]).await {
             Ok(()) => {
-                SinkStats::incr(&self.stats.dead_lettered);
+                self.stats.count_dead_letters(gave_up.kind, 1);
                 event.finish(gave_up.outcome);
             }
             Err(error) => {
