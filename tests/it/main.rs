@@ -12,6 +12,7 @@ mod delivery_faults;
 mod delivery_target;
 mod end_to_end;
 mod layering;
+mod metrics;
 mod mustache_spec;
 mod peer_alertmanager;
 mod peer_configs;
