@@ -119,6 +119,39 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// The source's counters (requests by status; `out` counts the events).
     pub stats: Arc<SourceStats>,
+    /// Where a source gets its listening socket, so a reloaded source keeps the socket of
+    /// the one it replaces (no connection refused in between) instead of binding again.
+    pub listeners: Listeners,
+}
+
+/// Listening sockets by address, shared by the sources of a host across reloads. A source
+/// asks for its address: a socket already open there is shared (a duplicate of it), else a
+/// new one is bound and kept. The host releases an address when no source uses it any more.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners(Arc<std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, std::net::TcpListener>>>);
+
+impl Listeners {
+    /// A listening socket on `address`: the one kept there, or a new one.
+    pub fn listen(&self, address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let std_listener = match kept.get(&address) {
+            Some(listener) => listener.try_clone()?,
+            None => {
+                let listener = std::net::TcpListener::bind(address)?;
+                listener.set_nonblocking(true)?;
+                // Kept under the address asked for (port 0 stays port 0), so the same config
+                // finds it again.
+                kept.insert(address, listener.try_clone()?);
+                listener
+            }
+        };
+        tokio::net::TcpListener::from_std(std_listener)
+    }
+
+    /// Forgets the socket kept on `address`; it closes once the last source using it stops.
+    pub fn release(&self, address: &std::net::SocketAddr) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(address);
+    }
 }
 
 /// A running source: resolves when it has stopped.

@@ -7,7 +7,7 @@
 //! ([`SendError::Full`]), and [`SourceSender::send_within`] waits for room first.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use super::{BufferError, Limits, MemoryBuffer, SinkBuffer, WhenFull};
 use crate::dead_letters::{self, DeadLetters};
@@ -64,7 +64,9 @@ pub struct SinkInput {
 /// `Retry-After`, the `stdin` source waits.
 #[derive(Debug, Clone, Default)]
 pub struct SourceSender {
-    outputs: Vec<SinkInput>,
+    /// The sinks it feeds; shared by every clone, and replaced whole when the pipeline is
+    /// reloaded ([`SourceSender::rewire`]). Each batch goes to the set current when it starts.
+    outputs: Arc<RwLock<Arc<Vec<SinkInput>>>>,
     /// For [`event_channel`]: closes the channel when the last clone is dropped.
     closer: Option<Arc<CloseOnDrop>>,
     /// The sending source's counters: events taken are counted here.
@@ -84,7 +86,19 @@ impl Drop for CloseOnDrop {
 impl SourceSender {
     /// A sender to these sink inputs.
     pub fn new(outputs: Vec<SinkInput>) -> Self {
-        SourceSender { outputs, closer: None, stats: None }
+        SourceSender { outputs: Arc::new(RwLock::new(Arc::new(outputs))), closer: None, stats: None }
+    }
+
+    /// Sends to `outputs` from now on (a reload added, removed or replaced sinks). Batches
+    /// already being sent finish with the sinks they started with.
+    /// Returns the set it replaced: it is dropped once no batch uses it any more.
+    pub fn rewire(&self, outputs: Vec<SinkInput>) -> Arc<Vec<SinkInput>> {
+        std::mem::replace(&mut *self.outputs.write().unwrap_or_else(|p| p.into_inner()), Arc::new(outputs))
+    }
+
+    /// The sinks fed now.
+    fn current(&self) -> Arc<Vec<SinkInput>> {
+        self.outputs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The same sender, counting the events it hands over in `stats`.
@@ -95,8 +109,8 @@ impl SourceSender {
 
     /// A sender to plain buffers with no dead letters: a full buffer refuses the batch.
     pub fn to_buffers(buffers: Vec<SinkBuffer>) -> Self {
-        SourceSender {
-            outputs: buffers
+        SourceSender::new(
+            buffers
                 .into_iter()
                 .enumerate()
                 .map(|(i, buffer)| SinkInput {
@@ -107,9 +121,7 @@ impl SourceSender {
                     stats: Arc::default(),
                 })
                 .collect(),
-            closer: None,
-            stats: None,
-        }
+        )
     }
 
     /// Sends a batch, waiting for room while every sink is full.
@@ -129,9 +141,6 @@ impl SourceSender {
         ack: Option<&AckGroup>,
         max_wait: Option<std::time::Duration>,
     ) -> Result<SendReport, SendError> {
-        if self.outputs.is_empty() {
-            return self.try_send(events, ack).await;
-        }
         let deadline = max_wait.map(|wait| tokio::time::Instant::now() + wait);
         let mut events = events;
         loop {
@@ -139,7 +148,12 @@ impl SourceSender {
             // seen. A sender is woken once some sink has room for the whole batch.
             let count = events.len();
             let bytes: u64 = events.iter().map(|(_, size)| *size as u64).sum();
-            let waits = futures::future::select_all(self.outputs.iter().map(|o| o.buffer.room_for(count, bytes)));
+            // A reload may leave the source with no sink at all: nothing to wait for then.
+            let outputs = self.current();
+            if outputs.is_empty() {
+                return self.try_send(events, ack).await;
+            }
+            let waits = futures::future::select_all(outputs.iter().map(|o| o.buffer.room_for(count, bytes)));
             match self.try_send_inner(events, ack).await {
                 Ok(report) => return Ok(report),
                 Err((full @ SendError::Full { .. }, back)) => {
@@ -177,7 +191,8 @@ impl SourceSender {
         let bytes: u64 = events.iter().map(|(_, size)| *size as u64).sum();
         let mut reserved = Vec::new();
         let mut full = Vec::new();
-        for output in &self.outputs {
+        let outputs = self.current();
+        for output in outputs.iter() {
             match output.buffer.try_reserve(count, bytes) {
                 Some(reservation) => reserved.push((output, reservation)),
                 None => full.push(output),
@@ -328,8 +343,8 @@ mod tests {
         assert_eq!(report, SendReport { events: 3, dead_lettered: vec![] });
         assert_eq!(a.usage(), (3, 30));
         assert_eq!(b.usage(), (3, 30));
-        assert_eq!(SinkStats::get(&sender.outputs[0].stats.accepted), 3);
-        assert_eq!(SinkStats::get(&sender.outputs[1].stats.accepted), 3);
+        assert_eq!(SinkStats::get(&sender.current()[0].stats.accepted), 3);
+        assert_eq!(SinkStats::get(&sender.current()[1].stats.accepted), 3);
     }
 
     #[tokio::test]
@@ -376,7 +391,7 @@ mod tests {
         assert_eq!(report, SendReport { events: 2, dead_lettered: vec!["full".into()] });
         assert_eq!(roomy.usage(), (3, 30));
         assert_eq!(full.usage(), (1, 10), "the full sink's buffer is not touched");
-        assert_eq!(SinkStats::get(&sender.outputs[1].stats.dead_lettered), 2);
+        assert_eq!(SinkStats::get(&sender.current()[1].stats.dead_lettered), 2);
         // The dead-lettered copies report `Failed` to the batch's acknowledgement at once;
         // the copies in `roomy` report when delivered.
         let waiting = tokio::spawn(group.wait());

@@ -208,9 +208,22 @@ impl SinkBuffer {
     /// The most events and bytes it holds.
     pub fn limits(&self) -> Limits {
         match self {
-            SinkBuffer::Memory(b) => b.counters().limits,
-            SinkBuffer::Disk(b) => b.counters().limits,
+            SinkBuffer::Memory(b) => b.counters().limits(),
+            SinkBuffer::Disk(b) => b.counters().limits(),
         }
+    }
+
+    /// Changes its bounds (see [`Counters::set_limits`]).
+    pub fn set_limits(&self, limits: Limits) {
+        match self {
+            SinkBuffer::Memory(b) => b.counters().set_limits(limits),
+            SinkBuffer::Disk(b) => b.counters().set_limits(limits),
+        }
+    }
+
+    /// Whether it keeps its events on disk.
+    pub fn is_disk(&self) -> bool {
+        matches!(self, SinkBuffer::Disk(_))
     }
 
     /// Events and bytes held now (queued and in flight).
@@ -232,13 +245,14 @@ impl SinkBuffer {
 /// Room accounting shared by both kinds of buffer.
 #[derive(Debug)]
 pub struct Counters {
-    limits: Limits,
     used: std::sync::Mutex<Used>,
     freed: Arc<tokio::sync::Notify>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Used {
+    /// The bounds; a reload may change them.
+    limits: Limits,
     events: usize,
     bytes: u64,
     /// The smallest room a waiting sender needs; give-backs wake senders only once it is
@@ -247,8 +261,8 @@ struct Used {
 }
 
 impl Used {
-    fn fits(&self, limits: Limits, events: usize, bytes: u64) -> bool {
-        self.events == 0 || (self.events + events <= limits.events && self.bytes + bytes <= limits.bytes)
+    fn fits(&self, events: usize, bytes: u64) -> bool {
+        self.events == 0 || (self.events + events <= self.limits.events && self.bytes + bytes <= self.limits.bytes)
     }
 }
 
@@ -258,7 +272,20 @@ pub type RoomFreed = std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>;
 impl Counters {
     /// Empty counters with these limits.
     pub fn new(limits: Limits) -> Self {
-        Counters { limits, used: std::sync::Mutex::default(), freed: Arc::new(tokio::sync::Notify::new()) }
+        let used = Used { limits, events: 0, bytes: 0, wanted: None };
+        Counters { used: std::sync::Mutex::new(used), freed: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    /// The bounds now.
+    pub fn limits(&self) -> Limits {
+        self.lock().limits
+    }
+
+    /// New bounds (a reload changed `buffer.max_events` or `buffer.max_bytes`). What is
+    /// held already stays; senders waiting for room are woken to look again.
+    pub fn set_limits(&self, limits: Limits) {
+        self.lock().limits = limits;
+        self.freed.notify_waiters();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Used> {
@@ -269,7 +296,7 @@ impl Counters {
     /// so an oversized batch is not refused for ever.
     pub fn try_take(&self, events: usize, bytes: u64) -> bool {
         let mut used = self.lock();
-        if used.fits(self.limits, events, bytes) {
+        if used.fits(events, bytes) {
             used.events += events;
             used.bytes += bytes;
             true
@@ -292,7 +319,7 @@ impl Counters {
             used.events = used.events.saturating_sub(events);
             used.bytes = used.bytes.saturating_sub(bytes);
             match used.wanted {
-                Some((events, bytes)) if used.fits(self.limits, events, bytes) => {
+                Some((events, bytes)) if used.fits(events, bytes) => {
                     used.wanted = None;
                     true
                 }

@@ -2,6 +2,7 @@
 //! and `demo`.
 
 mod dead_letters;
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +56,9 @@ pub enum Command {
         /// (see the README's Performance section).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
+        /// Reload the pipeline file when it changes (it is also reloaded on SIGHUP).
+        #[arg(long)]
+        watch: bool,
     },
     /// Check a pipeline file without sending anything; lists every problem.
     Validate {
@@ -150,7 +154,7 @@ fn init_logging(format: LogFormat) {
 
 async fn dispatch(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Run { config, .. } => run(&config).await,
+        Command::Run { config, watch, .. } => run(&config, watch).await,
         Command::Validate { config } => validate(&config),
         Command::Test { config, sink, event, source } => {
             test(&config, &sink, event.as_deref(), source.as_deref()).await
@@ -172,7 +176,7 @@ fn load(path: &Path) -> Result<PipelineConfig, String> {
     })
 }
 
-async fn run(path: &Path) -> Result<ExitCode, String> {
+async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
     let config = load(path)?;
     let shutdown = CancellationToken::new();
     for warning in &config.warnings {
@@ -196,7 +200,11 @@ async fn run(path: &Path) -> Result<ExitCode, String> {
             api_state.set_not_ready();
         })
     };
-    let report = pipeline.run().await;
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
+    let reloader = tokio::spawn(crate::cli::reload::reload_on_request(path.to_path_buf(), watch, reload_tx));
+    let state_for_reload = api_state.clone();
+    let report = pipeline.run_reloading(reloads, move |view| state_for_reload.set_pipeline(view)).await;
+    reloader.abort();
     not_ready.abort();
     api_stop.cancel();
     if let Some(api) = api {

@@ -193,8 +193,9 @@ impl ValidatedSource for ValidatedHttpServer {
 impl SourceConfig for ValidatedHttpServer {
     async fn build(&self, cx: SourceContext) -> Result<Source, BuildError> {
         let config = &self.config;
-        let listener = TcpListener::bind(config.address)
-            .await
+        let listener = cx
+            .listeners
+            .listen(config.address)
             .map_err(|e| BuildError::other(format!("cannot listen on {}: {e}", config.address)))?;
         let local = listener.local_addr().unwrap_or(config.address);
         info!(source = %cx.name, address = %local, path = %config.path, "http_server source listening");
@@ -485,7 +486,13 @@ mod tests {
 
     fn context() -> SourceContext {
         let (out, _rx) = crate::buffer::event_channel(1);
-        SourceContext { name: "web".into(), out, shutdown: CancellationToken::new(), stats: Default::default() }
+        SourceContext {
+            name: "web".into(),
+            out,
+            shutdown: CancellationToken::new(),
+            stats: Default::default(),
+            listeners: Default::default(),
+        }
     }
 
     #[tokio::test]

@@ -63,7 +63,7 @@ fn unknown_keys_are_named_with_a_suggestion() {
     let text = single("b.toml", &format!("sinkz = 1\n{}", with_sink("url = \"http://h/\"")));
     assert!(
         text.contains(
-            "`sinkz`: unknown key (known keys: sources, sinks, shutdown_timeout_secs, data_dir), did you mean `sinks`?"
+            "`sinkz`: unknown key (known keys: sources, sinks, shutdown_timeout_secs, data_dir, api), did you mean `sinks`?"
         ),
         "{text}"
     );

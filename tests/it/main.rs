@@ -17,6 +17,7 @@ mod mustache_spec;
 mod peer_alertmanager;
 mod peer_configs;
 mod peer_syslog_ng;
+mod reload;
 mod source_http_server;
 mod storage_crash;
 mod vector_compat;

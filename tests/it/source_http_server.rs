@@ -31,7 +31,13 @@ async fn start_with(capacity: usize, edit: impl FnOnce(&mut HttpServerSourceConf
     edit(&mut config);
     let (out, rx) = event_channel(capacity);
     let shutdown = CancellationToken::new();
-    let cx = SourceContext { name: "web".into(), out, shutdown: shutdown.clone(), stats: Default::default() };
+    let cx = SourceContext {
+        name: "web".into(),
+        out,
+        shutdown: shutdown.clone(),
+        stats: Default::default(),
+        listeners: Default::default(),
+    };
     let source = config.build(cx).await.expect("the source builds");
     Harness { addr: config.address, rx, shutdown, source: tokio::spawn(source) }
 }
