@@ -16,6 +16,7 @@ mod mustache_spec;
 mod peer_alertmanager;
 mod peer_configs;
 mod peer_syslog_ng;
+mod signing;
 mod source_http_server;
 mod storage_crash;
 mod vector_compat;
