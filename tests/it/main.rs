@@ -18,6 +18,7 @@ mod peer_alertmanager;
 mod peer_configs;
 mod peer_syslog_ng;
 mod reload;
+mod signing;
 mod source_http_server;
 mod storage_crash;
 mod vector_compat;

@@ -18,6 +18,7 @@ use super::client::{build_connector, TlsOptions};
 use super::request_builder::RequestBuilder;
 use super::retry::{RetryConfig, RetryPolicy};
 use super::service::WebhookService;
+pub use super::signing::SigningConfig;
 use super::sink::WebhookSink;
 use super::target::Target;
 use crate::buffer::BufferConfig;
@@ -81,6 +82,11 @@ pub struct WebhookSinkConfig {
     /// Start-up check of the endpoint.
     #[serde(default)]
     pub healthcheck: HealthcheckConfig,
+    /// Standard Webhooks signatures: `signing.secrets = ["${WHSEC}"]` adds `webhook-timestamp`
+    /// and `webhook-signature` to every request (keys `whsec_…` for HMAC-SHA256, `whsk_…` for
+    /// ed25519; several sign at once while rotating). Default: requests are not signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningConfig>,
 }
 
 fn default_content_type() -> String {
@@ -104,6 +110,7 @@ impl Default for WebhookSinkConfig {
             buffer: BufferConfig::default(),
             retry: RetryConfig::default(),
             healthcheck: HealthcheckConfig::default(),
+            signing: None,
         }
     }
 }
@@ -248,7 +255,17 @@ impl WebhookSinkConfig {
         }
         errors.extend(self.buffer.validate());
         errors.extend(self.retry.validate().into_iter().map(|(field, message)| FieldError::new(field, message)));
-        let warnings = Vec::new();
+        let mut warnings = Vec::new();
+        let signer = match self.signing.as_ref().map(SigningConfig::compile).transpose() {
+            Ok(signer) => signer.map(|(signer, found)| {
+                warnings.extend(found);
+                signer
+            }),
+            Err(found) => {
+                errors.extend(found);
+                None
+            }
+        };
         let tls = TlsOptions { ca_file: self.tls.ca_file.as_ref().map(|p| config_dir.join(p)) };
         if let Some(path) = &tls.ca_file {
             if !path.is_file() {
@@ -259,7 +276,7 @@ impl WebhookSinkConfig {
             (Some(target), Some(filter), Some(body), Some(headers)) if errors.is_empty() => Ok(ValidatedWebhookSink {
                 config: self.clone(),
                 filter,
-                request_builder: RequestBuilder::new(target, body, headers),
+                request_builder: RequestBuilder::new(target, body, headers).with_signer(signer),
                 timeout: Duration::from_secs_f64(self.request.timeout_secs),
                 retry: self.retry.policy(),
                 tls,
@@ -409,6 +426,30 @@ mod tests {
         assert!(!debug.contains("HiddenPw123") && !debug.contains("TokenXyz"), "{debug}");
         let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bob:HiddenPw123");
         assert!(!debug.contains(&auth), "{debug}");
+    }
+
+    #[test]
+    fn signing_keys_are_checked_at_load_and_never_shown() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let signing = SigningConfig { secrets: vec![SecretString::new(secret)] };
+        let config = WebhookSinkConfig {
+            url: SecretUrl("http://h.example/x".into()),
+            signing: Some(signing),
+            ..Default::default()
+        };
+        let compiled = config.validate(Path::new(".")).unwrap();
+        assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
+        for debug in [format!("{config:?}"), format!("{compiled:?}"), format!("{compiled:#?}")] {
+            assert!(!debug.contains("MfKQ9r8GKYqrTwjU"), "{debug}");
+        }
+        let bad = WebhookSinkConfig {
+            signing: Some(SigningConfig { secrets: vec![SecretString::new("whsec_MfKQ9r8GKYqrTwjU!")] }),
+            ..config
+        };
+        let errors = bad.validate(Path::new(".")).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "signing.secrets[0]");
+        assert!(!errors[0].to_string().contains("MfKQ9r8GKYqrTwjU"), "{}", errors[0]);
     }
 
     #[test]

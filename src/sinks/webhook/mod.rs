@@ -3,7 +3,7 @@
 //! (sends, over `connections`, one kept-alive connection per request slot, opened by
 //! `client`). `target` turns the URL into a request target and credentials;
 //! `healthcheck` checks the endpoint at start; `alert_order` keeps each alert's events in
-//! order.
+//! order; `signing` adds Standard Webhooks signatures.
 
 internal_mod!(
     /// Keeps each alert's events in order.
@@ -30,6 +30,10 @@ pub mod retry;
 internal_mod!(
     /// Sends one request and reads the answer.
     service
+);
+internal_mod!(
+    /// Standard Webhooks signatures.
+    signing
 );
 internal_mod!(
     /// The running sink.

@@ -1,4 +1,7 @@
-//! Event → HTTP request: body from the template, headers, Basic auth from the URL.
+//! Event → HTTP request: body from the template, headers, Basic auth from the URL, and the
+//! Standard Webhooks signature when the sink has `signing` keys.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
@@ -6,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
 
 use super::client::Body;
+use super::signing::{Signer, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 use super::target::{host_header, Target};
 use crate::event::IncidentEvent;
 use crate::template::{BodyTemplate, RenderError};
@@ -24,8 +28,11 @@ pub struct RequestBuilder {
     /// Every header of a request, `webhook-id` included (empty until a request sets it):
     /// each request clones this map and only replaces that one value, so the map does not
     /// grow or parse a header name per request. `Host` is here for the same reason (the
-    /// client would add it to every request otherwise).
+    /// client would add it to every request otherwise). With a signer, `webhook-timestamp`
+    /// and `webhook-signature` are here too, for the same reason.
     headers: HeaderMap,
+    /// Signs each request (Standard Webhooks); `None` does no signing work at all.
+    signer: Option<Arc<Signer>>,
 }
 
 impl RequestBuilder {
@@ -44,7 +51,20 @@ impl RequestBuilder {
             }
         }
         headers.insert(WEBHOOK_ID, HeaderValue::from_static(""));
-        RequestBuilder { target, body, headers }
+        RequestBuilder { target, body, headers, signer: None }
+    }
+
+    /// The same builder, signing every request with `signer` (none: unsigned).
+    pub fn with_signer(mut self, signer: Option<Signer>) -> Self {
+        if signer.is_some() {
+            self.headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from_static(""));
+            self.headers.insert(WEBHOOK_SIGNATURE, HeaderValue::from_static(""));
+        } else {
+            self.headers.remove(WEBHOOK_TIMESTAMP);
+            self.headers.remove(WEBHOOK_SIGNATURE);
+        }
+        self.signer = signer.map(Arc::new);
+        self
     }
 
     /// Where the requests go.
@@ -63,18 +83,46 @@ impl RequestBuilder {
     }
 
     /// The POST request carrying `body`. Every attempt of one event gets the same
-    /// `webhook-id`, so a receiver can drop duplicates.
+    /// `webhook-id`, so a receiver can drop duplicates. A signing sink adds the attempt's
+    /// `webhook-timestamp` (now) and `webhook-signature` over exactly these bytes; call this
+    /// once per attempt.
     pub fn request(&self, body: Bytes, webhook_id: &str) -> Request<Body> {
+        let mut headers = self.headers.clone();
+        match HeaderValue::from_str(webhook_id) {
+            Ok(id) => {
+                headers.insert(WEBHOOK_ID, id);
+                if let Some(signer) = &self.signer {
+                    sign(signer, &mut headers, webhook_id, &body);
+                }
+            }
+            Err(_) => {
+                headers.remove(WEBHOOK_ID);
+                if self.signer.is_some() {
+                    // Nothing a receiver could check the signature against.
+                    headers.remove(WEBHOOK_TIMESTAMP);
+                    headers.remove(WEBHOOK_SIGNATURE);
+                }
+            }
+        };
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.target.uri().clone();
-        let mut headers = self.headers.clone();
-        match HeaderValue::from_str(webhook_id) {
-            Ok(id) => headers.insert(WEBHOOK_ID, id),
-            Err(_) => headers.remove(WEBHOOK_ID),
-        };
         *request.headers_mut() = headers;
         request
+    }
+}
+
+/// Sets the signature headers of a request with `webhook_id` carrying `body`.
+fn sign(signer: &Signer, headers: &mut HeaderMap, webhook_id: &str, body: &[u8]) {
+    match signer.headers(webhook_id, body) {
+        Some((timestamp, signature)) => {
+            headers.insert(WEBHOOK_TIMESTAMP, timestamp);
+            headers.insert(WEBHOOK_SIGNATURE, signature);
+        }
+        None => {
+            headers.remove(WEBHOOK_TIMESTAMP);
+            headers.remove(WEBHOOK_SIGNATURE);
+        }
     }
 }
 
@@ -120,5 +168,42 @@ mod tests {
         assert_eq!(second.headers().get_all(WEBHOOK_ID).iter().collect::<Vec<_>>(), ["msg_b"]);
         // An id that is not a valid header value sends no webhook-id at all, not an empty one.
         assert!(builder.request(Bytes::new(), "bad\nid").headers().get(WEBHOOK_ID).is_none());
+    }
+
+    fn signer(secret: &str) -> Signer {
+        let config = super::super::signing::SigningConfig { secrets: vec![secret.into()] };
+        config.compile().unwrap().0
+    }
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn a_signing_builder_signs_exactly_the_bytes_it_sends() {
+        let builder = builder("http://127.0.0.1:9/x", HeaderMap::new()).with_signer(Some(signer(SECRET)));
+        let request = builder.build(&sample_event(), "msg_a").unwrap();
+        let headers = request.headers();
+        let timestamp = headers[WEBHOOK_TIMESTAMP].as_bytes();
+        assert!(!timestamp.is_empty() && timestamp.iter().all(u8::is_ascii_digit));
+        let body = builder.body(&sample_event()).unwrap();
+        let expected = signer(SECRET).signature("msg_a", timestamp, &body).unwrap();
+        assert_eq!(headers.get_all(WEBHOOK_SIGNATURE).iter().collect::<Vec<_>>(), [expected]);
+        assert_eq!(headers.get_all(WEBHOOK_TIMESTAMP).iter().count(), 1);
+        // Without a usable id there is nothing to sign: no placeholder goes out either.
+        let bad = builder.request(Bytes::new(), "bad\nid");
+        for name in [WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE] {
+            assert!(bad.headers().get(&name).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unsigned_builder_sends_no_signature_headers() {
+        let request = builder("http://127.0.0.1:9/x", HeaderMap::new()).request(Bytes::new(), "msg_a");
+        assert!(request.headers().get(WEBHOOK_TIMESTAMP).is_none());
+        assert!(request.headers().get(WEBHOOK_SIGNATURE).is_none());
+        let unsigned_again = builder("http://127.0.0.1:9/x", HeaderMap::new())
+            .with_signer(Some(signer(SECRET)))
+            .with_signer(None)
+            .request(Bytes::new(), "msg_a");
+        assert!(unsigned_again.headers().get(WEBHOOK_SIGNATURE).is_none());
     }
 }
