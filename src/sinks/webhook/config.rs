@@ -14,12 +14,14 @@ use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::client::{build_connector, TlsOptions};
+use super::client::build_connector;
 use super::request_builder::RequestBuilder;
 use super::retry::{RetryConfig, RetryPolicy};
 use super::service::WebhookService;
 use super::sink::WebhookSink;
 use super::target::Target;
+pub use super::tls::TlsConfig;
+use super::tls::TlsSettings;
 use crate::buffer::BufferConfig;
 use crate::component::{Healthcheck, SinkConfig, SinkContext, StreamSink};
 use crate::error::{BuildError, FieldError};
@@ -65,7 +67,8 @@ pub struct WebhookSinkConfig {
     /// Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, SecretString>,
-    /// TLS settings.
+    /// TLS settings: `tls.ca_file`, `tls.crt_file` + `tls.key_file` (client certificate),
+    /// `tls.verify_certificate`, `tls.verify_hostname` (see [`TlsConfig`]).
     #[serde(default)]
     pub tls: TlsConfig,
     /// Request settings.
@@ -133,16 +136,6 @@ impl From<EscapeMode> for Escape {
     }
 }
 
-/// TLS settings of a sink. Certificates are always verified.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// A PEM file with extra CA certificates to trust, besides the bundled web PKI roots,
-    /// relative to the config file. Default: none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-}
-
 /// Request settings of a sink.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,7 +162,8 @@ impl Default for RequestConfig {
     }
 }
 
-/// Start-up check of the endpoint: a TCP connection to its host and port.
+/// Start-up check of the endpoint: a connection to its host and port, with the TLS
+/// handshake for https URLs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthcheckConfig {
@@ -217,7 +211,7 @@ pub struct ValidatedWebhookSink {
     /// When to retry.
     pub retry: RetryPolicy,
     /// TLS settings, paths resolved.
-    pub tls: TlsOptions,
+    pub tls: TlsSettings,
     /// Settings that are allowed but risky, said at load and at every start.
     pub warnings: Vec<FieldError>,
 }
@@ -248,23 +242,21 @@ impl WebhookSinkConfig {
         }
         errors.extend(self.buffer.validate());
         errors.extend(self.retry.validate().into_iter().map(|(field, message)| FieldError::new(field, message)));
-        let warnings = Vec::new();
-        let tls = TlsOptions { ca_file: self.tls.ca_file.as_ref().map(|p| config_dir.join(p)) };
-        if let Some(path) = &tls.ca_file {
-            if !path.is_file() {
-                errors.push(FieldError::new("tls.ca_file", format!("no such file: {}", path.display())));
+        let mut warnings = Vec::new();
+        let tls = self.tls.resolve(config_dir).map_err(|es| errors.extend(es)).ok();
+        warnings.extend(self.tls.warnings());
+        match (target, filter, body, headers, tls) {
+            (Some(target), Some(filter), Some(body), Some(headers), Some(tls)) if errors.is_empty() => {
+                Ok(ValidatedWebhookSink {
+                    config: self.clone(),
+                    filter,
+                    request_builder: RequestBuilder::new(target, body, headers),
+                    timeout: Duration::from_secs_f64(self.request.timeout_secs),
+                    retry: self.retry.policy(),
+                    tls,
+                    warnings,
+                })
             }
-        }
-        match (target, filter, body, headers) {
-            (Some(target), Some(filter), Some(body), Some(headers)) if errors.is_empty() => Ok(ValidatedWebhookSink {
-                config: self.clone(),
-                filter,
-                request_builder: RequestBuilder::new(target, body, headers),
-                timeout: Duration::from_secs_f64(self.request.timeout_secs),
-                retry: self.retry.policy(),
-                tls,
-                warnings,
-            }),
             _ => Err(errors),
         }
     }
@@ -340,9 +332,12 @@ impl ValidatedWebhookSink {
     /// what lies outside the config can fail here (the TLS set-up).
     pub fn build(&self, cx: SinkContext) -> Result<(WebhookSink, Healthcheck), BuildError> {
         let connector = build_connector(&self.tls).map_err(|e| BuildError::other(e.to_string()))?;
-        let service = WebhookService::new(connector, self.config.request.concurrency, self.timeout);
-        let healthcheck =
-            super::healthcheck::healthcheck(self.request_builder.target().clone(), self.config.healthcheck.enabled);
+        let service = WebhookService::new(connector.clone(), self.config.request.concurrency, self.timeout);
+        let healthcheck = super::healthcheck::healthcheck(
+            self.request_builder.target().clone(),
+            connector,
+            self.config.healthcheck.enabled,
+        );
         let sink = WebhookSink {
             name: cx.name,
             filter: self.filter.clone(),
