@@ -10,6 +10,7 @@ mod crash_recovery;
 mod delivery_connections;
 mod delivery_faults;
 mod delivery_target;
+mod delivery_tls;
 mod end_to_end;
 mod layering;
 mod metrics;

@@ -1,17 +1,15 @@
 //! How webhook connections are opened: TCP (`TCP_NODELAY`), and for https URLs TLS
-//! through `hyper-rustls`, verifying certificates against the webpki roots plus an
-//! optional extra CA bundle. rustls uses the ring provider explicitly, so no
-//! process-wide default provider has to be installed. [`super::connections`] keeps
-//! the connections and sends on them.
+//! through `hyper-rustls`, with the rustls configuration [`super::tls`] makes (trusted
+//! roots, pinned certificates, client certificate). rustls uses the ring provider
+//! explicitly, so no process-wide default provider has to be installed.
+//! [`super::connections`] keeps the connections and sends on them.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+
+use super::tls::TlsSettings;
 
 /// The body type webhook requests use.
 pub type Body = http_body_util::Full<bytes::Bytes>;
@@ -19,11 +17,25 @@ pub type Body = http_body_util::Full<bytes::Bytes>;
 /// Opens a connection for an `http://` or `https://` URI: TCP, then TLS by scheme.
 pub type Connector = HttpsConnector<HttpConnector>;
 
-/// TLS settings of a sink.
+/// Extra CAs alone, every other TLS setting at its default (certificates and host names
+/// verified, no client certificate): for callers that set nothing else. A sink passes its
+/// whole [`TlsSettings`] to [`build_connector`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
     /// A PEM file with extra CA certificates trusted in addition to the webpki roots.
     pub ca_file: Option<PathBuf>,
+}
+
+impl From<&TlsOptions> for TlsSettings {
+    fn from(options: &TlsOptions) -> TlsSettings {
+        TlsSettings { ca_file: options.ca_file.clone(), ..TlsSettings::default() }
+    }
+}
+
+impl From<&TlsSettings> for TlsSettings {
+    fn from(settings: &TlsSettings) -> TlsSettings {
+        settings.clone()
+    }
 }
 
 /// Why a client could not be built. Every CA-file error names the file.
@@ -52,6 +64,17 @@ pub enum ClientError {
         /// What is wrong with the certificate.
         reason: String,
     },
+    /// The client certificate (`tls.crt_file`) or its key (`tls.key_file`) cannot be used.
+    /// Never quotes the key.
+    #[error("{field} {}: {reason}", path.display())]
+    ClientCertificate {
+        /// The field at fault, relative to the sink (`tls.crt_file` or `tls.key_file`).
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The TLS configuration could not be assembled.
     #[error("cannot configure TLS: {reason}")]
     Tls {
@@ -60,21 +83,9 @@ pub enum ClientError {
     },
 }
 
-/// Builds the connector for the given TLS settings.
-pub fn build_connector(tls: &TlsOptions) -> Result<Connector, ClientError> {
-    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    if let Some(path) = &tls.ca_file {
-        for cert in load_ca_file(path)? {
-            roots.add(cert).map_err(|e| ClientError::BadCertificate { path: path.clone(), reason: e.to_string() })?;
-        }
-    }
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls { reason: e.to_string() })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+/// Builds the connector for the given TLS settings ([`TlsSettings`], or [`TlsOptions`]).
+pub fn build_connector(tls: impl Into<TlsSettings>) -> Result<Connector, ClientError> {
+    let tls_config = super::tls::client_config(&tls.into())?;
 
     let mut http = HttpConnector::new();
     // The HTTPS connector decides per scheme; the inner connector must accept https URIs.
@@ -82,20 +93,6 @@ pub fn build_connector(tls: &TlsOptions) -> Result<Connector, ClientError> {
     http.set_nodelay(true);
 
     Ok(HttpsConnectorBuilder::new().with_tls_config(tls_config).https_or_http().enable_http1().wrap_connector(http))
-}
-
-/// Read every `CERTIFICATE` section of a PEM file (other sections are ignored).
-fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    let pem_error = |e: rustls_pki_types::pem::Error| match e {
-        rustls_pki_types::pem::Error::Io(source) => ClientError::CaFile { path: path.to_path_buf(), source },
-        other => ClientError::BadCertificate { path: path.to_path_buf(), reason: other.to_string() },
-    };
-    let certs =
-        CertificateDer::pem_file_iter(path).map_err(pem_error)?.collect::<Result<Vec<_>, _>>().map_err(pem_error)?;
-    if certs.is_empty() {
-        return Err(ClientError::NoCertificates { path: path.to_path_buf() });
-    }
-    Ok(certs)
 }
 
 #[cfg(test)]

@@ -14,13 +14,15 @@ use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::client::{build_connector, TlsOptions};
+use super::client::build_connector;
 use super::request_builder::RequestBuilder;
 use super::retry::{RetryConfig, RetryPolicy};
 use super::service::WebhookService;
 pub use super::signing::SigningConfig;
 use super::sink::WebhookSink;
 use super::target::Target;
+pub use super::tls::TlsConfig;
+use super::tls::TlsSettings;
 use crate::buffer::BufferConfig;
 use crate::component::{Healthcheck, SinkConfig, SinkContext, StreamSink};
 use crate::error::{BuildError, FieldError};
@@ -66,7 +68,8 @@ pub struct WebhookSinkConfig {
     /// Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, SecretString>,
-    /// TLS settings.
+    /// TLS settings: `tls.ca_file`, `tls.crt_file` + `tls.key_file` (client certificate),
+    /// `tls.verify_certificate`, `tls.verify_hostname` (see [`TlsConfig`]).
     #[serde(default)]
     pub tls: TlsConfig,
     /// Request settings.
@@ -140,16 +143,6 @@ impl From<EscapeMode> for Escape {
     }
 }
 
-/// TLS settings of a sink. Certificates are always verified.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// A PEM file with extra CA certificates to trust, besides the bundled web PKI roots,
-    /// relative to the config file. Default: none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-}
-
 /// Request settings of a sink.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,7 +169,8 @@ impl Default for RequestConfig {
     }
 }
 
-/// Start-up check of the endpoint: a TCP connection to its host and port.
+/// Start-up check of the endpoint: a connection to its host and port, with the TLS
+/// handshake for https URLs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthcheckConfig {
@@ -224,7 +218,7 @@ pub struct ValidatedWebhookSink {
     /// When to retry.
     pub retry: RetryPolicy,
     /// TLS settings, paths resolved.
-    pub tls: TlsOptions,
+    pub tls: TlsSettings,
     /// Settings that are allowed but risky, said at load and at every start.
     pub warnings: Vec<FieldError>,
 }
@@ -266,22 +260,20 @@ impl WebhookSinkConfig {
                 None
             }
         };
-        let tls = TlsOptions { ca_file: self.tls.ca_file.as_ref().map(|p| config_dir.join(p)) };
-        if let Some(path) = &tls.ca_file {
-            if !path.is_file() {
-                errors.push(FieldError::new("tls.ca_file", format!("no such file: {}", path.display())));
+        let tls = self.tls.resolve(config_dir).map_err(|es| errors.extend(es)).ok();
+        warnings.extend(self.tls.warnings());
+        match (target, filter, body, headers, tls) {
+            (Some(target), Some(filter), Some(body), Some(headers), Some(tls)) if errors.is_empty() => {
+                Ok(ValidatedWebhookSink {
+                    config: self.clone(),
+                    filter,
+                    request_builder: RequestBuilder::new(target, body, headers).with_signer(signer),
+                    timeout: Duration::from_secs_f64(self.request.timeout_secs),
+                    retry: self.retry.policy(),
+                    tls,
+                    warnings,
+                })
             }
-        }
-        match (target, filter, body, headers) {
-            (Some(target), Some(filter), Some(body), Some(headers)) if errors.is_empty() => Ok(ValidatedWebhookSink {
-                config: self.clone(),
-                filter,
-                request_builder: RequestBuilder::new(target, body, headers).with_signer(signer),
-                timeout: Duration::from_secs_f64(self.request.timeout_secs),
-                retry: self.retry.policy(),
-                tls,
-                warnings,
-            }),
             _ => Err(errors),
         }
     }
@@ -357,9 +349,12 @@ impl ValidatedWebhookSink {
     /// what lies outside the config can fail here (the TLS set-up).
     pub fn build(&self, cx: SinkContext) -> Result<(WebhookSink, Healthcheck), BuildError> {
         let connector = build_connector(&self.tls).map_err(|e| BuildError::other(e.to_string()))?;
-        let service = WebhookService::new(connector, self.config.request.concurrency, self.timeout);
-        let healthcheck =
-            super::healthcheck::healthcheck(self.request_builder.target().clone(), self.config.healthcheck.enabled);
+        let service = WebhookService::new(connector.clone(), self.config.request.concurrency, self.timeout);
+        let healthcheck = super::healthcheck::healthcheck(
+            self.request_builder.target().clone(),
+            connector,
+            self.config.healthcheck.enabled,
+        );
         let sink = WebhookSink {
             name: cx.name,
             filter: self.filter.clone(),

@@ -1,7 +1,7 @@
 //! The `webhook` sink, split as Vector's http sink is: `config` (fields and build) →
 //! `sink` (consumes the event stream) → `request_builder` (event → request) → `service`
 //! (sends, over `connections`, one kept-alive connection per request slot, opened by
-//! `client`). `target` turns the URL into a request target and credentials;
+//! `client`, with TLS from `tls`). `target` turns the URL into a request target and credentials;
 //! `healthcheck` checks the endpoint at start; `alert_order` keeps each alert's events in
 //! order; `signing` adds Standard Webhooks signatures.
 
@@ -42,6 +42,10 @@ internal_mod!(
 internal_mod!(
     /// The URL as a request target, with its Basic credentials.
     target
+);
+internal_mod!(
+    /// TLS: trusted roots, pinned certificates, client certificates.
+    tls
 );
 
 pub use config::WebhookSinkConfig;

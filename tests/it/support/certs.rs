@@ -47,3 +47,72 @@ impl TestCerts {
         TestCerts { ca_pem, cert_pem: leaf_cert.pem(), key_pem: leaf_key.serialize_pem(), dir, ca_path }
     }
 }
+
+/// A CA for client certificates and a client certificate it signed (`clientAuth`), for
+/// mTLS tests. With `key_pem`, the client certificate is for that key (e.g. an RSA key
+/// made by openssl); otherwise rcgen makes an ECDSA P-256 key (PKCS#8).
+pub struct ClientCerts {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl ClientCerts {
+    pub fn generate(key_pem: Option<&str>) -> ClientCerts {
+        let ca_key = KeyPair::generate().expect("generate client CA key");
+        let mut ca_params = CertificateParams::default();
+        ca_params.distinguished_name.push(DnType::CommonName, "webhook-sink test client CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign client CA");
+
+        let key = match key_pem {
+            Some(pem) => KeyPair::from_pem(pem).expect("a key rcgen can sign for"),
+            None => KeyPair::generate().expect("generate client key"),
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, "webhook-sink test client");
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("sign client certificate");
+        ClientCerts { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+}
+
+/// The `openssl` binary (Debian package `openssl`), or `None` (said loudly; a failure
+/// under CI) when it is not installed.
+pub fn openssl() -> Option<PathBuf> {
+    super::peer::require("openssl", "openssl", &[])
+}
+
+/// Runs `openssl ARGS` in `dir`; panics with its output when it fails.
+pub fn run_openssl(openssl: &std::path::Path, dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(openssl)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+}
+
+/// A self-signed server certificate made the usual way, exactly as in the issue
+/// (`openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=IP -addext subjectAltName=IP:IP`),
+/// written to `dir/NAME.crt` and `dir/NAME.key`; returns the two paths. openssl marks such
+/// a certificate as a CA (`basicConstraints = CA:TRUE`, from its default config).
+pub fn openssl_self_signed(
+    openssl: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    ip: &str,
+) -> (PathBuf, PathBuf) {
+    let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
+    let subj = format!("/CN={ip}");
+    let san = format!("subjectAltName=IP:{ip}");
+    let args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", &subj, "-addext", &san];
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-days", "30", "-keyout", &key, "-out", &crt]);
+    run_openssl(openssl, dir, &all);
+    (dir.join(crt), dir.join(key))
+}
