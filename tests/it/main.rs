@@ -11,6 +11,7 @@ mod delivery_connections;
 mod delivery_faults;
 mod delivery_target;
 mod end_to_end;
+mod fuzz;
 mod header_url_safety;
 mod layering;
 mod mustache_spec;

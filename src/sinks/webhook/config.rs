@@ -317,9 +317,14 @@ impl WebhookSinkConfig {
         let mut map = HeaderMap::new();
         let mut errors = Vec::new();
         for (name, value) in &self.headers {
-            // The name is a key of the file (never a secret), shown with any control
-            // character escaped; the value may be a secret and is never shown.
-            let field = format!("headers.{}", name.escape_debug());
+            // The name is a key of the file (never a secret), quoted with its control
+            // characters escaped when it is not a plain name; the value may be a secret and
+            // is never shown.
+            let field = if name.is_empty() || name.contains(|c: char| c == '.' || c.is_whitespace() || c.is_control()) {
+                format!("headers.{name:?}")
+            } else {
+                format!("headers.{name}")
+            };
             let header_name = match HeaderName::from_bytes(name.as_bytes()) {
                 Ok(header_name) => header_name,
                 Err(_) => {
@@ -534,7 +539,7 @@ mod tests {
     #[test]
     fn bad_and_reserved_header_names_are_refused() {
         let errors = header_errors("X-Bad\r\nName", "v");
-        assert_eq!(errors[0].field, "headers.X-Bad\\r\\nName", "control characters of the name escaped");
+        assert_eq!(errors[0].field, "headers.\"X-Bad\\r\\nName\"", "the name quoted, its control characters escaped");
         assert!(errors[0].message.contains("not a valid header name"), "{}", errors[0]);
         for name in ["Content-Length", "transfer-encoding", "Connection", "Upgrade", "TE", "webhook-id"] {
             let errors = header_errors(name, "5");
