@@ -645,3 +645,29 @@ fn a_file_that_is_not_a_table_names_the_file_not_an_empty_key() {
         assert_eq!(errors.to_string(), format!("{file}: the file must be a table of `sources` and `sinks`"));
     }
 }
+
+/// An empty key, or a component name that is empty or holds a dot, was shown raw in the
+/// key path (``, `sinks.`, `sinks.a.b.url`); such keys are now quoted, and such component
+/// names refused.
+#[test]
+fn odd_keys_are_quoted_and_odd_component_names_refused() {
+    let text = "\"\" = \"${UNSET}\"\n[sources.alerts]\ntype = \"stdin\"\n\
+                [sinks.\"\"]\ntype = \"webhook\"\n[sinks.\"a.b\"]\ntype = \"webhook\"\n";
+    let errors = load_str(Path::new("fuzz.toml"), text, &|_| None).unwrap_err();
+    let keys: Vec<String> = errors
+        .0
+        .iter()
+        .map(|e| match &e.location {
+            Location::Key(key) => key.clone(),
+            other => panic!("{other:?}: {e}"),
+        })
+        .collect();
+    assert_eq!(keys, ["\"\""], "the interpolation error comes first, alone: {errors}");
+    let errors = load_str(Path::new("fuzz.toml"), &text.replace("${UNSET}", "x"), &|_| None).unwrap_err();
+    let shown = errors.to_string();
+    for key in
+        ["`\"\"`: unknown key", "`sinks.\"\"`: a component name must not be empty", "`sinks.\"a.b\"`: a component"]
+    {
+        assert!(shown.contains(key), "{key} in:\n{shown}");
+    }
+}
