@@ -345,7 +345,7 @@ proptest! {
         limit in 1usize..200,
     ) {
         let mut text: String = opens.concat();
-        text.push_str("1");
+        text.push('1');
         if closes {
             for open in opens.iter().rev() {
                 text.push_str(if open.starts_with('[') { "]" } else if open.starts_with('{') { "}" } else { "" });
