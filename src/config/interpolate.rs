@@ -45,7 +45,7 @@ fn walk(
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(key);
+                path.push_str(&super::printable_key(key));
                 walk(item, path, env, errors);
                 path.truncate(len);
             }

@@ -198,6 +198,11 @@ pub fn load_str(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -
     let one =
         |location, message: String| ConfigErrors(vec![ConfigError { file: path.to_path_buf(), location, message }]);
     let mut value = parse_document(path, text).map_err(|(location, message)| one(location, message))?;
+    if !value.is_object() {
+        // Checked before `${VAR}`s are read: a document that is one string has no key to
+        // name an interpolation error at.
+        return Err(one(Location::File, "the file must be a table of `sources` and `sinks`".into()));
+    }
     let mut loader = Loader { file: path.to_path_buf(), errors: Vec::new(), warnings: Vec::new() };
     for e in interpolate(&mut value, env) {
         loader.error(e.path, e.message);
@@ -222,15 +227,33 @@ fn parse_document(path: &Path, text: &str) -> Result<Value, (Location, String)> 
             let (line, column) = e.span().map_or((1, 1), |span| line_column(text, span.start));
             (Location::Line { line, column }, format!("TOML syntax error: {}", e.message()))
         }),
-        "yaml" | "yml" => serde_yaml_ng::from_str::<Value>(text).map_err(|e| {
-            let location =
-                e.location().map_or(Location::File, |l| Location::Line { line: l.line(), column: l.column() });
-            (location, format!("YAML syntax error: {e}"))
+        "yaml" | "yml" => serde_yaml_ng::from_str::<Value>(text).map_err(|e| match e.location() {
+            Some(l) => (Location::Line { line: l.line(), column: l.column() }, format!("YAML syntax error: {e}")),
+            // serde_yaml_ng gives no position when a second document follows the first, and
+            // it says so for any text after the first value too (`[0]=`); that concerns the
+            // file as a whole.
+            None => (
+                Location::File,
+                format!(
+                    "YAML syntax error: {e} (the file holds more than one YAML document, or text after the end of \
+                     the first one)"
+                ),
+            ),
         }),
         _ => Err((
             Location::File,
             format!("unknown config format `.{extension}`: use a `.toml`, `.yaml` or `.yml` file"),
         )),
+    }
+}
+
+/// A key as it can be shown in a key path: as it is when it is a plain name, else quoted
+/// with its special characters escaped (`""` for the empty key, `"a.b"`, `"x\n"`).
+fn printable_key(key: &str) -> String {
+    if !key.is_empty() && key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+        key.to_string()
+    } else {
+        format!("{key:?}")
     }
 }
 
@@ -267,16 +290,14 @@ impl Loader {
     }
 
     fn pipeline(&mut self, value: Value, dir: &Path) -> Option<PipelineConfig> {
-        let Value::Object(mut top) = value else {
-            self.error("", "the file must be a table of `sources` and `sinks`");
-            return None;
-        };
+        // `load_str` has checked that the document is a table.
+        let Value::Object(mut top) = value else { return None };
         for key in top.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
                 let hint = closest(key, TOP_LEVEL_KEYS).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
                 self.errors.push(ConfigError::at_key(
                     &self.file,
-                    key.clone(),
+                    printable_key(key),
                     format!("unknown key (known keys: {}){hint}", TOP_LEVEL_KEYS.join(", ")),
                 ));
             }
@@ -349,6 +370,18 @@ impl Loader {
             Some(Value::Object(map)) => map
                 .into_iter()
                 .filter_map(|(name, table)| match table {
+                    // Names become key paths (`sinks.NAME.url`) and log fields: an empty one,
+                    // or one with a dot, white space or control characters, would make them
+                    // unreadable or ambiguous.
+                    _ if name.is_empty()
+                        || name.contains(|c: char| c == '.' || c.is_whitespace() || c.is_control()) =>
+                    {
+                        self.error(
+                            format!("{section}.{}", printable_key(&name)),
+                            "a component name must not be empty nor hold dots, white space or control characters",
+                        );
+                        None
+                    }
                     Value::Object(table) => Some((name, table)),
                     _ => {
                         self.error(format!("{section}.{name}"), "must be a table");

@@ -249,7 +249,7 @@ impl WebhookSinkConfig {
         }
         errors.extend(self.buffer.validate());
         errors.extend(self.retry.validate().into_iter().map(|(field, message)| FieldError::new(field, message)));
-        let mut warnings = Vec::new();
+        let mut warnings = target.as_ref().map(|target| self.clear_text_warnings(target)).unwrap_or_default();
         let signer = match self.signing.as_ref().map(SigningConfig::compile).transpose() {
             Ok(signer) => signer.map(|(signer, found)| {
                 warnings.extend(found);
@@ -295,8 +295,8 @@ impl WebhookSinkConfig {
     }
 
     fn body(&self, config_dir: &Path) -> Result<(BodyTemplate, HeaderValue), Vec<FieldError>> {
-        let content_type = HeaderValue::from_str(&self.content_type)
-            .map_err(|_| vec![FieldError::new("content_type", "is not a valid header value")])?;
+        let content_type = header_value(&self.content_type)
+            .map_err(|why| vec![FieldError::new("content_type", format!("value {why}"))])?;
         let (source, field) = match (&self.template, &self.template_file) {
             (Some(_), Some(_)) => {
                 return Err(vec![FieldError::new("template", "`template` and `template_file` are both set; keep one")])
@@ -326,14 +326,34 @@ impl WebhookSinkConfig {
         let mut map = HeaderMap::new();
         let mut errors = Vec::new();
         for (name, value) in &self.headers {
-            let field = format!("headers.{name}");
-            match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.expose())) {
-                (Ok(name), Ok(mut value)) => {
-                    value.set_sensitive(true);
-                    map.insert(name, value);
+            // The name is a key of the file (never a secret), quoted with its control
+            // characters escaped when it is not a plain name; the value may be a secret and
+            // is never shown.
+            let field = if name.is_empty() || name.contains(|c: char| c == '.' || c.is_whitespace() || c.is_control()) {
+                format!("headers.{name:?}")
+            } else {
+                format!("headers.{name}")
+            };
+            let header_name = match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(header_name) => header_name,
+                Err(_) => {
+                    errors.push(FieldError::new(
+                        field,
+                        "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+                    ));
+                    continue;
                 }
-                (Err(_), _) => errors.push(FieldError::new(field, "is not a valid header name")),
-                (_, Err(_)) => errors.push(FieldError::new(field, "value is not a valid header value")),
+            };
+            if let Some(why) = reserved_header(&header_name) {
+                errors.push(FieldError::new(field, why));
+                continue;
+            }
+            match header_value(value.expose()) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    map.insert(header_name, value);
+                }
+                Err(why) => errors.push(FieldError::new(field, format!("value {why} (the value is not shown)"))),
             }
         }
         if errors.is_empty() {
@@ -342,6 +362,65 @@ impl WebhookSinkConfig {
             Err(errors)
         }
     }
+
+    /// Warnings for credentials that would cross the network unencrypted: the URL's
+    /// `user:password@` or a header that looks like it carries a credential, over
+    /// `http://` to a host that is not loopback (loopback traffic never leaves the host).
+    fn clear_text_warnings(&self, target: &Target) -> Vec<FieldError> {
+        if target.is_https() || target.is_loopback() {
+            return Vec::new();
+        }
+        const MESSAGE: &str = "credentials sent in clear text over http://; use https://";
+        let mut warnings = Vec::new();
+        if target.authorization().is_some() {
+            warnings.push(FieldError::new("url", MESSAGE));
+        }
+        for name in self.headers.keys().filter(|name| looks_like_a_credential(name)) {
+            warnings.push(FieldError::new(format!("headers.{}", name.escape_debug()), MESSAGE));
+        }
+        warnings
+    }
+}
+
+/// Why a header may not be set in `headers`: the ones that frame the message or manage the
+/// connection (a `Content-Length` that disagrees with the body would make the kept-alive
+/// connection read the rest of the body as the next request), and the sink's own
+/// `webhook-id`. `None` for any other name.
+fn reserved_header(name: &HeaderName) -> Option<&'static str> {
+    match name.as_str() {
+        "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "proxy-connection" | "te"
+        | "trailer" | "upgrade" => {
+            Some("is set by the HTTP client for each request (it frames the message or manages the connection)")
+        }
+        "webhook-id" => Some("is set by the sink: every delivery carries its own `webhook-id`"),
+        _ => None,
+    }
+}
+
+/// A header value, or why it cannot be one. Only the kind of problem is said, never the
+/// value (it may be a secret, e.g. from `${TOKEN}`): a line break (CR, LF) would end the
+/// header and start another, and other control characters (NUL, DEL, …) are not allowed
+/// in HTTP header values; a tab is.
+fn header_value(value: &str) -> Result<HeaderValue, &'static str> {
+    if value.contains(['\r', '\n']) {
+        return Err("contains a line break (CR or LF), which could start another header; \
+             check the `${VAR}` it comes from (a trailing newline?)");
+    }
+    if value.chars().any(|c| c.is_ascii_control() && c != '\t') {
+        return Err("contains a control character (NUL, DEL, …), which no HTTP header value may hold");
+    }
+    HeaderValue::from_str(value).map_err(|_| "is not a valid header value")
+}
+
+/// Whether a header name suggests its value is a credential: `Authorization`,
+/// `Proxy-Authorization`, `Cookie`, or any name containing `auth`, `token`, `secret`,
+/// `password`, `api-key`, `apikey` or `signature` (case-insensitive).
+fn looks_like_a_credential(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "cookie"
+        || ["auth", "token", "secret", "password", "api-key", "apikey", "api_key", "signature"]
+            .iter()
+            .any(|word| name.contains(word))
 }
 
 impl ValidatedWebhookSink {
@@ -461,5 +540,87 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(explicit.escape(), Escape::Json);
+    }
+
+    fn header_errors(name: &str, value: &str) -> Vec<FieldError> {
+        let mut config = WebhookSinkConfig { url: SecretUrl("https://h.example/x".into()), ..Default::default() };
+        config.headers.insert(name.into(), SecretString::new(value));
+        config.validate(Path::new(".")).unwrap_err()
+    }
+
+    #[test]
+    fn header_values_with_line_breaks_or_control_characters_are_refused_unseen() {
+        for (value, kind) in [
+            ("S3cr3tTok\r\nX-Injected: 1", "line break"),
+            ("S3cr3tTok\n", "line break"),
+            ("S3cr3tTok\r", "line break"),
+            ("S3cr3tTok\0", "control character"),
+            ("S3cr3tTok\x7f", "control character"),
+            ("S3cr3tTok\x1b[31m", "control character"),
+        ] {
+            let errors = header_errors("X-Token", value);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, "headers.X-Token");
+            assert!(errors[0].message.contains(kind), "{value:?}: {}", errors[0]);
+            for shown in [errors[0].to_string(), format!("{errors:?}")] {
+                assert!(!shown.contains("S3cr3tTok") && !shown.contains("Injected"), "{shown}");
+            }
+        }
+        // A tab and non-ASCII text are allowed in header values.
+        let mut config = WebhookSinkConfig { url: SecretUrl("https://h.example/x".into()), ..Default::default() };
+        config.headers.insert("X-Note".into(), SecretString::new("a\tb caf\u{e9}"));
+        assert!(config.validate(Path::new(".")).is_ok());
+    }
+
+    #[test]
+    fn bad_and_reserved_header_names_are_refused() {
+        let errors = header_errors("X-Bad\r\nName", "v");
+        assert_eq!(errors[0].field, "headers.\"X-Bad\\r\\nName\"", "the name quoted, its control characters escaped");
+        assert!(errors[0].message.contains("not a valid header name"), "{}", errors[0]);
+        for name in ["Content-Length", "transfer-encoding", "Connection", "Upgrade", "TE", "webhook-id"] {
+            let errors = header_errors(name, "5");
+            assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+            assert_eq!(errors[0].field, format!("headers.{name}"));
+            assert!(errors[0].message.starts_with("is set by the"), "{}", errors[0]);
+        }
+    }
+
+    #[test]
+    fn content_type_with_a_line_break_is_refused() {
+        let config = WebhookSinkConfig {
+            url: SecretUrl("https://h.example/x".into()),
+            content_type: "application/json\r\nX-Injected: 1".into(),
+            ..Default::default()
+        };
+        let errors = config.validate(Path::new(".")).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "content_type");
+        assert!(errors[0].message.contains("line break") && !errors[0].message.contains("Injected"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn credentials_over_plain_http_are_a_warning() {
+        let warned = |url: &str, headers: &[&str]| {
+            let mut config = WebhookSinkConfig { url: SecretUrl(url.into()), ..Default::default() };
+            for name in headers {
+                config.headers.insert((*name).into(), SecretString::new("Pw0rdXyz"));
+            }
+            let validated = config.validate(Path::new(".")).unwrap();
+            for warning in &validated.warnings {
+                assert!(!warning.to_string().contains("Pw0rdXyz"), "{warning}");
+                assert_eq!(warning.message, "credentials sent in clear text over http://; use https://");
+            }
+            validated.warnings.into_iter().map(|w| w.field).collect::<Vec<_>>()
+        };
+        assert_eq!(warned("http://bob:Pw0rdXyz@hooks.example/x", &[]), ["url"]);
+        assert_eq!(warned("http://bob@hooks.example/x", &[]), ["url"]);
+        assert_eq!(
+            warned("http://hooks.example/x", &["Authorization", "X-Api-Key", "X-Team"]),
+            ["headers.Authorization", "headers.X-Api-Key"]
+        );
+        assert!(warned("https://bob:Pw0rdXyz@hooks.example/x", &["Authorization"]).is_empty());
+        assert!(warned("http://bob:Pw0rdXyz@127.0.0.1:8080/x", &["Authorization"]).is_empty(), "loopback");
+        assert!(warned("http://bob:Pw0rdXyz@[::1]:8080/x", &[]).is_empty(), "loopback");
+        assert!(warned("http://hooks.example/x", &["X-Team"]).is_empty());
     }
 }

@@ -22,6 +22,8 @@ use super::connections::{Connections, Slot};
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// At most this many characters of an answer's body go into logs and errors.
 const EXCERPT_CHARS: usize = 200;
+/// At most this many characters of an answer's `Location` go into logs and dead letters.
+const LOCATION_CHARS: usize = 200;
 
 /// The endpoint's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +34,9 @@ pub struct DeliveryResponse {
     pub excerpt: String,
     /// The answer's `Retry-After`, if any.
     pub retry_after: Option<http::HeaderValue>,
+    /// The answer's `Location`, made safe to show ([`sanitize_location`]): redirects are
+    /// not followed, but the dead letter says where the endpoint pointed.
+    pub location: Option<String>,
 }
 
 impl DeliveryResponse {
@@ -44,6 +49,9 @@ impl DeliveryResponse {
 impl fmt::Display for DeliveryResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.status)?;
+        if let Some(location) = &self.location {
+            write!(f, " (Location: {location}, not followed)")?;
+        }
         if !self.excerpt.is_empty() {
             write!(f, ": {}", self.excerpt)?;
         }
@@ -114,8 +122,9 @@ async fn exchange(
     let response = connections.send(slot, request).await.map_err(|e| DeliveryError::Transport(chain(&e)))?;
     let status = response.status();
     let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
+    let location = response.headers().get(http::header::LOCATION).map(sanitize_location);
     let (excerpt, complete) = read_excerpt(response.into_body()).await;
-    Ok((DeliveryResponse { status, excerpt, retry_after }, complete))
+    Ok((DeliveryResponse { status, excerpt, retry_after, location }, complete))
 }
 
 /// Reads up to [`MAX_ANSWER_BYTES`] of the body and returns its first characters, and
@@ -150,6 +159,64 @@ async fn read_excerpt(mut body: Incoming) -> (String, bool) {
     (excerpt, complete)
 }
 
+/// An answer's `Location`, safe for logs and dead letters: the endpoint chose it, so it
+/// may hold anything.
+///
+/// - userinfo (`https://user:pass@host/…`) becomes `***@`: a redirect can point at a URL
+///   with credentials in it, and those are not ours to keep;
+/// - control characters are escaped (`\t`, `\u{7f}`), so the text stays one printable
+///   line; a byte that is not UTF-8 becomes `�`;
+/// - it is cut at [`LOCATION_CHARS`] characters, with `…` after.
+///
+/// Hand-written rather than through `url::Url`: a `Location` may be relative or not a URL
+/// at all, and it must still be shown (redacted) rather than dropped.
+pub fn sanitize_location(value: &http::HeaderValue) -> String {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let text = redact_userinfo(text.trim());
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == LOCATION_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Hides the userinfo of a URL-like text: `scheme://user:pass@host/…` → `scheme://***@host/…`.
+///
+/// Read as loosely as URL parsers read it, erring towards hiding: an optional scheme, then
+/// any run of `/` or `\` (browsers take `\` for `/` in http URLs), then the authority up to
+/// the next `/`, `\`, `?` or `#`; everything before its last `@` is userinfo. So
+/// `//user@host/x` and `https:\\user:pw@host` are redacted too, and text with no `@` there
+/// is left as it is.
+fn redact_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    let after_scheme = scheme_len(text).map_or(0, |n| n + 1);
+    let authority_start =
+        after_scheme + text[after_scheme..].bytes().take_while(|&b| b == b'/' || b == b'\\').count();
+    let rest = &text[authority_start..];
+    let authority_len = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..authority_start], &rest[at..]).into(),
+        None => text.into(),
+    }
+}
+
+/// The length of the scheme (RFC 3986 `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`) when
+/// `text` starts with one followed by `:`.
+fn scheme_len(text: &str) -> Option<usize> {
+    let colon = text.find(':')?;
+    let scheme = &text[..colon];
+    let mut chars = scheme.chars();
+    let first_is_alpha = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    (first_is_alpha && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))).then_some(colon)
+}
+
 /// An error with its causes, `a: b: c`: hyper's own message alone says little.
 fn chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
@@ -163,4 +230,58 @@ fn chain(error: &dyn StdError) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sanitized(raw: &[u8]) -> String {
+        sanitize_location(&http::HeaderValue::from_bytes(raw).unwrap())
+    }
+
+    #[test]
+    fn a_location_is_shown_as_it_is_when_harmless() {
+        assert_eq!(sanitized(b"https://other.example/x?y=1#z"), "https://other.example/x?y=1#z");
+        assert_eq!(sanitized(b"/relative/path"), "/relative/path");
+        assert_eq!(sanitized(b"  https://h.example/ "), "https://h.example/");
+        // An `@` in the path or query is not userinfo.
+        assert_eq!(sanitized(b"https://h.example/a@b?c=d@e"), "https://h.example/a@b?c=d@e");
+    }
+
+    #[test]
+    fn userinfo_in_a_location_is_hidden() {
+        for (raw, shown) in [
+            ("https://bob:S3cretPw@other.example/x", "https://***@other.example/x"),
+            ("http://token@other.example", "http://***@other.example"),
+            ("//bob:S3cretPw@other.example/x", "//***@other.example/x"),
+            ("https:\\\\bob:S3cretPw@other.example\\x", "https:\\\\***@other.example\\x"),
+            ("HTTPS://a:b@c:S3cretPw@other.example:8443?q", "HTTPS://***@other.example:8443?q"),
+        ] {
+            assert_eq!(sanitized(raw.as_bytes()), shown, "{raw}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_length_is_capped() {
+        // A tab is the only control character a header value may hold (hyper refuses the
+        // others); anything else is escaped the same way.
+        assert_eq!(sanitized(b"https://h.example/a\tb"), "https://h.example/a\\tb");
+        assert_eq!(sanitized(b"https://h.example/\xff"), "https://h.example/\u{fffd}");
+        let long = format!("https://h.example/{}", "a".repeat(1000));
+        let shown = sanitized(long.as_bytes());
+        assert_eq!(shown.chars().count(), LOCATION_CHARS + 1);
+        assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn the_answer_names_its_location() {
+        let response = DeliveryResponse {
+            status: StatusCode::MOVED_PERMANENTLY,
+            excerpt: String::new(),
+            retry_after: None,
+            location: Some("https://other.example/x".into()),
+        };
+        assert_eq!(response.to_string(), "301 Moved Permanently (Location: https://other.example/x, not followed)");
+    }
 }

@@ -128,6 +128,7 @@ impl WebhookSink {
                         status: response.status,
                         retry_after: response.retry_after.as_ref(),
                         excerpt: &response.excerpt,
+                        location: response.location.as_deref(),
                     },
                     attempt,
                     started.elapsed(),

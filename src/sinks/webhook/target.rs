@@ -49,6 +49,13 @@ impl Target {
     /// Errors: not http/https, no host, unparsable. The error names the
     /// problem and never echoes the password.
     pub fn parse(input: &str) -> Result<Target, TargetError> {
+        // The URL parser silently drops tabs and line breaks anywhere and white space at
+        // either end; a `${VAR}` read from a file with a trailing newline would then give a
+        // different URL (or password) than meant, so such characters are refused. Only
+        // their kind is said: the URL may hold a password.
+        if let Some(reason) = forbidden_characters(input) {
+            return Err(TargetError::Invalid { reason: reason.to_string() });
+        }
         // Look at the scheme ourselves first so that e.g. `ftp://` is reported
         // as an unsupported scheme rather than as whatever the parser trips on.
         if let Some(scheme) = leading_scheme(input) {
@@ -156,6 +163,15 @@ impl Target {
         &self.host
     }
 
+    /// Whether the host is a loopback address (`127.0.0.0/8`, `[::1]`) or `localhost`:
+    /// traffic to it never leaves the machine.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host.eq_ignore_ascii_case("localhost.")
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// The explicit port, or 80/443 by scheme.
     pub fn port(&self) -> u16 {
         self.port
@@ -178,6 +194,22 @@ impl fmt::Debug for Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted)
+    }
+}
+
+/// What a URL must not hold, if it holds it: line breaks and other control characters
+/// anywhere (the URL parser drops tabs and line breaks silently), white space at either
+/// end (dropped silently too). A space inside is kept: the parser percent-encodes it, and
+/// a password may hold one. Never says where (that could hint at a password's length).
+fn forbidden_characters(input: &str) -> Option<&'static str> {
+    if input.contains(['\r', '\n']) {
+        Some("contains a line break (CR or LF); check the `${VAR}` in it (a trailing newline?)")
+    } else if input.chars().any(char::is_control) {
+        Some("contains a control character (tab, NUL, …)")
+    } else if input.starts_with(char::is_whitespace) || input.ends_with(char::is_whitespace) {
+        Some("starts or ends with white space; check the `${VAR}` in it")
+    } else {
+        None
     }
 }
 
@@ -378,6 +410,45 @@ mod tests {
         for input in ["", "not a url", "://host", "http://exa mple.com/", "http://host:99999/"] {
             let err = Target::parse(input).unwrap_err();
             assert!(matches!(err, TargetError::Invalid { .. }), "{input:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn line_breaks_control_characters_and_white_space_are_refused_without_echo() {
+        const SECRET: &str = "Zq9sEcr3tXy";
+        for (input, kind) in [
+            (format!("https://alice:{SECRET}@host.test/x\n"), "line break"),
+            (format!("https://alice:{SECRET}\r\nX-Injected: 1@host.test/x"), "line break"),
+            (format!("https://alice:{SECRET}@host.test/x\r"), "line break"),
+            (format!("https://alice:{SECRET}@host.test/a\tb"), "control character"),
+            (format!("https://alice:{SECRET}\0@host.test/"), "control character"),
+            (format!(" https://alice:{SECRET}@host.test/"), "white space"),
+            (format!("https://alice:{SECRET}@host.test/ "), "white space"),
+            (format!("https://alice:{SECRET}@host.test/\u{a0}"), "white space"),
+        ] {
+            let err = Target::parse(&input).unwrap_err();
+            assert!(matches!(err, TargetError::Invalid { .. }), "{input:?} gave {err:?}");
+            assert!(err.to_string().contains(kind), "{input:?} gave {err}");
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(!shown.contains(SECRET), "{input:?} -> {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_space_inside_is_kept_percent_encoded() {
+        let t = Target::parse("https://alice:pa ss@host.test/a b").unwrap();
+        assert_eq!(auth(&t), basic(b"alice", b"pa ss"));
+        assert_eq!(t.uri().path(), "/a%20b");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for url in ["http://127.0.0.1/", "http://127.1.2.3:8/", "http://[::1]:9/", "http://LocalHost/", "http://localhost./"] {
+            assert!(Target::parse(url).unwrap().is_loopback(), "{url}");
+        }
+        for url in ["http://10.0.0.1/", "http://[::2]/", "http://example.com/", "http://localhost.example/"] {
+            assert!(!Target::parse(url).unwrap().is_loopback(), "{url}");
         }
     }
 

@@ -33,8 +33,9 @@ pub struct RetryConfig {
     #[serde(default = "default_max_retry_after_secs")]
     pub max_retry_after_secs: f64,
     /// Which HTTP statuses are retried: `"default"` (408, 429, and 5xx except 501),
-    /// `"none"`, `"all"` (every non-2xx), or a list like `[429, 503]`. Network errors and
-    /// timeouts are always retried. Default: `"default"`.
+    /// `"none"`, `"all"` (every 4xx and 5xx), or a list like `[429, 503]`. Network errors
+    /// and timeouts are always retried. A redirect (3xx) is never retried nor followed, so
+    /// a list must not name one. Default: `"default"`.
     #[serde(default)]
     pub on_status: RetryOn,
 }
@@ -70,7 +71,8 @@ impl Default for RetryConfig {
 
 impl RetryConfig {
     /// Checks values: `attempts` ≥ 1, every duration finite and ≥ 0,
-    /// `initial_backoff_secs` ≤ `max_backoff_secs`, listed statuses in 100..=599.
+    /// `initial_backoff_secs` ≤ `max_backoff_secs`, listed statuses in 100..=599 and not
+    /// redirects (3xx, which are never retried).
     /// Returns `(field, message)` pairs, the field as a dotted path from the sink
     /// (`retry.attempts`), ready for a `FieldError`; empty when all is well.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
@@ -102,6 +104,14 @@ impl RetryConfig {
             for &code in codes {
                 if let Err(message) = check_status(i64::from(code)) {
                     errors.push(("retry.on_status", message));
+                } else if (300..400).contains(&code) {
+                    errors.push((
+                        "retry.on_status",
+                        format!(
+                            "{code} is a redirect: redirects are never retried nor followed (they could carry \
+                             credentials elsewhere); the event goes to the dead letters naming the Location"
+                        ),
+                    ));
                 }
             }
         }
@@ -125,16 +135,18 @@ pub enum RetryOn {
     Default,
     /// No status is retried (network errors and timeouts still are).
     None,
-    /// Every non-2xx status.
+    /// Every 4xx and 5xx status (a 3xx never: see [`RetryOn::retries`]).
     All,
     /// Exactly these statuses.
     Statuses(Vec<u16>),
 }
 
 impl RetryOn {
-    /// Whether `status` is retried under this setting; a 2xx never is.
+    /// Whether `status` is retried under this setting. A 2xx never is, and neither is a
+    /// 3xx, whatever the setting: a redirect is not followed, and asking again gets the
+    /// same answer. (`"all"` used to retry 3xx until attempts ran out.)
     pub fn retries(&self, status: StatusCode) -> bool {
-        if status.is_success() {
+        if status.is_success() || status.is_redirection() {
             return false;
         }
         match self {

@@ -9,6 +9,12 @@
 //! # Rules
 //!
 //! - A 2xx answer is [`Verdict::Delivered`].
+//! - A 3xx answer (300–399) ends the event at once, whatever `on_status` says:
+//!   [`Verdict::GiveUp`] with `retryable: false` and the reason `redirect 301 to
+//!   https://other.example/x not followed (redirects could carry credentials elsewhere)`.
+//!   Redirects are never followed (the sink's hyper connections have no redirect logic):
+//!   following one would send the body, the URL's Basic auth and any secret header to a
+//!   host no one configured. A 3xx in an `on_status` list is a config error.
 //! - A status that `on_status` does not retry (by default every 4xx but 408 and 429, and
 //!   501) ends the event at once: [`Verdict::GiveUp`] with `retryable: false`, so it goes
 //!   to the dead letters with the answer's status and excerpt.

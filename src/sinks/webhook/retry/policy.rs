@@ -92,6 +92,9 @@ pub enum AttemptResult<'a> {
         retry_after: Option<&'a HeaderValue>,
         /// The start of its body (see `DeliveryResponse::excerpt`).
         excerpt: &'a str,
+        /// Its `Location`, sanitized (see `DeliveryResponse::location`), for a redirect's
+        /// reason.
+        location: Option<&'a str>,
     },
     /// No answer: the error's text (a `DeliveryError` shown with `Display`).
     Error(&'a str),
@@ -132,9 +135,19 @@ impl RetryPolicy {
     /// used only to read a `Retry-After` given as an HTTP date.
     pub fn verdict(&self, result: AttemptResult<'_>, attempt: u32, elapsed: Duration, now: SystemTime) -> Verdict {
         let (problem, last_status, retry_after) = match result {
-            AttemptResult::Response { status, retry_after, excerpt } => {
+            AttemptResult::Response { status, retry_after, excerpt, location } => {
                 if status.is_success() {
                     return Verdict::Delivered;
+                }
+                if status.is_redirection() {
+                    // Whatever `on_status` says: following would send the body (and the
+                    // URL's Basic auth, the signed headers…) where no one configured it,
+                    // and retrying gets the same answer.
+                    return Verdict::GiveUp {
+                        reason: describe_redirect(status, location),
+                        last_status: Some(status.as_u16()),
+                        retryable: false,
+                    };
                 }
                 let problem = describe_status(status, excerpt);
                 if !self.retries_status(status) {
@@ -167,7 +180,7 @@ impl RetryPolicy {
         Verdict::RetryAfter(delay)
     }
 
-    /// Whether a status is retried under this policy (a 2xx never is).
+    /// Whether a status is retried under this policy (a 2xx or 3xx never is).
     pub fn retries_status(&self, status: StatusCode) -> bool {
         self.on_status.retries(status)
     }
@@ -207,6 +220,15 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duratio
     }
     let date = httpdate::parse_http_date(text).ok()?;
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `redirect 301 to https://other.example/x not followed (…)`.
+fn describe_redirect(status: StatusCode, location: Option<&str>) -> String {
+    let to = match location {
+        Some(location) if !location.is_empty() => format!("to {location}"),
+        _ => "without a Location".to_string(),
+    };
+    format!("redirect {} {to} not followed (redirects could carry credentials elsewhere)", status.as_u16())
 }
 
 /// `HTTP 404 Not Found: <excerpt>`, the excerpt left out when empty.

@@ -14,11 +14,21 @@ fn now() -> SystemTime {
 }
 
 fn response(status: u16) -> AttemptResult<'static> {
-    AttemptResult::Response { status: StatusCode::from_u16(status).unwrap(), retry_after: None, excerpt: "" }
+    AttemptResult::Response {
+        status: StatusCode::from_u16(status).unwrap(),
+        retry_after: None,
+        excerpt: "",
+        location: None,
+    }
 }
 
 fn with_retry_after(status: u16, value: &HeaderValue) -> AttemptResult<'_> {
-    AttemptResult::Response { status: StatusCode::from_u16(status).unwrap(), retry_after: Some(value), excerpt: "" }
+    AttemptResult::Response {
+        status: StatusCode::from_u16(status).unwrap(),
+        retry_after: Some(value),
+        excerpt: "",
+        location: None,
+    }
 }
 
 fn policy() -> RetryPolicy {
@@ -167,13 +177,73 @@ fn each_retry_on_form() {
     assert!(!RetryOn::None.retries(s(429)));
     assert!(RetryOn::All.retries(s(404)));
     assert!(RetryOn::All.retries(s(501)));
-    assert!(RetryOn::All.retries(s(302)));
+    assert!(!RetryOn::All.retries(s(302)), "a 3xx is never retried, not even under `all`");
     assert!(!RetryOn::All.retries(s(200)));
     let list = RetryOn::Statuses(vec![429, 503, 200]);
     assert!(list.retries(s(429)));
     assert!(list.retries(s(503)));
     assert!(!list.retries(s(500)));
     assert!(!list.retries(s(200)), "a 2xx is never retried");
+    assert!(!RetryOn::Statuses(vec![301, 307]).retries(s(307)), "nor a 3xx");
+}
+
+#[test]
+fn a_redirect_in_on_status_is_a_config_error() {
+    let config = RetryConfig { on_status: RetryOn::Statuses(vec![429, 308]), ..Default::default() };
+    let errors = config.validate();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "retry.on_status");
+    assert!(errors[0].1.starts_with("308 is a redirect"), "{}", errors[0].1);
+}
+
+// ---- redirects ----
+
+fn redirect(status: u16, location: Option<&str>) -> AttemptResult<'_> {
+    AttemptResult::Response {
+        status: StatusCode::from_u16(status).unwrap(),
+        retry_after: None,
+        excerpt: "moved",
+        location,
+    }
+}
+
+#[test]
+fn a_redirect_gives_up_at_once_naming_the_location_whatever_on_status_says() {
+    let retry_after = HeaderValue::from_static("1");
+    for on_status in [RetryOn::Default, RetryOn::None, RetryOn::All, RetryOn::Statuses(vec![301, 302, 307, 308])] {
+        let p = RetryConfig { on_status: on_status.clone(), ..Default::default() }.policy();
+        for status in [300, 301, 302, 303, 304, 307, 308, 399] {
+            let expected = Verdict::GiveUp {
+                reason: format!(
+                    "redirect {status} to https://other.example/x not followed (redirects could carry credentials \
+                     elsewhere)"
+                ),
+                last_status: Some(status),
+                retryable: false,
+            };
+            assert_eq!(p.verdict(redirect(status, Some("https://other.example/x")), 1, T0, now()), expected);
+            // A Retry-After on a redirect changes nothing.
+            let with_wait = AttemptResult::Response {
+                status: StatusCode::from_u16(status).unwrap(),
+                retry_after: Some(&retry_after),
+                excerpt: "",
+                location: Some("https://other.example/x"),
+            };
+            assert_eq!(p.verdict(with_wait, 1, T0, now()), expected, "{on_status:?}");
+        }
+    }
+}
+
+#[test]
+fn a_redirect_without_a_location_says_so() {
+    assert_eq!(
+        policy().verdict(redirect(302, None), 1, T0, now()),
+        Verdict::GiveUp {
+            reason: "redirect 302 without a Location not followed (redirects could carry credentials elsewhere)".into(),
+            last_status: Some(302),
+            retryable: false,
+        }
+    );
 }
 
 // ---- verdicts ----
@@ -190,7 +260,12 @@ fn success_is_delivered() {
 #[test]
 fn a_status_not_retried_gives_up_at_once() {
     let p = policy();
-    let result = AttemptResult::Response { status: StatusCode::NOT_FOUND, retry_after: None, excerpt: "no such hook" };
+    let result = AttemptResult::Response {
+        status: StatusCode::NOT_FOUND,
+        retry_after: None,
+        excerpt: "no such hook",
+        location: None,
+    };
     assert_eq!(
         p.verdict(result, 1, T0, now()),
         Verdict::GiveUp { reason: "HTTP 404 Not Found: no such hook".into(), last_status: Some(404), retryable: false }
@@ -209,8 +284,12 @@ fn a_status_not_retried_gives_up_at_once() {
 #[test]
 fn unknown_status_has_no_reason_phrase() {
     let p = RetryConfig { on_status: RetryOn::None, ..Default::default() }.policy();
-    let result =
-        AttemptResult::Response { status: StatusCode::from_u16(599).unwrap(), retry_after: None, excerpt: "x" };
+    let result = AttemptResult::Response {
+        status: StatusCode::from_u16(599).unwrap(),
+        retry_after: None,
+        excerpt: "x",
+        location: None,
+    };
     assert!(matches!(
         p.verdict(result, 1, T0, now()),
         Verdict::GiveUp { reason, .. } if reason == "HTTP 599: x"
@@ -237,8 +316,12 @@ fn retryable_status_and_errors_are_retried() {
 #[test]
 fn attempts_run_out() {
     let p = policy();
-    let result =
-        AttemptResult::Response { status: StatusCode::SERVICE_UNAVAILABLE, retry_after: None, excerpt: "down" };
+    let result = AttemptResult::Response {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        retry_after: None,
+        excerpt: "down",
+        location: None,
+    };
     assert!(matches!(p.verdict(result, 7, T0, now()), Verdict::RetryAfter(_)));
     assert_eq!(
         p.verdict(result, 8, T0, now()),
