@@ -239,9 +239,11 @@ impl Collector for PipelineCollector {
                 "From entering the sink's buffer to the final answer (delivered or given up).",
                 (|s: &SinkStats| s.delivery_duration.clone()) as fn(&SinkStats) -> _,
             ),
-            ("webhook_sink_request_duration_seconds", "One attempt, connecting included.", |s: &SinkStats| {
-                s.request_duration.clone()
-            }),
+            (
+                "webhook_sink_request_duration_seconds",
+                "One attempt: waiting for a request slot, connecting, the answer.",
+                |s: &SinkStats| s.request_duration.clone(),
+            ),
         ] {
             let rows = view.sinks.iter().map(|(sink, stats, _)| (vec![("sink", sink.clone())], pick(stats))).collect();
             family(e, name, help, MetricType::Histogram, rows)?;

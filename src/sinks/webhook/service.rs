@@ -94,7 +94,15 @@ impl WebhookService {
     /// Sends one request (its URI absolute, `http://` or `https://`), after waiting for a
     /// free slot.
     pub async fn send(&self, request: Request<Body>) -> Result<DeliveryResponse, DeliveryError> {
+        self.send_built(|| request).await
+    }
+
+    /// As [`WebhookService::send`], building the request only once a slot is free: what
+    /// it carries about the moment it is sent (a signed `webhook-timestamp`) is then not
+    /// stale after a long wait for a slot.
+    pub async fn send_built(&self, build: impl FnOnce() -> Request<Body>) -> Result<DeliveryResponse, DeliveryError> {
         let mut slot = self.connections.slot().await;
+        let request = build();
         // Boxed: the exchange's future is large (the request, the answer's head, reading
         // its body), and inline it would be part of every event's future, of which a sink
         // holds up to 1024 while they wait for a slot.

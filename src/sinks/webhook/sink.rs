@@ -113,10 +113,11 @@ impl WebhookSink {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let request = self.request_builder.request(body.clone(), &event.id);
+            // Built (and signed) once a request slot is free, so its timestamp is that of sending.
+            let request = || self.request_builder.request(body.clone(), &event.id);
             // Only the request holds one of the service's slots; a backoff sleep does not.
             let sent = Instant::now();
-            let result = self.service.send(request).await;
+            let result = self.service.send_built(request).await;
             self.stats.request_duration.observe(sent.elapsed().as_secs_f64());
             match &result {
                 Ok(response) => self.stats.responses.answer(response.status.as_u16()),
