@@ -8,16 +8,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use super::dial::{DialOptions, Dialer};
+
 /// The body type webhook requests use.
 pub type Body = http_body_util::Full<bytes::Bytes>;
 
-/// Opens a connection for an `http://` or `https://` URI: TCP, then TLS by scheme.
-pub type Connector = HttpsConnector<HttpConnector>;
+/// Opens a connection for an `http://` or `https://` URI: TCP (direct or through a
+/// proxy, see [`Dialer`]), then TLS by scheme.
+pub type Connector = HttpsConnector<Dialer>;
 
 /// TLS settings of a sink.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,8 +62,8 @@ pub enum ClientError {
     },
 }
 
-/// Builds the connector for the given TLS settings.
-pub fn build_connector(tls: &TlsOptions) -> Result<Connector, ClientError> {
+/// Builds the connector for the given TLS settings, dialing as `dial` says.
+pub fn build_connector(tls: &TlsOptions, dial: &DialOptions) -> Result<Connector, ClientError> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = &tls.ca_file {
         for cert in load_ca_file(path)? {
@@ -76,12 +78,8 @@ pub fn build_connector(tls: &TlsOptions) -> Result<Connector, ClientError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
 
-    let mut http = HttpConnector::new();
-    // The HTTPS connector decides per scheme; the inner connector must accept https URIs.
-    http.enforce_http(false);
-    http.set_nodelay(true);
-
-    Ok(HttpsConnectorBuilder::new().with_tls_config(tls_config).https_or_http().enable_http1().wrap_connector(http))
+    let dialer = Dialer::new(dial);
+    Ok(HttpsConnectorBuilder::new().with_tls_config(tls_config).https_or_http().enable_http1().wrap_connector(dialer))
 }
 
 /// Read every `CERTIFICATE` section of a PEM file (other sections are ignored).
@@ -106,14 +104,14 @@ mod tests {
     fn builds_without_ca_file() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            build_connector(&TlsOptions::default()).unwrap();
+            build_connector(&TlsOptions::default(), &DialOptions::default()).unwrap();
         });
     }
 
     #[test]
     fn missing_ca_file_names_path() {
         let path = PathBuf::from("/nonexistent/dir/ca-bundle.pem");
-        let err = build_connector(&TlsOptions { ca_file: Some(path.clone()) }).unwrap_err();
+        let err = build_connector(&TlsOptions { ca_file: Some(path.clone()) }, &DialOptions::default()).unwrap_err();
         assert!(matches!(&err, ClientError::CaFile { path: p, .. } if *p == path));
         assert!(err.to_string().contains("/nonexistent/dir/ca-bundle.pem"));
     }
