@@ -362,16 +362,22 @@ pub enum DialError {
     },
     /// The proxy did not open the `CONNECT` tunnel (e.g. `407`: credentials missing or
     /// wrong).
-    #[error("the proxy {proxy} did not open a tunnel to {destination}")]
+    #[error("the proxy {proxy} did not open a tunnel to {destination}{}", answered(.answer))]
     Tunnel {
         /// The proxy, without its password.
         proxy: String,
         /// `host:port` asked for.
         destination: String,
+        /// The status line of the proxy's answer, if it answered.
+        answer: Option<String>,
         /// hyper-util's reason.
         #[source]
         source: BoxError,
     },
+}
+
+fn answered(answer: &Option<String>) -> String {
+    answer.as_ref().map(|a| format!(" (it answered `{a}`)")).unwrap_or_default()
 }
 
 /// A proxy an `http://` request is forwarded through: the request goes out in absolute
@@ -468,12 +474,12 @@ impl hyper::rt::Write for DialedStream {
 /// A connection to a proxy, already open, as the connector hyper-util's [`Tunnel`] takes:
 /// opening it first tells "cannot reach the proxy" (and the guard's refusal of the proxy)
 /// apart from "the proxy refused the tunnel".
-struct Opened(Option<TokioIo<TcpStream>>);
+struct Opened(Option<TokioIo<Recording>>);
 
 impl Service<Uri> for Opened {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Recording>;
     type Error = std::io::Error;
-    type Future = std::future::Ready<Result<TokioIo<TcpStream>, std::io::Error>>;
+    type Future = std::future::Ready<Result<TokioIo<Recording>, std::io::Error>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
         Poll::Ready(Ok(()))
@@ -482,6 +488,56 @@ impl Service<Uri> for Opened {
     fn call(&mut self, _: Uri) -> Self::Future {
         std::future::ready(self.0.take().ok_or_else(|| std::io::Error::other("the proxy connection was used already")))
     }
+}
+
+/// The connection to a proxy while it answers `CONNECT`, keeping the start of the answer:
+/// hyper-util's [`Tunnel`] reports any answer but 200 and 407 as "unsuccessful", and the
+/// proxy's status line says why (`401` wrong credentials, `403` a port it does not
+/// allow...). Taken apart again once the tunnel is open.
+struct Recording {
+    tcp: TcpStream,
+    answer: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// How much of the proxy's answer to `CONNECT` is kept.
+const ANSWER_KEPT: usize = 256;
+
+impl tokio::io::AsyncRead for Recording {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let mut answer = self.answer.lock().unwrap_or_else(|p| p.into_inner());
+            let room = ANSWER_KEPT.saturating_sub(answer.len());
+            let read = &buf.filled()[before..];
+            answer.extend_from_slice(&read[..read.len().min(room)]);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Recording {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// The status line of a proxy's answer, as printable text (at most 100 characters).
+fn status_line(answer: &[u8]) -> Option<String> {
+    let line = answer.split(|&b| b == b'\r' || b == b'\n').next().filter(|l| !l.is_empty())?;
+    Some(line.iter().take(100).map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect())
 }
 
 /// The inner connector of a sink (what `HttpsConnector` wraps): direct or through a proxy,
@@ -555,13 +611,19 @@ impl Service<Uri> for Dialer {
             let connecting = self.direct.call(proxy_uri.clone());
             Box::pin(async move {
                 let io = connecting.await.map_err(|e| proxy_error(proxy.clone(), e))?;
-                let mut tunnel = Tunnel::new(proxy_uri, Opened(Some(io)));
+                let answer = Arc::default();
+                let recording = Recording { tcp: io.into_inner(), answer: Arc::clone(&answer) };
+                let mut tunnel = Tunnel::new(proxy_uri, Opened(Some(TokioIo::new(recording))));
                 if let Some(authorization) = authorization {
                     tunnel = tunnel.with_auth(authorization);
                 }
                 match tunnel.call(destination).await {
-                    Ok(io) => Ok(DialedStream { io, forward: None }),
-                    Err(error) => Err(DialError::Tunnel { proxy, destination: destination_text, source: Box::new(error) }),
+                    Ok(io) => Ok(DialedStream { io: TokioIo::new(io.into_inner().tcp), forward: None }),
+                    Err(error) => {
+                        let answer = status_line(&answer.lock().unwrap_or_else(|p| p.into_inner()));
+                        let source = Box::new(error);
+                        Err(DialError::Tunnel { proxy, destination: destination_text, answer, source })
+                    }
                 }
             })
         } else {

@@ -224,7 +224,9 @@ impl ProxyConfig {
         if !errors.is_empty() {
             return Err(errors);
         }
-        if http.is_none() && https.is_none() {
+        // `*` bypasses the proxy for every host (hyper-util's matcher applies it to names
+        // only, not to IP addresses).
+        if (http.is_none() && https.is_none()) || no_proxy.split(',').any(|entry| entry.trim() == "*") {
             return Ok(None);
         }
         let mut builder = Matcher::builder().no(no_proxy.as_str());
@@ -302,6 +304,10 @@ mod tests {
         assert!(proxies.intercept(&uri("http://b.example/")).is_none());
         assert!(proxies.intercept(&uri("http://10.2.3.4:8080/")).is_none());
         assert!(proxies.intercept(&uri("http://[::1]:8080/")).is_none());
+        let star = ProxyConfig { no_proxy: Some(vec!["*".into()]), ..Default::default() };
+        assert!(star.compile(&env).unwrap().is_none(), "`*`: every host directly, IP addresses included");
+        let env = env_of(&[("HTTP_PROXY", "http://p:1"), ("NO_PROXY", "a.example, *")]);
+        assert!(ProxyConfig::default().compile(&env).unwrap().is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod faulty;
 pub mod peer;
 pub mod raw_http;
 pub mod receiver;
+pub mod tinyproxy;
 
 #[allow(unused_imports)]
 pub use certs::TestCerts;
