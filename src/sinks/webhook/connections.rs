@@ -29,10 +29,11 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+// What the connector says about a connection (`connected()`: is it to a forwarding proxy?).
+use hyper_util::client::legacy::connect::Connection as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
 // The connector is a `tower_service::Service<Uri>`: opening a connection is its `call`.
 use tower_service::Service;
-use hyper_util::client::legacy::connect::Connection as _;
 use tracing::debug;
 
 use super::client::{Body, Connector};
