@@ -15,6 +15,7 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use webhook_sink::sinks::webhook::client::{build_connector, TlsOptions};
+use webhook_sink::sinks::webhook::dial::DialOptions;
 use webhook_sink::sinks::webhook::service::{DeliveryError, WebhookService};
 
 use support::raw_http::read_request;
@@ -114,7 +115,7 @@ async fn serve(mut stream: TcpStream, answer: Answer, requests: Arc<AtomicUsize>
 }
 
 fn service(slots: usize, timeout: Duration) -> WebhookService {
-    WebhookService::new(build_connector(&TlsOptions::default()).unwrap(), slots, timeout)
+    WebhookService::new(build_connector(&TlsOptions::default(), &DialOptions::default()).unwrap(), slots, timeout)
 }
 
 fn request(url: &str, body: &str) -> Request<Full<Bytes>> {

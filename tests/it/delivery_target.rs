@@ -13,6 +13,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use webhook_sink::sinks::webhook::client::{build_connector, ClientError, TlsOptions};
+use webhook_sink::sinks::webhook::dial::DialOptions;
 use webhook_sink::sinks::webhook::service::{DeliveryError, WebhookService};
 use webhook_sink::sinks::webhook::target::Target;
 
@@ -22,7 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A one-slot service with the given TLS settings.
 fn build_client(tls: &TlsOptions) -> Result<WebhookService, ClientError> {
-    Ok(WebhookService::new(build_connector(tls)?, 1, TIMEOUT))
+    Ok(WebhookService::new(build_connector(tls, &DialOptions::default())?, 1, TIMEOUT))
 }
 
 /// POST `body` to `target` with its credentials; returns status and the answer's excerpt.

@@ -7,15 +7,16 @@
 use std::path::PathBuf;
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::dial::{DialOptions, Dialer};
 use super::tls::TlsSettings;
 
 /// The body type webhook requests use.
 pub type Body = http_body_util::Full<bytes::Bytes>;
 
-/// Opens a connection for an `http://` or `https://` URI: TCP, then TLS by scheme.
-pub type Connector = HttpsConnector<HttpConnector>;
+/// Opens a connection for an `http://` or `https://` URI: TCP (direct or through a
+/// proxy, see [`Dialer`]), then TLS by scheme.
+pub type Connector = HttpsConnector<Dialer>;
 
 /// Extra CAs alone, every other TLS setting at its default (certificates and host names
 /// verified, no client certificate): for callers that set nothing else. A sink passes its
@@ -83,16 +84,13 @@ pub enum ClientError {
     },
 }
 
-/// Builds the connector for the given TLS settings ([`TlsSettings`], or [`TlsOptions`]).
-pub fn build_connector(tls: impl Into<TlsSettings>) -> Result<Connector, ClientError> {
+/// Builds the connector for the given TLS settings ([`TlsSettings`], or [`TlsOptions`]),
+/// dialing as `dial` says.
+pub fn build_connector(tls: impl Into<TlsSettings>, dial: &DialOptions) -> Result<Connector, ClientError> {
     let tls_config = super::tls::client_config(&tls.into())?;
 
-    let mut http = HttpConnector::new();
-    // The HTTPS connector decides per scheme; the inner connector must accept https URIs.
-    http.enforce_http(false);
-    http.set_nodelay(true);
-
-    Ok(HttpsConnectorBuilder::new().with_tls_config(tls_config).https_or_http().enable_http1().wrap_connector(http))
+    let dialer = Dialer::new(dial);
+    Ok(HttpsConnectorBuilder::new().with_tls_config(tls_config).https_or_http().enable_http1().wrap_connector(dialer))
 }
 
 #[cfg(test)]
@@ -103,14 +101,14 @@ mod tests {
     fn builds_without_ca_file() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            build_connector(&TlsOptions::default()).unwrap();
+            build_connector(&TlsOptions::default(), &DialOptions::default()).unwrap();
         });
     }
 
     #[test]
     fn missing_ca_file_names_path() {
         let path = PathBuf::from("/nonexistent/dir/ca-bundle.pem");
-        let err = build_connector(&TlsOptions { ca_file: Some(path.clone()) }).unwrap_err();
+        let err = build_connector(&TlsOptions { ca_file: Some(path.clone()) }, &DialOptions::default()).unwrap_err();
         assert!(matches!(&err, ClientError::CaFile { path: p, .. } if *p == path));
         assert!(err.to_string().contains("/nonexistent/dir/ca-bundle.pem"));
     }

@@ -15,6 +15,8 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::client::build_connector;
+use super::dial::{DialOptions, NetworkGuard};
+use super::proxy::{process_env, ProxyConfig};
 use super::request_builder::RequestBuilder;
 use super::retry::{RetryConfig, RetryPolicy};
 use super::service::WebhookService;
@@ -90,6 +92,20 @@ pub struct WebhookSinkConfig {
     /// ed25519; several sign at once while rotating). Default: requests are not signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<SigningConfig>,
+    /// The HTTP proxy: `proxy.enabled`, `proxy.http`, `proxy.https`, `proxy.no_proxy`.
+    /// Default: from `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` (or lower case).
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// Refuse to connect to loopback, private (RFC 1918), shared (100.64.0.0/10),
+    /// link-local (169.254.0.0/16, metadata services included), unique-local (fc00::/7)
+    /// and unspecified addresses, checked on the addresses actually connected to.
+    /// Default: false (many receivers are internal).
+    #[serde(default)]
+    pub deny_private_networks: bool,
+    /// Networks `deny_private_networks` lets through, e.g. `["10.1.0.0/16"]` (CIDR or
+    /// single addresses). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_networks: Vec<String>,
 }
 
 fn default_content_type() -> String {
@@ -114,6 +130,9 @@ impl Default for WebhookSinkConfig {
             retry: RetryConfig::default(),
             healthcheck: HealthcheckConfig::default(),
             signing: None,
+            proxy: ProxyConfig::default(),
+            deny_private_networks: false,
+            allow_networks: Vec::new(),
         }
     }
 }
@@ -219,6 +238,8 @@ pub struct ValidatedWebhookSink {
     pub retry: RetryPolicy,
     /// TLS settings, paths resolved.
     pub tls: TlsSettings,
+    /// Proxies and the SSRF guard.
+    pub dial: DialOptions,
     /// Settings that are allowed but risky, said at load and at every start.
     pub warnings: Vec<FieldError>,
 }
@@ -260,10 +281,11 @@ impl WebhookSinkConfig {
                 None
             }
         };
+        let dial = self.dial_options(&mut warnings).map_err(|es| errors.extend(es)).ok();
         let tls = self.tls.resolve(config_dir).map_err(|es| errors.extend(es)).ok();
         warnings.extend(self.tls.warnings());
-        match (target, filter, body, headers, tls) {
-            (Some(target), Some(filter), Some(body), Some(headers), Some(tls)) if errors.is_empty() => {
+        match (target, filter, body, headers, tls, dial) {
+            (Some(target), Some(filter), Some(body), Some(headers), Some(tls), Some(dial)) if errors.is_empty() => {
                 Ok(ValidatedWebhookSink {
                     config: self.clone(),
                     filter,
@@ -271,11 +293,36 @@ impl WebhookSinkConfig {
                     timeout: Duration::from_secs_f64(self.request.timeout_secs),
                     retry: self.retry.policy(),
                     tls,
+                    dial,
                     warnings,
                 })
             }
             _ => Err(errors),
         }
+    }
+
+    /// The proxies (defaults from the environment) and the SSRF guard; warns when
+    /// `allow_networks` has no effect, and that names are the proxy's to resolve.
+    fn dial_options(&self, warnings: &mut Vec<FieldError>) -> Result<DialOptions, Vec<FieldError>> {
+        let proxies = self.proxy.compile(&process_env);
+        let guard = NetworkGuard::new(&self.allow_networks);
+        let (proxies, guard) = match (proxies, guard) {
+            (Ok(proxies), Ok(guard)) => (proxies, guard),
+            (proxies, guard) => {
+                return Err(proxies.err().into_iter().chain(guard.err()).flatten().collect());
+            }
+        };
+        if !self.allow_networks.is_empty() && !self.deny_private_networks {
+            warnings.push(FieldError::new("allow_networks", "has no effect without `deny_private_networks = true`"));
+        }
+        if self.deny_private_networks && proxies.as_ref().is_some_and(|p| p.any()) {
+            warnings.push(FieldError::new(
+                "deny_private_networks",
+                "through a proxy, the proxy resolves host names: only the proxy's address and IP-literal URLs \
+                 are checked (restrict what the proxy may reach in the proxy itself)",
+            ));
+        }
+        Ok(DialOptions { proxies, guard: self.deny_private_networks.then(|| Arc::new(guard)) })
     }
 
     fn escape(&self) -> Escape {
@@ -427,7 +474,7 @@ impl ValidatedWebhookSink {
     /// Builds the running sink (what [`SinkConfig::build`] boxes) and its healthcheck. Only
     /// what lies outside the config can fail here (the TLS set-up).
     pub fn build(&self, cx: SinkContext) -> Result<(WebhookSink, Healthcheck), BuildError> {
-        let connector = build_connector(&self.tls).map_err(|e| BuildError::other(e.to_string()))?;
+        let connector = build_connector(&self.tls, &self.dial).map_err(|e| BuildError::other(e.to_string()))?;
         let service = WebhookService::new(connector.clone(), self.config.request.concurrency, self.timeout);
         let healthcheck = super::healthcheck::healthcheck(
             self.request_builder.target().clone(),

@@ -15,6 +15,10 @@
 //!
 //! An idle connection is closed when it is next taken after [`IDLE_TIMEOUT`], or when the
 //! server closes it.
+//!
+//! Requests go out in origin form (`/path?query`), except on a connection to a forwarding
+//! proxy (an `http://` webhook through `proxy.http`, see [`super::dial`]): there they keep
+//! their absolute URI and get the proxy's `Proxy-Authorization`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,12 +29,15 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+// What the connector says about a connection (`connected()`: is it to a forwarding proxy?).
+use hyper_util::client::legacy::connect::Connection as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
 // The connector is a `tower_service::Service<Uri>`: opening a connection is its `call`.
 use tower_service::Service;
 use tracing::debug;
 
 use super::client::{Body, Connector};
+use super::dial::ForwardProxy;
 use super::target::host_header;
 
 /// An idle connection older than this is closed instead of reused.
@@ -58,6 +65,8 @@ struct Connection {
     sender: http1::SendRequest<Body>,
     endpoint: Endpoint,
     idle_since: Instant,
+    /// The proxy it goes to, when it is a forwarding proxy's.
+    forward: Option<ForwardProxy>,
 }
 
 /// A request slot, with the connection its last request went on.
@@ -97,7 +106,7 @@ impl Connections {
     /// task. A request that a reused connection closed on before writing it is sent again,
     /// once, on a new connection (hyper hands it back untouched).
     pub async fn send(&self, slot: &mut Slot<'_>, request: Request<Body>) -> Result<Response<Incoming>, ExchangeError> {
-        let (mut request, endpoint) = origin_form(request)?;
+        let (mut request, endpoint) = with_host(request)?;
         let (mut connection, mut reused) = match self.take_idle(&endpoint) {
             // A connection is idle as soon as its answer has been read, which can be
             // before its task has taken note: wait for it to take the next request.
@@ -108,6 +117,7 @@ impl Connections {
             None => (self.connect_boxed(&endpoint).await?, false),
         };
         loop {
+            to_request_form(&mut request, connection.forward.as_ref());
             match connection.sender.try_send_request(request).await {
                 Ok(response) => {
                     slot.connection = Some(connection);
@@ -169,32 +179,46 @@ impl Connections {
             .build()
             .map_err(|e| ExchangeError::Connect(e.into()))?;
         let io = self.connector.clone().call(uri).await.map_err(ExchangeError::Connect)?;
+        let forward = ForwardProxy::of(&io.connected());
         let (sender, connection) = http1::handshake(io).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 debug!(%error, "webhook connection ended");
             }
         });
-        Ok(Connection { sender, endpoint: endpoint.clone(), idle_since: Instant::now() })
+        Ok(Connection { sender, endpoint: endpoint.clone(), idle_since: Instant::now(), forward })
     }
 }
 
-/// Splits an absolute request URI: the request gets the origin form (`/path?query`) an
-/// HTTP/1.1 server expects, and a `Host` header if it has none ([`host_header`]); the
-/// scheme and authority say where to connect.
-fn origin_form(mut request: Request<Body>) -> Result<(Request<Body>, Endpoint), ExchangeError> {
+/// Where an absolute request URI says to connect (its scheme and authority); the request
+/// gets a `Host` header if it has none ([`host_header`]).
+fn with_host(mut request: Request<Body>) -> Result<(Request<Body>, Endpoint), ExchangeError> {
     let uri = request.uri();
     let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
         return Err(ExchangeError::NotAbsolute(uri.to_string()));
     };
-    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     if !request.headers().contains_key(HOST) {
         if let Some(host) = host_header(request.uri()) {
             request.headers_mut().insert(HOST, host);
         }
     }
-    *request.uri_mut() = Uri::from(path);
     Ok((request, (scheme, authority)))
+}
+
+/// The request target a connection needs: the origin form (`/path?query`) an HTTP/1.1
+/// server expects, or, to a forwarding proxy, the absolute URI it kept, with the proxy's
+/// `Proxy-Authorization`. Applying it again (a request sent again on a new connection to
+/// the same endpoint) changes nothing.
+fn to_request_form(request: &mut Request<Body>, forward: Option<&ForwardProxy>) {
+    match forward {
+        None => {
+            if request.uri().scheme().is_some() {
+                let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+                *request.uri_mut() = Uri::from(path);
+            }
+        }
+        Some(proxy) => proxy.authorize(request),
+    }
 }
 
 #[cfg(test)]
@@ -203,7 +227,8 @@ mod tests {
 
     fn split(uri: &str) -> (Option<String>, String, String) {
         let request = Request::post(uri).body(Body::default()).unwrap();
-        let (request, (scheme, authority)) = origin_form(request).unwrap();
+        let (mut request, (scheme, authority)) = with_host(request).unwrap();
+        to_request_form(&mut request, None);
         let host = request.headers().get(HOST).map(|h| h.to_str().unwrap().to_string());
         (host, request.uri().to_string(), format!("{scheme}://{authority}"))
     }
@@ -222,10 +247,27 @@ mod tests {
     }
 
     #[test]
+    fn to_a_forwarding_proxy_requests_keep_their_absolute_uri_and_get_its_credentials() {
+        let request = Request::post("http://a.example:8080/x?y=1").body(Body::default()).unwrap();
+        let (mut request, _) = with_host(request).unwrap();
+        let proxy = ForwardProxy::new(Some(http::HeaderValue::from_static("Basic dTpw")));
+        to_request_form(&mut request, Some(&proxy));
+        to_request_form(&mut request, Some(&proxy));
+        assert_eq!(request.uri(), "http://a.example:8080/x?y=1");
+        assert_eq!(request.headers()[HOST], "a.example:8080");
+        assert_eq!(request.headers().get_all(http::header::PROXY_AUTHORIZATION).iter().count(), 1);
+        assert!(request.headers()[http::header::PROXY_AUTHORIZATION].is_sensitive());
+        let mut request = Request::post("http://a.example/x").body(Body::default()).unwrap();
+        to_request_form(&mut request, Some(&ForwardProxy::new(None)));
+        assert_eq!(request.uri(), "http://a.example/x");
+        assert!(!request.headers().contains_key(http::header::PROXY_AUTHORIZATION));
+    }
+
+    #[test]
     fn a_host_already_set_is_kept() {
         let request =
             Request::post("http://127.0.0.1:9/x").header(HOST, "virtual.example").body(Body::default()).unwrap();
-        let (request, _) = origin_form(request).unwrap();
+        let (request, _) = with_host(request).unwrap();
         assert_eq!(request.headers()[HOST], "virtual.example");
     }
 }

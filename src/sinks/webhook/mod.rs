@@ -1,7 +1,8 @@
 //! The `webhook` sink, split as Vector's http sink is: `config` (fields and build) →
 //! `sink` (consumes the event stream) → `request_builder` (event → request) → `service`
 //! (sends, over `connections`, one kept-alive connection per request slot, opened by
-//! `client`, with TLS from `tls`). `target` turns the URL into a request target and credentials;
+//! `client`, over `dial`: direct or through a `proxy`, with the SSRF guard; TLS from `tls`).
+//! `target` turns the URL into a request target and credentials;
 //! `healthcheck` checks the endpoint at start; `alert_order` keeps each alert's events in
 //! order; `signing` adds Standard Webhooks signatures.
 
@@ -19,9 +20,14 @@ internal_mod!(
     connections
 );
 internal_mod!(
+    /// The TCP connection: direct or through a proxy, with the SSRF guard.
+    dial
+);
+internal_mod!(
     /// The start-up check of the endpoint.
     healthcheck
 );
+pub mod proxy;
 internal_mod!(
     /// Event → HTTP request.
     request_builder

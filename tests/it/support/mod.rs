@@ -7,6 +7,7 @@ pub mod peer;
 pub mod raw_http;
 pub mod receiver;
 pub mod standard_webhooks;
+pub mod tinyproxy;
 
 #[allow(unused_imports)]
 pub use certs::TestCerts;
