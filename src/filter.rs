@@ -18,7 +18,7 @@ use crate::event::{EventKind, EventView, FieldPath, IncidentEvent};
 /// field = "priority"          # a dotted path into the event's payload
 /// equals = "HIGH"             # or a list: any of them
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionConfig {
     /// Dotted path into the event payload, e.g. `priority`, `alertSource.name`, `labels.team`,
@@ -39,7 +39,7 @@ pub struct ConditionConfig {
 }
 
 /// A single value or a list of values.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// One value.

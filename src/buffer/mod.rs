@@ -31,7 +31,7 @@ pub use fanout::{event_channel, EventReceiver, SendError, SendReport, SinkInput,
 pub use memory::MemoryBuffer;
 
 /// Where a sink's buffer keeps its events.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferType {
     /// In memory: fast; what is buffered at a crash is lost.
@@ -42,7 +42,7 @@ pub enum BufferType {
 }
 
 /// What a source does with a batch when a sink's buffer is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// The full sink's copies go to the dead letters ("buffer full"); the other sinks
@@ -56,7 +56,7 @@ pub enum WhenFull {
 }
 
 /// The `buffer` table of a sink.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
     /// `memory` or `disk`. Default: `memory`.

@@ -99,6 +99,8 @@ pub enum Command {
     },
     /// List the template variables.
     Variables,
+    /// Print the JSON Schema of the pipeline file (for editors and CI checks).
+    Schema,
     /// List, replay or purge the events that could never be delivered.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLetterCommand),
@@ -160,6 +162,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
             test(&config, &sink, event.as_deref(), source.as_deref()).await
         }
         Command::Render { config, sink, event, source } => render(&config, &sink, &event, source.as_deref()).await,
+        Command::Schema => {
+            let schema = config::pipeline_schema();
+            println!("{}", serde_json::to_string_pretty(&schema).map_err(|e| e.to_string())?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Variables => {
             print!("{}", variables_text());
             Ok(ExitCode::SUCCESS)

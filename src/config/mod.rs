@@ -4,6 +4,7 @@
 
 mod error;
 mod interpolate;
+mod schema;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::suggest::closest;
 
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use interpolate::{interpolate, substitute, InterpolationError};
+pub use schema::pipeline_schema;
 
 /// Seconds the host waits, at shutdown, for requests in flight. Default of `shutdown_timeout_secs`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: f64 = 10.0;
@@ -34,7 +36,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: f64 = 10.0;
 /// Hand-written because each line ties four things together (a variant, a `type` name, a
 /// config struct, its validation) that no derive produces from one declaration.
 macro_rules! component_types {
-    ($(#[$doc:meta])* $enum:ident, $types:ident, $load:ident, $config_trait:ident {
+    ($(#[$doc:meta])* $enum:ident, $types:ident, $load:ident, $config_trait:ident, $file:ident {
         $($(#[$vdoc:meta])* $variant:ident($validated:ty) = $name:literal from $config:ty => $validate:expr),* $(,)?
     }) => {
         $(#[$doc])*
@@ -45,6 +47,15 @@ macro_rules! component_types {
 
         /// The `type` names of this kind, in the order error messages list them.
         pub const $types: &[&str] = &[$($name),*];
+
+        /// A component of this kind as the file writes it (its `type` and its table), for
+        /// the JSON Schema of the pipeline file (`webhook-sink schema`).
+        #[derive(schemars::JsonSchema)]
+        #[serde(tag = "type")]
+        #[allow(dead_code)]
+        pub enum $file {
+            $($(#[$vdoc])* #[serde(rename = $name)] $variant($config),)*
+        }
 
         impl $enum {
             /// The component behind the trait the host drives.
@@ -81,7 +92,7 @@ macro_rules! component_types {
 
 component_types!(
     /// A checked source of the pipeline, one variant per `type`.
-    SourceSpec, SOURCE_TYPES, load_source, ValidatedSource {
+    SourceSpec, SOURCE_TYPES, load_source, ValidatedSource, SourceFile {
         /// `type = "http_server"`.
         HttpServer(ValidatedHttpServer) = "http_server" from HttpServerSourceConfig
             => |c: &HttpServerSourceConfig, _| c.validate(),
@@ -92,7 +103,7 @@ component_types!(
 
 component_types!(
     /// A checked sink of the pipeline, one variant per `type`.
-    SinkKind, SINK_TYPES, load_sink, SinkConfig {
+    SinkKind, SINK_TYPES, load_sink, SinkConfig, SinkTypeFile {
         /// `type = "webhook"`.
         Webhook(ValidatedWebhookSink) = "webhook" from WebhookSinkConfig
             => |c: &WebhookSinkConfig, dir: &Path| c.validate(dir),
@@ -164,7 +175,7 @@ impl PipelineConfig {
 const TOP_LEVEL_KEYS: [&str; 5] = ["sources", "sinks", "shutdown_timeout_secs", "data_dir", "api"];
 
 /// The `[api]` table: the operator's HTTP API (`/metrics`, `/health`, `/ready`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address to serve on, e.g. `127.0.0.1:8686` (Vector's default port). Required in

@@ -15,7 +15,7 @@ use crate::secret::SecretString;
 /// auth.strategy = "bearer"
 /// auth.token = "${INGEST_TOKEN}"
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
     /// `Authorization: Bearer <token>`.

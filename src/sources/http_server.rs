@@ -78,7 +78,7 @@ fn default_max_body_bytes() -> usize {
 /// address = "127.0.0.1:8687"
 /// path = "/events"
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpServerSourceConfig {
     /// Address to listen on, e.g. `127.0.0.1:8687` or `[::1]:8687` (`0.0.0.0:8687` for

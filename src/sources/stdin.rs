@@ -37,7 +37,7 @@ pub const MAX_LINE_BYTES: usize = 10 * 1024 * 1024;
 /// type = "stdin"
 /// decoding.codec = "incident"   # the default
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdinSourceConfig {
     /// How lines become incident events. Default: incident events, depth limit 32.

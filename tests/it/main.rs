@@ -23,6 +23,7 @@ mod peer_configs;
 mod peer_syslog_ng;
 mod redirects;
 mod reload;
+mod schema;
 mod signing;
 mod source_http_server;
 mod ssrf;

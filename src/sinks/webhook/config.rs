@@ -34,7 +34,7 @@ use crate::template::mustache::Escape;
 use crate::template::BodyTemplate;
 
 /// Configuration of a `webhook` sink (`type = "webhook"`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSinkConfig {
     /// Where webhooks are POSTed: `http://` or `https://`, any port (default 80/443).
@@ -138,7 +138,7 @@ impl Default for WebhookSinkConfig {
 }
 
 /// How values are escaped in a custom template.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EscapeMode {
     /// JSON string content; `{{{x}}}` inserts a JSON value (missing → `null`).
@@ -163,7 +163,7 @@ impl From<EscapeMode> for Escape {
 }
 
 /// Request settings of a sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
     /// Seconds a request may take, from connecting to the end of the answer. Default: 30.
@@ -190,7 +190,7 @@ impl Default for RequestConfig {
 
 /// Start-up check of the endpoint: a connection to its host and port, with the TLS
 /// handshake for https URLs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthcheckConfig {
     /// Whether to run it. A failed check is logged; the sink starts anyway. Default: true.
@@ -209,7 +209,7 @@ impl Default for HealthcheckConfig {
 }
 
 /// A URL that may hold a password: shown redacted in debug output.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct SecretUrl(pub String);
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::FieldError;
 
 /// Proxy settings of a sink (`proxy.*`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     /// Whether to use a proxy at all; `false` also ignores the environment variables.
@@ -52,7 +52,7 @@ impl Default for ProxyConfig {
 }
 
 /// A proxy URL, which may hold a password: `Debug` shows it as `http://user:***@host:port`.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct ProxyUrl(pub String);
 

@@ -48,7 +48,7 @@ const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
 const BASE64: GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The `signing` table of a webhook sink: Standard Webhooks signatures on every request.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
     /// The keys every request is signed with, each giving one signature:

@@ -28,7 +28,7 @@ use super::client::ClientError;
 use crate::error::FieldError;
 
 /// The `tls` table of a sink. Names as in Vector's `tls` options.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// A PEM file with CA certificates to trust besides the bundled web PKI roots and the

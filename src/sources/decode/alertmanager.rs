@@ -51,7 +51,7 @@ fn default_high_priority_values() -> Vec<String> {
 /// alertmanager.high_priority_values = ["critical", "page"]
 /// alertmanager.source_name = "Prometheus production"
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// The alert label whose value sets the event's priority. An alert without it is

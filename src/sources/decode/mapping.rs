@@ -58,7 +58,7 @@ pub const SOURCE_KEY: &str = "source";
 ///
 /// Every entry is a table with exactly one of `field`, `template` or `value`, plus
 /// optional `map` and `default` (see [`MappingEntry`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MappingConfig {
     /// → `eventType`. Required; must resolve to a known event type name, e.g.
@@ -104,7 +104,7 @@ pub struct MappingConfig {
 
 /// Where one incident field's text comes from: exactly one of `field`, `template` and
 /// `value`, then the optional `map` and `default`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MappingEntry {
     /// A dotted path into the incoming object, e.g. `host`, `labels.team` or `tags.0`.

@@ -42,7 +42,7 @@ pub use self::mapping::{MappingConfig, MappingDecoder};
 pub const DEFAULT_MAX_DEPTH: usize = 32;
 
 /// Which codec a source uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Codec {
     /// Incident events (the standard payload).
@@ -55,7 +55,7 @@ pub enum Codec {
 }
 
 /// How a source decodes what it receives (`decoding` in a source's config).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodingConfig {
     /// `incident`, `alertmanager` or `mapped`. Default: `incident`.

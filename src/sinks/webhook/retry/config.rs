@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::policy::RetryPolicy;
 
 /// `retry` table of a webhook sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Most attempts per event, the first included; 1 = no retries. Default: 8.
@@ -159,6 +159,23 @@ impl RetryOn {
             RetryOn::All => true,
             RetryOn::Statuses(codes) => codes.contains(&status.as_u16()),
         }
+    }
+}
+
+/// Written by hand, as the serde impls are: a keyword or a list of status codes.
+impl schemars::JsonSchema for RetryOn {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RetryOn".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Statuses retried: \"default\" (408, 429, 5xx except 501), \"none\", \"all\" (every 4xx and 5xx), or a list of status codes.",
+            "oneOf": [
+                { "type": "string", "enum": ["default", "none", "all"] },
+                { "type": "array", "items": { "type": "integer", "minimum": 100, "maximum": 599 } }
+            ]
+        })
     }
 }
 
