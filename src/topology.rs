@@ -126,13 +126,16 @@ fn listen_address(spec: &SourceSpec) -> Option<std::net::SocketAddr> {
 /// what is left stays in the buffer for the sink that takes over).
 fn input(buffer: SinkBuffer, stop: CancellationToken) -> BoxStream<'static, Event> {
     // `pop` is cancel-safe: an event is taken from the buffer only in the poll that returns it.
-    futures::stream::unfold((buffer, stop), |(buffer, stop)| async move {
+    // One `cancelled` future for the whole stream, registered once: a new one per event
+    // would take the token's lock twice per event.
+    let stopped = Box::pin(stop.cancelled_owned());
+    futures::stream::unfold((buffer, stopped), |(buffer, mut stopped)| async move {
         let event = tokio::select! {
             biased;
-            () = stop.cancelled() => None,
+            () = &mut stopped => None,
             event = buffer.pop() => event,
         };
-        event.map(|event| (event, (buffer, stop)))
+        event.map(|event| (event, (buffer, stopped)))
     })
     .boxed()
 }
