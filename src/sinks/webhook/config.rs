@@ -282,7 +282,13 @@ impl WebhookSinkConfig {
             }
         };
         let dial = self.dial_options(&mut warnings).map_err(|es| errors.extend(es)).ok();
-        let tls = self.tls.resolve(config_dir).map_err(|es| errors.extend(es)).ok();
+        let needs_tls = target.as_ref().is_some_and(Target::is_https);
+        let tls = self
+            .tls
+            .resolve(config_dir)
+            .map(|tls| TlsSettings { needed: needs_tls, ..tls })
+            .map_err(|es| errors.extend(es))
+            .ok();
         warnings.extend(self.tls.warnings());
         match (target, filter, body, headers, tls, dial) {
             (Some(target), Some(filter), Some(body), Some(headers), Some(tls), Some(dial)) if errors.is_empty() => {
