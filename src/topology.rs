@@ -84,6 +84,9 @@ struct SinkSlot {
     /// Ends the sink's input stream (a reload replaces or removes it).
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
+    /// The sink this one replaced, still finishing its events (aborted with this one when
+    /// the shutdown deadline passes).
+    replaced: Option<tokio::task::AbortHandle>,
 }
 
 /// A source of the running pipeline.
@@ -227,6 +230,7 @@ impl Pipeline {
             pending: Some(sink),
             stop: CancellationToken::new(),
             task: None,
+            replaced: None,
         })
     }
 
@@ -393,6 +397,7 @@ impl Pipeline {
                     let old = old_sinks.remove(i);
                     old.stop.cancel();
                     let previous = old.task;
+                    slot.replaced = previous.as_ref().map(JoinHandle::abort_handle);
                     let sink = slot.pending.take();
                     let stream = input(slot.buffer.clone(), slot.stop.clone());
                     let sink_name = name.clone();
@@ -512,6 +517,7 @@ impl Pipeline {
         for slot in &mut self.sinks {
             // No source pushes any more: each sink ends once its buffer is drained.
             slot.buffer.close();
+            aborts.extend(slot.replaced.take());
             if let Some(task) = slot.task.take() {
                 aborts.push(task.abort_handle());
                 sink_tasks.spawn(async move {
