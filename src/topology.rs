@@ -58,6 +58,8 @@ pub struct RunReport {
     pub sinks: Vec<(String, Arc<SinkStats>)>,
     /// Events accepted but not handled when the shutdown deadline passed.
     pub abandoned: u64,
+    /// Events whose dead letter could not be written (lost for a memory buffer).
+    pub dead_letters_unwritten: u64,
 }
 
 /// What the host can see of a running pipeline: every component's live counters and each
@@ -159,6 +161,19 @@ impl Pipeline {
             shutdown,
             generation: 0,
         };
+        // Dead letters that cannot be kept would be lost silently later: refuse to start.
+        let dead_letters = pipeline.dead_letters.clone();
+        tokio::task::spawn_blocking(move || dead_letters.open_now())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|message| TopologyError {
+                kind: "dead letters",
+                name: config.data_dir.display().to_string(),
+                source: BuildError::Other {
+                    message: format!("cannot open the dead-letter store for writing: {message}"),
+                },
+            })?;
         for (name, spec) in &config.sinks {
             let slot = pipeline.build_sink(name, spec, None).await?;
             pipeline.sinks.push(slot);
@@ -189,6 +204,9 @@ impl Pipeline {
                 let buffer = buffer_config
                     .open(&self.config.data_dir, name)
                     .map_err(|e| sink_error(BuildError::Other { message: format!("buffer: {e}") }))?;
+                if let SinkBuffer::Disk(disk) = &buffer {
+                    disk.quarantine_to(name, self.dead_letters.clone());
+                }
                 let (held, _) = buffer.usage();
                 if held > 0 {
                     info!(sink = %name, events = held, "disk buffer holds undelivered events; delivering them first");
@@ -577,7 +595,14 @@ impl Pipeline {
                 "sink finished"
             );
         }
-        RunReport { sinks: stats, abandoned }
+        let dead_letters_unwritten = self.dead_letters.unwritten();
+        if dead_letters_unwritten > 0 {
+            error!(
+                events = dead_letters_unwritten,
+                "dead letters could not be written: those of memory-buffered sinks are lost"
+            );
+        }
+        RunReport { sinks: stats, abandoned, dead_letters_unwritten }
     }
 }
 

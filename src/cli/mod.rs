@@ -217,7 +217,9 @@ async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
     if let Some(api) = api {
         let _ = api.await;
     }
-    Ok(if report.abandoned == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    // Anything lost (undelivered at the deadline, or a dead letter not written) is a failure.
+    let lost = report.abandoned + report.dead_letters_unwritten;
+    Ok(if lost == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.
