@@ -196,9 +196,9 @@ impl DiskQueue {
             let mut reopen = self.reopen.lock().unwrap_or_else(|e| e.into_inner());
             if !self.broken.swap(true, Ordering::AcqRel) {
                 tracing::error!(path = %self.path.display(), error = %message, "disk buffer I/O error; it will be reopened");
+                // `reopen.0` stays the time of the last (re)open: a file that fails again right
+                // after being reopened is not reopened again within REOPEN_INTERVAL.
                 reopen.1 = message.clone();
-                // The first reopen may be tried at once.
-                reopen.0 = Instant::now().checked_sub(REOPEN_INTERVAL).unwrap_or_else(Instant::now);
             }
         }
         result
