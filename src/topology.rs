@@ -161,19 +161,6 @@ impl Pipeline {
             shutdown,
             generation: 0,
         };
-        // Dead letters that cannot be kept would be lost silently later: refuse to start.
-        let dead_letters = pipeline.dead_letters.clone();
-        tokio::task::spawn_blocking(move || dead_letters.open_now())
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|message| TopologyError {
-                kind: "dead letters",
-                name: config.data_dir.display().to_string(),
-                source: BuildError::Other {
-                    message: format!("cannot open the dead-letter store for writing: {message}"),
-                },
-            })?;
         for (name, spec) in &config.sinks {
             let slot = pipeline.build_sink(name, spec, None).await?;
             pipeline.sinks.push(slot);
@@ -183,6 +170,25 @@ impl Pipeline {
             pipeline.sources.push(slot);
         }
         Ok(pipeline)
+    }
+
+    /// Opens the dead-letter store now and keeps it open for the run: the start-up check of
+    /// `webhook-sink run`, so that dead letters which cannot be kept (a read-only or missing
+    /// `data_dir`, another process holding the store) stop the start instead of being lost
+    /// later. Hosts that build several pipelines on one `data_dir` in one process skip it.
+    pub async fn open_dead_letters(&self) -> Result<(), TopologyError> {
+        let dead_letters = self.dead_letters.clone();
+        tokio::task::spawn_blocking(move || dead_letters.open_now())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|message| TopologyError {
+                kind: "dead letters",
+                name: self.config.data_dir.display().to_string(),
+                source: BuildError::Other {
+                    message: format!("cannot open the dead-letter store for writing: {message}"),
+                },
+            })
     }
 
     /// Builds one sink; with `reuse`, on the buffer and counters of the sink it replaces.

@@ -197,6 +197,7 @@ async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
         None => None,
     };
     let pipeline = Pipeline::build(&config, shutdown.clone()).await.map_err(|e| e.to_string())?;
+    pipeline.open_dead_letters().await.map_err(|e| e.to_string())?;
     api_state.set_pipeline(pipeline.view());
     info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), "webhook-sink started");
     tokio::spawn(stop_on_signal(shutdown.clone()));
