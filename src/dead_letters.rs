@@ -1,10 +1,18 @@
 //! Dead letters: events a sink could never deliver, kept with the reason, the last status
 //! and the time, until a user replays or purges them (`webhook-sink dead-letters`).
 //!
-//! The store is one redb file, `data_dir/dead-letters.redb`, opened on the first dead
-//! letter, so a pipeline that never fails never creates it.
+//! The store is one redb file, `data_dir/dead-letters.redb`. `webhook-sink run` opens it
+//! at start ([`DeadLetters::open_now`]) and refuses to start if it cannot be opened and
+//! written (a read-only or missing `data_dir`, another process holding the file), so that
+//! the dead letters of a running pipeline do not fail for a reason known up front. The other
+//! commands open it when first needed.
+//!
+//! A dead letter that still cannot be written (the disk is full, say) is logged by the
+//! caller and counted here ([`DeadLetters::unwritten`]); `run` then exits non-zero. After an
+//! I/O error the store is closed and opened again for the next dead letter.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::event::Event;
@@ -34,22 +42,36 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
 pub struct DeadLetters {
     path: PathBuf,
     store: Mutex<Option<Arc<DeadLetterStore>>>,
+    /// Events whose dead letter could not be written.
+    unwritten: AtomicU64,
 }
 
 impl DeadLetters {
     /// Dead letters kept under `data_dir`.
     pub fn new(data_dir: &Path) -> Self {
-        DeadLetters { path: store_path(data_dir), store: Mutex::new(None) }
+        DeadLetters { path: store_path(data_dir), store: Mutex::new(None), unwritten: AtomicU64::new(0) }
     }
 
     /// Dead letters kept in a store that is already open (`dead-letters replay`).
     pub fn with_store(store: Arc<DeadLetterStore>) -> Self {
-        DeadLetters { path: store.path().to_path_buf(), store: Mutex::new(Some(store)) }
+        DeadLetters { path: store.path().to_path_buf(), store: Mutex::new(Some(store)), unwritten: AtomicU64::new(0) }
     }
 
     /// Where they are kept.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Opens the store now (creating `data_dir` and the file if needed, which writes to it)
+    /// and keeps it open: the start-up check of `run`. Blocking.
+    pub fn open_now(&self) -> Result<(), StorageError> {
+        self.store().map(|_| ())
+    }
+
+    /// Events whose dead letter could not be written since this was made. For a sink with a
+    /// memory buffer they are lost; a disk buffer keeps them in its file for the next start.
+    pub fn unwritten(&self) -> u64 {
+        self.unwritten.load(Ordering::Relaxed)
     }
 
     fn store(&self) -> Result<Arc<DeadLetterStore>, StorageError> {
@@ -77,10 +99,24 @@ impl DeadLetters {
         if letters.is_empty() {
             return Ok(());
         }
-        let store = self.store()?;
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || store.record(letters).map(|_| ()))
-            .await
-            .map_err(|e| StorageError::Io { path, message: e.to_string() })?
+        let count = letters.len() as u64;
+        let result = match self.store() {
+            Ok(store) => {
+                let path = self.path.clone();
+                tokio::task::spawn_blocking(move || store.record(letters).map(|_| ()))
+                    .await
+                    .map_err(|e| StorageError::Io { path, message: e.to_string() })
+                    .and_then(|r| r)
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &result {
+            self.unwritten.fetch_add(count, Ordering::Relaxed);
+            if matches!(error, StorageError::Io { .. }) {
+                // redb refuses every operation after an I/O error: open the file again next time.
+                self.store.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
+        }
+        result
     }
 }

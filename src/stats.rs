@@ -6,7 +6,7 @@
 //! atomic add per event and nothing else. The two latency histograms are
 //! `prometheus_client` histograms (a short lock per observation).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
@@ -108,6 +108,9 @@ pub struct SourceStats {
     pub requests: StatusCounts,
     /// Events decoded and accepted into the sinks' buffers.
     pub events: AtomicU64,
+    /// The last batch could not be stored because a disk store failed (a full disk, say);
+    /// cleared by the next batch stored. The source's `/health` reports it.
+    pub storage_failing: AtomicBool,
 }
 
 /// Counters a sink keeps; the host reads them for logs, tests and `/metrics`.

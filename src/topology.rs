@@ -58,6 +58,8 @@ pub struct RunReport {
     pub sinks: Vec<(String, Arc<SinkStats>)>,
     /// Events accepted but not handled when the shutdown deadline passed.
     pub abandoned: u64,
+    /// Events whose dead letter could not be written (lost for a memory buffer).
+    pub dead_letters_unwritten: u64,
 }
 
 /// What the host can see of a running pipeline: every component's live counters and each
@@ -176,6 +178,25 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// Opens the dead-letter store now and keeps it open for the run: the start-up check of
+    /// `webhook-sink run`, so that dead letters which cannot be kept (a read-only or missing
+    /// `data_dir`, another process holding the store) stop the start instead of being lost
+    /// later. Hosts that build several pipelines on one `data_dir` in one process skip it.
+    pub async fn open_dead_letters(&self) -> Result<(), TopologyError> {
+        let dead_letters = self.dead_letters.clone();
+        tokio::task::spawn_blocking(move || dead_letters.open_now())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|message| TopologyError {
+                kind: "dead letters",
+                name: self.config.data_dir.display().to_string(),
+                source: BuildError::Other {
+                    message: format!("cannot open the dead-letter store for writing: {message}"),
+                },
+            })
+    }
+
     /// Builds one sink; with `reuse`, on the buffer and counters of the sink it replaces.
     async fn build_sink(
         &self,
@@ -195,6 +216,9 @@ impl Pipeline {
                 let buffer = buffer_config
                     .open(&self.config.data_dir, name)
                     .map_err(|e| sink_error(BuildError::Other { message: format!("buffer: {e}") }))?;
+                if let SinkBuffer::Disk(disk) = &buffer {
+                    disk.quarantine_to(name, self.dead_letters.clone());
+                }
                 let (held, _) = buffer.usage();
                 if held > 0 {
                     info!(sink = %name, events = held, "disk buffer holds undelivered events; delivering them first");
@@ -586,7 +610,14 @@ impl Pipeline {
                 "sink finished"
             );
         }
-        RunReport { sinks: stats, abandoned }
+        let dead_letters_unwritten = self.dead_letters.unwritten();
+        if dead_letters_unwritten > 0 {
+            error!(
+                events = dead_letters_unwritten,
+                "dead letters could not be written: those of memory-buffered sinks are lost"
+            );
+        }
+        RunReport { sinks: stats, abandoned, dead_letters_unwritten }
     }
 }
 

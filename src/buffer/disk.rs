@@ -1,6 +1,11 @@
 //! The disk buffer: events stored in a redb file before the source answers, deleted once
 //! the sink reports their outcome. After kill -9 or a power cut, whatever was stored and
 //! not yet deleted is delivered again when the process is back, with its `webhook-id`.
+//!
+//! A stored record that does not decode (corrupted on disk, or written by hand) is
+//! quarantined: it goes to the dead letters with its raw bytes (base64) and is deleted, and
+//! the sink goes on with the records after it. If the dead letters cannot take it, it stays
+//! in the file, is skipped, and an error is logged.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -10,8 +15,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::warn;
 
+use base64::Engine as _;
+
 use super::{BufferError, Counters, Limits};
-use crate::event::{Event, Finalizer, IncidentEvent};
+use crate::dead_letters::DeadLetters;
+use crate::event::{Event, Finalizer, IncidentEvent, Outcome};
+use crate::storage::dead_letters::NewDeadLetter;
 use crate::storage::queue::DiskQueue;
 use crate::storage::StorageError;
 
@@ -24,6 +33,9 @@ const PREFETCH: usize = 256;
 /// deliveries woke a blocking thread for nearly every event (1.2 context switches per
 /// event in `bench/load.sh`).
 const REMOVAL_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How long `pop` waits before reading again after the file could not be read.
+const READ_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An event as stored in the disk buffer.
 #[derive(Deserialize)]
@@ -49,6 +61,8 @@ pub struct DiskBuffer {
     state: Mutex<State>,
     items: Notify,
     removals: Arc<Removals>,
+    /// Where corrupt records go: the sink's name and the pipeline's dead letters.
+    quarantine: Mutex<Option<(String, Arc<DeadLetters>)>>,
 }
 
 #[derive(Debug, Default)]
@@ -110,7 +124,26 @@ impl DiskBuffer {
         let counters = Arc::new(Counters::new(limits));
         counters.force_take(queue.len() as usize, queue.bytes());
         let removals = Arc::new(Removals { queue: queue.clone(), pending: Mutex::default() });
-        Ok(DiskBuffer { queue, counters, state: Mutex::default(), items: Notify::new(), removals })
+        Ok(DiskBuffer {
+            queue,
+            counters,
+            state: Mutex::default(),
+            items: Notify::new(),
+            removals,
+            quarantine: Mutex::new(None),
+        })
+    }
+
+    /// Corrupt records are put into `dead_letters` under the name `sink` (without this, they
+    /// are skipped and left in the file).
+    pub fn quarantine_to(&self, sink: &str, dead_letters: Arc<DeadLetters>) {
+        *self.quarantine.lock().unwrap_or_else(|p| p.into_inner()) = Some((sink.to_string(), dead_letters));
+    }
+
+    /// Whether the file failed at its last operation (an I/O error such as a full disk); it is
+    /// reopened on the next one.
+    pub fn failing(&self) -> bool {
+        self.queue.failing()
     }
 
     /// Room accounting.
@@ -166,14 +199,27 @@ impl DiskBuffer {
                 state.cursor
             };
             match self.fetch(cursor).await {
-                Ok(fetched) if !fetched.is_empty() => {
+                Ok((Some(last), fetched)) => {
                     let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    state.cursor = fetched.last().map(|(seq, _)| *seq);
-                    state.prefetched.extend(fetched);
+                    // Only forward: a concurrent fetch may have gone further.
+                    if state.cursor.is_none_or(|c| c < last) {
+                        state.cursor = Some(last);
+                        state.prefetched.extend(fetched);
+                    }
                     continue;
                 }
-                Ok(_) => {}
-                Err(error) => warn!(%error, "disk buffer could not read; retrying"),
+                Ok((None, _)) => {}
+                Err(error) => {
+                    warn!(%error, "disk buffer could not read; retrying in 1 s");
+                    if self.state.lock().unwrap_or_else(|p| p.into_inner()).closed {
+                        return None;
+                    }
+                    tokio::select! {
+                        () = notified.as_mut() => {}
+                        () = tokio::time::sleep(READ_RETRY) => {}
+                    }
+                    continue;
+                }
             }
             if self.state.lock().unwrap_or_else(|p| p.into_inner()).closed {
                 return None;
@@ -198,22 +244,73 @@ impl DiskBuffer {
         event
     }
 
-    async fn fetch(&self, cursor: Option<u64>) -> Result<Vec<(u64, Event)>, StorageError> {
+    /// The records after `cursor`: the last sequence number read (None: nothing there) and
+    /// the events that decoded. Those that did not are quarantined.
+    async fn fetch(&self, cursor: Option<u64>) -> Result<(Option<u64>, Vec<(u64, Event)>), StorageError> {
         let queue = self.queue.clone();
         let path = self.queue.path().to_path_buf();
         let raw = tokio::task::spawn_blocking(move || queue.read_after(cursor, PREFETCH))
             .await
             .map_err(|e| StorageError::Io { path: path.clone(), message: e.to_string() })??;
-        raw.into_iter()
-            .map(|(seq, bytes)| {
-                let record: Record = serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
-                    path: path.clone(),
-                    key: seq,
-                    message: e.to_string(),
-                })?;
-                Ok((seq, Event::with_id(record.event, record.id.into(), record.size)))
+        let last = raw.last().map(|(seq, _)| *seq);
+        let mut events = Vec::with_capacity(raw.len());
+        let mut corrupt = Vec::new();
+        for (seq, bytes) in raw {
+            match serde_json::from_slice::<Record>(&bytes) {
+                Ok(record) => events.push((seq, Event::with_id(record.event, record.id.into(), record.size))),
+                Err(error) => corrupt.push((seq, bytes, error.to_string())),
+            }
+        }
+        if !corrupt.is_empty() {
+            self.quarantine(corrupt).await;
+        }
+        Ok((last, events))
+    }
+
+    /// Moves records that do not decode to the dead letters, with their raw bytes, and
+    /// deletes them; without dead letters (or if they cannot be written), leaves them in the
+    /// file. Either way the sink goes on with the records after them.
+    async fn quarantine(&self, corrupt: Vec<(u64, Vec<u8>, String)>) {
+        let target = self.quarantine.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let path = self.queue.path().display().to_string();
+        for (seq, _, error) in &corrupt {
+            tracing::error!(path = %path, record = seq, %error, "disk buffer record is corrupt; quarantining it and going on");
+        }
+        let Some((sink, dead_letters)) = target else {
+            tracing::error!(path = %path, records = corrupt.len(), "no dead letters to quarantine into: the corrupt records stay in the file and are skipped");
+            return;
+        };
+        let letters = corrupt
+            .iter()
+            .map(|(seq, bytes, error)| NewDeadLetter {
+                sink: sink.clone(),
+                webhook_id: String::new(),
+                event: serde_json::json!({
+                    "corrupt_disk_buffer_record": {
+                        "seq": seq,
+                        "bytes_base64": base64::engine::general_purpose::STANDARD.encode(bytes),
+                    }
+                }),
+                reason: format!("corrupt disk-buffer record {seq}: {error}"),
+                last_status: None,
+                attempts: 0,
             })
-            .collect()
+            .collect();
+        if let Err(error) = dead_letters.record(letters).await {
+            tracing::error!(sink = %sink, %error, records = corrupt.len(), "corrupt disk-buffer records could not be dead-lettered: they stay in the file and are skipped until the next start");
+            return;
+        }
+        let finalizers: Vec<Finalizer> = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            corrupt.iter().filter_map(|(seq, _, _)| state.waiting.remove(seq)).collect()
+        };
+        for finalizer in finalizers {
+            finalizer.finish(Outcome::Failed);
+        }
+        for (seq, bytes, _) in &corrupt {
+            self.removals.add(*seq);
+            self.counters.give_back(1, bytes.len() as u64);
+        }
     }
 
     /// Stops pushes; `pop` hands out what is stored, then ends.

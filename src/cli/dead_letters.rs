@@ -2,8 +2,13 @@
 //!
 //! The store is opened directly, so these commands need the pipeline stopped (a running
 //! `webhook-sink run` holds it; the error says so).
+//!
+//! A stored dead letter that does not decode is skipped and reported on stderr with its
+//! number (`purge --seq N` deletes it); the others are worked on as usual. Output to a pipe
+//! that closes early (`list | head -1`) ends `list` quietly.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +20,14 @@ use crate::component::StreamSink;
 use crate::config::PipelineConfig;
 use crate::dead_letters::{store_path, DeadLetters};
 use crate::event::{Event, IncidentEvent, Outcome};
-use crate::storage::dead_letters::{DeadLetter, DeadLetterStore};
+use crate::storage::dead_letters::{CorruptLetter, DeadLetter, DeadLetterStore};
+
+/// Writes a line to stdout; an error (a closed pipe) is ignored, the work goes on.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 /// What to do with dead letters.
 #[derive(Debug, Subcommand)]
@@ -62,16 +74,27 @@ pub struct Select {
 pub async fn run(command: DeadLetterCommand) -> Result<ExitCode, String> {
     match command {
         DeadLetterCommand::List { select, json } => {
-            let (_, store, letters) = open(&select)?;
+            let (_, store, letters, corrupt) = open(&select)?;
             drop(store);
-            print_list(&letters, json);
-            Ok(ExitCode::SUCCESS)
+            report_corrupt(&corrupt, "skipped");
+            match print_list(&letters, json) {
+                // The reader went away (`| head`): what it wanted was written.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(format!("cannot write the list: {e}")),
+                Ok(()) => Ok(ExitCode::SUCCESS),
+            }
         }
         DeadLetterCommand::Purge { select } => {
-            let (_, store, letters) = open(&select)?;
-            let seqs: Vec<u64> = letters.iter().map(|l| l.seq).collect();
+            let (_, store, letters, corrupt) = open(&select)?;
+            let mut seqs: Vec<u64> = letters.iter().map(|l| l.seq).collect();
+            // A corrupt letter is purged when named by `--seq`, or when everything is purged.
+            let (doomed, kept): (Vec<CorruptLetter>, Vec<CorruptLetter>) = corrupt
+                .into_iter()
+                .partition(|c| select.seqs.contains(&c.seq) || (select.sink.is_none() && select.seqs.is_empty()));
+            seqs.extend(doomed.iter().map(|c| c.seq));
+            report_corrupt(&kept, "kept (its sink cannot be read)");
             let removed = store.remove(&seqs).map_err(|e| e.to_string())?;
-            println!("purged {removed} dead letter{}", plural(removed));
+            say!("purged {removed} dead letter{}", plural(removed));
             Ok(ExitCode::SUCCESS)
         }
         DeadLetterCommand::Replay { select } => replay(&select).await,
@@ -86,25 +109,39 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
+/// The store, the selected letters, and the stored letters that do not decode.
+type Opened = (PipelineConfig, Arc<DeadLetterStore>, Vec<DeadLetter>, Vec<CorruptLetter>);
+
 /// Loads the config, opens the store and selects the letters.
-fn open(select: &Select) -> Result<(PipelineConfig, Arc<DeadLetterStore>, Vec<DeadLetter>), String> {
+fn open(select: &Select) -> Result<Opened, String> {
     let config = load(&select.config)?;
     if let Some(sink) = &select.sink {
         sink_spec(&config, sink)?;
     }
     let path = store_path(&config.data_dir);
     if !path.exists() {
-        return Ok((config, Arc::new(open_store(&path)?), Vec::new()));
+        return Ok((config, Arc::new(open_store(&path)?), Vec::new(), Vec::new()));
     }
     let store = Arc::new(open_store(&path)?);
-    let mut letters = store.list(select.sink.as_deref()).map_err(|e| e.to_string())?;
+    let (mut letters, mut corrupt) = store.scan(select.sink.as_deref()).map_err(|e| e.to_string())?;
     if !select.seqs.is_empty() {
         letters.retain(|l| select.seqs.contains(&l.seq));
+        corrupt.retain(|c| select.seqs.contains(&c.seq));
     }
     if let Some(limit) = select.limit {
         letters.truncate(limit);
     }
-    Ok((config, store, letters))
+    Ok((config, store, letters, corrupt))
+}
+
+/// Tells on stderr which stored letters do not decode, and how to delete them.
+fn report_corrupt(corrupt: &[CorruptLetter], what: &str) {
+    for c in corrupt {
+        eprintln!(
+            "warning: dead letter {} does not decode ({}); {what}. `webhook-sink dead-letters purge --seq {}` deletes it",
+            c.seq, c.error, c.seq
+        );
+    }
 }
 
 fn open_store(path: &Path) -> Result<DeadLetterStore, String> {
@@ -116,21 +153,23 @@ fn open_store(path: &Path) -> Result<DeadLetterStore, String> {
     })
 }
 
-fn print_list(letters: &[DeadLetter], json: bool) {
+fn print_list(letters: &[DeadLetter], json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
     if json {
         for letter in letters {
-            println!("{}", serde_json::to_string(letter).unwrap_or_default());
+            writeln!(out, "{}", serde_json::to_string(letter).unwrap_or_default())?;
         }
-        return;
+        return out.flush();
     }
     if letters.is_empty() {
-        println!("no dead letters");
-        return;
+        writeln!(out, "no dead letters")?;
+        return out.flush();
     }
-    println!(
+    writeln!(
+        out,
         "{:>5}  {:<12} {:<20} {:>6} {:>8}  {:<36} {:<22} reason",
         "seq", "sink", "time", "status", "attempts", "webhook-id", "event"
-    );
+    )?;
     for l in letters {
         let status = l.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
         let event = format!(
@@ -138,23 +177,26 @@ fn print_list(letters: &[DeadLetter], json: bool) {
             l.event.get("id").and_then(|v| v.as_str()).unwrap_or("-"),
             l.event.get("eventType").and_then(|v| v.as_str()).unwrap_or("-")
         );
-        println!(
+        writeln!(
+            out,
             "{:>5}  {:<12} {:<20} {:>6} {:>8}  {:<36} {:<22} {}",
             l.seq, l.sink, l.time, status, l.attempts, l.webhook_id, event, l.reason
-        );
+        )?;
     }
-    println!("{} dead letter{}", letters.len(), plural(letters.len()));
+    writeln!(out, "{} dead letter{}", letters.len(), plural(letters.len()))?;
+    out.flush()
 }
 
 async fn replay(select: &Select) -> Result<ExitCode, String> {
-    let (config, store, letters) = open(select)?;
+    let (config, store, letters, corrupt) = open(select)?;
+    report_corrupt(&corrupt, "not replayed");
     let dead_letters = Arc::new(DeadLetters::with_store(store.clone()));
     let mut sinks: HashMap<String, Box<dyn StreamSink>> = HashMap::new();
     let (mut delivered, mut failed) = (0usize, 0usize);
     for letter in letters {
         if !sinks.contains_key(&letter.sink) {
             if config.sink(&letter.sink).is_none() {
-                println!("seq {}: sink `{}` is no longer in the config; kept", letter.seq, letter.sink);
+                say!("seq {}: sink `{}` is no longer in the config; kept", letter.seq, letter.sink);
                 failed += 1;
                 continue;
             }
@@ -165,7 +207,7 @@ async fn replay(select: &Select) -> Result<ExitCode, String> {
         let incident: IncidentEvent = match serde_json::from_value(letter.event.clone()) {
             Ok(incident) => incident,
             Err(e) => {
-                println!("seq {}: stored event does not decode ({e}); kept", letter.seq);
+                say!("seq {}: stored event does not decode ({e}); kept", letter.seq);
                 failed += 1;
                 continue;
             }
@@ -179,12 +221,13 @@ async fn replay(select: &Select) -> Result<ExitCode, String> {
         }
         if outcome.is_success() {
             delivered += 1;
-            println!("seq {}: delivered ({})", letter.seq, letter.webhook_id);
+            say!("seq {}: delivered ({})", letter.seq, letter.webhook_id);
         } else {
             failed += 1;
-            println!("seq {}: not delivered; back in the dead letters", letter.seq);
+            say!("seq {}: not delivered; back in the dead letters", letter.seq);
         }
     }
-    println!("replayed: {delivered} delivered, {failed} not delivered");
+    failed += corrupt.len();
+    say!("replayed: {delivered} delivered, {failed} not delivered");
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -197,6 +197,7 @@ async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
         None => None,
     };
     let pipeline = Pipeline::build(&config, shutdown.clone()).await.map_err(|e| e.to_string())?;
+    pipeline.open_dead_letters().await.map_err(|e| e.to_string())?;
     api_state.set_pipeline(pipeline.view());
     info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), "webhook-sink started");
     tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -217,7 +218,9 @@ async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
     if let Some(api) = api {
         let _ = api.await;
     }
-    Ok(if report.abandoned == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    // Anything lost (undelivered at the deadline, or a dead letter not written) is a failure.
+    let lost = report.abandoned + report.dead_letters_unwritten;
+    Ok(if lost == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

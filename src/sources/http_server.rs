@@ -5,7 +5,8 @@
 //! every event in it is sent on or none is. With `auth` set, requests without the right
 //! credentials are answered 401 (`GET /health` needs none). The answer is sent only
 //! once the events are in the sinks' buffers, so a full sink holds the sender back
-//! (back-pressure reaches the client). `GET /health` answers `{"status":"ok"}`.
+//! (back-pressure reaches the client). `GET /health` answers `{"status":"ok"}`, or 503
+//! `{"status":"degraded"}` while a disk buffer fails to store events.
 //!
 //! | Answer | When |
 //! |--------|------|
@@ -15,7 +16,7 @@
 //! | 404 | a path other than `path` or `/health` |
 //! | 405 (`Allow: POST`) | a method other than POST on `path` |
 //! | 413 | the body is larger than `max_body_bytes` |
-//! | 503 + `Retry-After` | the sinks' buffers stayed full for `full_wait_ms` (nothing of the body was taken), or the pipeline is shutting down |
+//! | 503 + `Retry-After` | the sinks' buffers stayed full for `full_wait_ms` (nothing of the body was taken), or a disk buffer could not store the events (a full disk), or the pipeline is shutting down |
 //! | 500 / 400 | with `acknowledgements = true`: an event failed / was refused for good |
 //!
 //! On shutdown the listener is closed at once (new connections are refused), idle
@@ -315,7 +316,7 @@ async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
         if req.method() == Method::POST {
             ingest(&state, peer, req).await
         } else if path == HEALTH_PATH && req.method() == Method::GET {
-            health()
+            health(&state)
         } else {
             let allow = if path == HEALTH_PATH { "GET, POST" } else { "POST" };
             let message = format!("method {} is not allowed on {}; events are POSTed", req.method(), state.path);
@@ -325,7 +326,7 @@ async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
         }
     } else if path == HEALTH_PATH {
         if req.method() == Method::GET {
-            health()
+            health(&state)
         } else {
             let message = format!("method {} is not allowed on {HEALTH_PATH}; use GET", req.method());
             let mut response = error(StatusCode::METHOD_NOT_ALLOWED, message);
@@ -391,13 +392,25 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
         Ok(report) => report,
         Err(e) => {
             warn!(source = %state.name, peer = %peer, reason = %e, "http_server refused a body");
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            if let SendError::Full { .. } = e {
+            // A storage error names files of the server: the client is told no more than what
+            // failed (the log has the rest).
+            let message = match &e {
+                SendError::Storage(_) => {
+                    "the events could not be stored (a disk buffer failed); retry later".to_string()
+                }
+                other => other.to_string(),
+            };
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+            if let SendError::Storage(_) = e {
+                state.stats.storage_failing.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let SendError::Full { .. } | SendError::Storage(_) = e {
                 response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(state.retry_after_secs));
             }
             return response;
         }
     };
+    state.stats.storage_failing.store(false, std::sync::atomic::Ordering::Relaxed);
     debug!(source = %state.name, peer = %peer, events = count, "http_server accepted a batch");
     let mut answer = json!({ "accepted": count });
     if !report.dead_lettered.is_empty() {
@@ -423,7 +436,13 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
     json_response(status, &answer)
 }
 
-fn health() -> HttpResponse {
+/// `GET /health`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded", …}` while the
+/// sinks' disk storage fails (from a failed batch until the next one is stored).
+fn health(state: &State) -> HttpResponse {
+    if state.stats.storage_failing.load(std::sync::atomic::Ordering::Relaxed) {
+        let reason = "the last events could not be stored: a disk buffer failed (see the server log)";
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({ "status": "degraded", "reason": reason }));
+    }
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 

@@ -63,6 +63,15 @@ pub struct NewDeadLetter {
     pub attempts: u32,
 }
 
+/// A stored dead letter that does not decode (see [`DeadLetterStore::scan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptLetter {
+    /// Its sequence number (`remove` deletes it by this number).
+    pub seq: u64,
+    /// Why it does not decode.
+    pub error: String,
+}
+
 /// Only the field the per-sink queries filter on.
 #[derive(Deserialize)]
 struct SinkOnly {
@@ -147,6 +156,25 @@ impl DeadLetterStore {
         Ok(out)
     }
 
+    /// As [`DeadLetterStore::list`], but a stored letter that does not decode is skipped and
+    /// returned apart, with why, instead of failing the whole listing. A corrupt letter's sink
+    /// cannot be read, so it is returned whatever `sink` asks for.
+    pub fn scan(&self, sink: Option<&str>) -> Result<(Vec<DeadLetter>, Vec<CorruptLetter>), StorageError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(LETTERS).map_err(|e| self.io(e))?;
+        let mut letters = Vec::new();
+        let mut corrupt = Vec::new();
+        for entry in table.iter().map_err(|e| self.io(e))? {
+            let (key, value) = entry.map_err(|e| self.io(e))?;
+            match self.decode(key.value(), value.value()) {
+                Ok(letter) if sink.is_none_or(|s| s == letter.sink) => letters.push(letter),
+                Ok(_) => {}
+                Err(error) => corrupt.push(CorruptLetter { seq: key.value(), error: error.to_string() }),
+            }
+        }
+        Ok((letters, corrupt))
+    }
+
     /// The dead letter `seq`, if stored.
     pub fn get(&self, seq: u64) -> Result<Option<DeadLetter>, StorageError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
@@ -188,9 +216,10 @@ impl DeadLetterStore {
             for entry in table.iter().map_err(|e| self.io(e))? {
                 let (key, value) = entry.map_err(|e| self.io(e))?;
                 let key = key.value();
+                // A letter whose sink cannot be read is kept when purging one sink's.
                 let keep = match sink {
                     None => false,
-                    Some(sink) => self.decode_sink(key, value.value())? != sink,
+                    Some(sink) => self.decode_sink(key, value.value()).map_or(true, |s| s != sink),
                 };
                 if !keep {
                     doomed.push(key);
@@ -220,7 +249,8 @@ impl DeadLetterStore {
         let mut count = 0;
         for entry in table.iter().map_err(|e| self.io(e))? {
             let (key, value) = entry.map_err(|e| self.io(e))?;
-            if self.decode_sink(key.value(), value.value())? == sink {
+            // A letter whose sink cannot be read counts for no sink.
+            if self.decode_sink(key.value(), value.value()).is_ok_and(|s| s == sink) {
                 count += 1;
             }
         }
@@ -392,12 +422,20 @@ mod tests {
         };
         assert!(is_corrupt_2(store.list(None).unwrap_err()));
         assert!(is_corrupt_2(store.get(2).unwrap_err()));
-        assert!(is_corrupt_2(store.count(Some("a")).unwrap_err()));
-        assert!(is_corrupt_2(store.purge(Some("a")).unwrap_err()));
+        assert_eq!(store.count(Some("a")).unwrap(), 1);
+        assert_eq!(store.count(Some("b")).unwrap(), 0);
+        let (letters, corrupt) = store.scan(None).unwrap();
+        assert_eq!(letters.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(corrupt.len(), 1);
+        assert_eq!(corrupt[0].seq, 2);
+        assert!(corrupt[0].error.contains("stored record 2 is corrupt"), "{}", corrupt[0].error);
+        assert_eq!(store.scan(Some("b")).unwrap().1.len(), 1);
         assert_eq!(store.get(1).unwrap().unwrap().webhook_id, "1");
         assert_eq!(store.count(None).unwrap(), 2);
-        // The corrupt record can still be removed by its number.
+        // The corrupt record can still be removed by its number; purging one sink keeps it.
+        assert_eq!(store.purge(Some("b")).unwrap(), 0);
         assert_eq!(store.remove(&[2]).unwrap(), 1);
         assert_eq!(store.list(None).unwrap().len(), 1);
+        assert_eq!(store.purge(Some("a")).unwrap(), 1);
     }
 }

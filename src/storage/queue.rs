@@ -11,13 +11,18 @@
 //! [`REMOVAL_FLUSH_INTERVAL`] after the last durable commit, [`DiskQueue::flush`], or dropping
 //! the queue. A crash may therefore bring back records delivered just before it
 //! (at-least-once delivery), never lose an acknowledged one.
+//!
+//! Faults: after an I/O error (a full disk, say) redb refuses every later operation ("Previous
+//! I/O error occurred"). The queue then closes the file and opens it again on its next
+//! operation (at most once per [`REOPEN_INTERVAL`]), so it works again once the cause is gone,
+//! without a restart. [`DiskQueue::failing`] tells whether the last operation failed.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{open_database, StorageError};
 
@@ -33,6 +38,10 @@ const FIRST_SEQ: u64 = 1;
 /// crash, and redb can reuse the pages freed by the removals.
 pub const REMOVAL_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// After an I/O error, the file is reopened at most this often (each operation in between fails
+/// at once with the error that closed it).
+pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Memory redb may use to cache pages of one queue file. Records are read back oldest
 /// first, long after they were written when there is a backlog, so a large cache buys
 /// little: 8 MiB instead of 32 took the disk run's peak RSS from 111 to 68 MB at the same
@@ -47,8 +56,13 @@ const COMPACT_RATIO: u64 = 4;
 
 /// A durable FIFO of records, one redb file per sink. Records get increasing sequence numbers.
 pub struct DiskQueue {
-    db: Database,
+    /// `None` after an I/O error closed it, until it is reopened.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// The last operation failed with an I/O error: reopen before the next one.
+    broken: AtomicBool,
+    /// When the file was last (re)opened or a reopen was tried, and why it was closed.
+    reopen: Mutex<(Instant, String)>,
     len: AtomicU64,
     bytes: AtomicU64,
     /// Serialises the write transactions with the updates of `len` and `bytes` (so that they never
@@ -66,11 +80,35 @@ struct WriterState {
 impl DiskQueue {
     /// Opens or creates `path` (parent dirs created). Existing records are kept: after a crash,
     /// every appended, not-removed record is there again.
+    ///
+    /// A file that exists but is empty (0 bytes: truncated, or created by hand) is taken as a
+    /// new queue, and an error is logged: whatever records it held are gone.
     pub fn open(path: &Path) -> Result<DiskQueue, StorageError> {
         DiskQueue::open_compacting_from(path, COMPACT_MIN_FILE)
     }
 
     fn open_compacting_from(path: &Path, compact_min_file: u64) -> Result<DiskQueue, StorageError> {
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            tracing::error!(
+                path = %path.display(),
+                "the disk buffer file is empty (0 bytes): it was truncated or replaced, and any events it held are \
+                 lost; starting with an empty queue"
+            );
+        }
+        let (db, len, bytes) = DiskQueue::open_db(path, compact_min_file)?;
+        Ok(DiskQueue {
+            db: RwLock::new(Some(db)),
+            path: path.to_path_buf(),
+            broken: AtomicBool::new(false),
+            reopen: Mutex::new((Instant::now(), String::new())),
+            len: AtomicU64::new(len),
+            bytes: AtomicU64::new(bytes),
+            writer: Mutex::new(WriterState { last_durable: Instant::now(), pending: false }),
+        })
+    }
+
+    /// Opens the file and counts its records and bytes.
+    fn open_db(path: &Path, compact_min_file: u64) -> Result<(Database, u64, u64), StorageError> {
         let mut db = open_database(path, CACHE_BYTES)?;
         let io = |e: &dyn std::fmt::Display| StorageError::io(path, e);
 
@@ -104,13 +142,66 @@ impl DiskQueue {
             }
         }
 
-        Ok(DiskQueue {
-            db,
-            path: path.to_path_buf(),
-            len: AtomicU64::new(len),
-            bytes: AtomicU64::new(bytes),
-            writer: Mutex::new(WriterState { last_durable: Instant::now(), pending: false }),
-        })
+        Ok((db, len, bytes))
+    }
+
+    /// Whether the last operation failed with an I/O error (and the file was not reopened
+    /// successfully since).
+    pub fn failing(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Reopens the file if an I/O error closed it (at most once per [`REOPEN_INTERVAL`]).
+    /// Takes the writer lock: never call it while holding it.
+    fn ensure_open(&self) -> Result<(), StorageError> {
+        if !self.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut writer = self.lock_writer();
+        let mut reopen = self.reopen.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if reopen.0.elapsed() < REOPEN_INTERVAL {
+            return Err(self.io(format!("unavailable since an I/O error ({}); retrying", reopen.1)));
+        }
+        reopen.0 = Instant::now();
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // Close the failed database before opening the file again (it holds the file's lock).
+        drop(slot.take());
+        let (db, len, bytes) = DiskQueue::open_db(&self.path, u64::MAX).inspect_err(|e| {
+            reopen.1 = e.to_string();
+        })?;
+        *slot = Some(db);
+        self.len.store(len, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        // The reopened file is durable as it stands.
+        writer.last_durable = Instant::now();
+        writer.pending = false;
+        self.broken.store(false, Ordering::Release);
+        tracing::warn!(path = %self.path.display(), records = len, "disk buffer reopened after an I/O error");
+        Ok(())
+    }
+
+    /// Runs `f` on the open database; an error of `f` marks the file for reopening.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, StorageError>) -> Result<T, StorageError> {
+        let result = {
+            let slot = self.db.read().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(db) => f(db),
+                None => Err(self.io("closed after an I/O error")),
+            }
+        };
+        if let Err(StorageError::Io { message, .. }) = &result {
+            let mut reopen = self.reopen.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.broken.swap(true, Ordering::AcqRel) {
+                tracing::error!(path = %self.path.display(), error = %message, "disk buffer I/O error; it will be reopened");
+                // `reopen.0` stays the time of the last (re)open: a file that fails again right
+                // after being reopened is not reopened again within REOPEN_INTERVAL.
+                reopen.1 = message.clone();
+            }
+        }
+        result
     }
 
     /// Appends records in one transaction that is durable (fsync'd) when this returns.
@@ -119,27 +210,31 @@ impl DiskQueue {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        self.ensure_open()?;
         let mut writer = self.lock_writer();
-        let txn = self.begin_write()?;
-        let mut seqs = Vec::with_capacity(records.len());
-        let mut added = 0u64;
-        {
-            let mut table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
-            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
-            let mut next = meta.get(NEXT_SEQ).map_err(|e| self.io(e))?.map_or(FIRST_SEQ, |v| v.value());
-            for record in records {
-                table.insert(next, *record).map_err(|e| self.io(e))?;
-                seqs.push(next);
-                added += record.len() as u64;
-                next = next
-                    .checked_add(1)
-                    .ok_or_else(|| self.io("sequence numbers exhausted (u64::MAX records appended)"))?;
+        let (seqs, added) = self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.io(e))?;
+            let mut seqs = Vec::with_capacity(records.len());
+            let mut added = 0u64;
+            {
+                let mut table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
+                let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+                let mut next = meta.get(NEXT_SEQ).map_err(|e| self.io(e))?.map_or(FIRST_SEQ, |v| v.value());
+                for record in records {
+                    table.insert(next, *record).map_err(|e| self.io(e))?;
+                    seqs.push(next);
+                    added += record.len() as u64;
+                    next = next
+                        .checked_add(1)
+                        .ok_or_else(|| self.io("sequence numbers exhausted (u64::MAX records appended)"))?;
+                }
+                meta.insert(NEXT_SEQ, next).map_err(|e| self.io(e))?;
             }
-            meta.insert(NEXT_SEQ, next).map_err(|e| self.io(e))?;
-        }
-        // Immediate durability (redb's default): fsync'd when commit returns, together with any
-        // earlier non-durable removal.
-        txn.commit().map_err(|e| self.io(e))?;
+            // Immediate durability (redb's default): fsync'd when commit returns, together with
+            // any earlier non-durable removal.
+            txn.commit().map_err(|e| self.io(e))?;
+            Ok((seqs, added))
+        })?;
         writer.last_durable = Instant::now();
         writer.pending = false;
         self.len.fetch_add(seqs.len() as u64, Ordering::Relaxed);
@@ -159,17 +254,20 @@ impl DiskQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
-        let mut out = Vec::new();
-        for entry in table.range(start..).map_err(|e| self.io(e))? {
-            let (key, value) = entry.map_err(|e| self.io(e))?;
-            out.push((key.value(), value.value().to_vec()));
-            if out.len() >= max {
-                break;
+        self.ensure_open()?;
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.io(e))?;
+            let table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
+            let mut out = Vec::new();
+            for entry in table.range(start..).map_err(|e| self.io(e))? {
+                let (key, value) = entry.map_err(|e| self.io(e))?;
+                out.push((key.value(), value.value().to_vec()));
+                if out.len() >= max {
+                    break;
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Removes delivered records; sequence numbers not stored are ignored.
@@ -180,24 +278,28 @@ impl DiskQueue {
         if seqs.is_empty() {
             return Ok(());
         }
+        self.ensure_open()?;
         let mut writer = self.lock_writer();
-        let mut txn = self.begin_write()?;
         let durable = writer.last_durable.elapsed() >= REMOVAL_FLUSH_INTERVAL;
-        if !durable {
-            txn.set_durability(Durability::None).map_err(|e| self.io(e))?;
-        }
-        let mut removed = 0u64;
-        let mut freed = 0u64;
-        {
-            let mut table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
-            for &seq in seqs {
-                if let Some(old) = table.remove(seq).map_err(|e| self.io(e))? {
-                    removed += 1;
-                    freed += old.value().len() as u64;
+        let (removed, freed) = self.with_db(|db| {
+            let mut txn = db.begin_write().map_err(|e| self.io(e))?;
+            if !durable {
+                txn.set_durability(Durability::None).map_err(|e| self.io(e))?;
+            }
+            let mut removed = 0u64;
+            let mut freed = 0u64;
+            {
+                let mut table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
+                for &seq in seqs {
+                    if let Some(old) = table.remove(seq).map_err(|e| self.io(e))? {
+                        removed += 1;
+                        freed += old.value().len() as u64;
+                    }
                 }
             }
-        }
-        txn.commit().map_err(|e| self.io(e))?;
+            txn.commit().map_err(|e| self.io(e))?;
+            Ok((removed, freed))
+        })?;
         if durable {
             writer.last_durable = Instant::now();
             writer.pending = false;
@@ -212,13 +314,16 @@ impl DiskQueue {
     /// Makes the removals so far durable (one fsync if there are any that are not yet). Also
     /// done when the queue is dropped.
     pub fn flush(&self) -> Result<(), StorageError> {
+        self.ensure_open()?;
         let mut writer = self.lock_writer();
         if !writer.pending {
             return Ok(());
         }
         // An empty commit with Immediate durability persists the earlier non-durable ones.
-        let txn = self.begin_write()?;
-        txn.commit().map_err(|e| self.io(e))?;
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.io(e))?;
+            txn.commit().map_err(|e| self.io(e))
+        })?;
         writer.last_durable = Instant::now();
         writer.pending = false;
         Ok(())
@@ -249,10 +354,6 @@ impl DiskQueue {
         // A panic while holding the lock leaves no broken invariant behind: redb aborts the
         // transaction, and the state only tells whether a flush is due.
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn begin_write(&self) -> Result<WriteTransaction, StorageError> {
-        self.db.begin_write().map_err(|e| self.io(e))
     }
 
     fn io(&self, error: impl std::fmt::Display) -> StorageError {

@@ -28,4 +28,5 @@ mod signing;
 mod source_http_server;
 mod ssrf;
 mod storage_crash;
+mod storage_faults;
 mod vector_compat;
