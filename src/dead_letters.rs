@@ -37,7 +37,7 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
     data_dir.join("dead-letters.redb")
 }
 
-/// The pipeline's dead-letter store, opened when first needed.
+/// The pipeline's dead-letter store: opened at start by `run`, else when first needed.
 #[derive(Debug)]
 pub struct DeadLetters {
     path: PathBuf,
