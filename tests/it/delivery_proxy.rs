@@ -80,8 +80,15 @@ async fn http_webhooks_go_through_the_proxy_in_absolute_form() {
         let basic = base64::engine::general_purpose::STANDARD.encode("hook:HookPw");
         assert_eq!(request.header_str("authorization"), Some(format!("Basic {basic}")));
     }
-    // The proxy saw absolute-form requests.
+    // The proxy saw absolute-form requests. Its log arrives through a pipe read by a
+    // thread, so it may trail the receiver a little: wait for it (bounded).
     let line = format!("POST http://127.0.0.1:{port}/hook?x=1 HTTP/1.1");
+    for _ in 0..100 {
+        if proxy.requests().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(proxy.requests(), [line.clone(), line], "proxy log:\n{}", proxy.log());
 }
 
