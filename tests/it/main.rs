@@ -24,6 +24,7 @@ mod peer_syslog_ng;
 mod redirects;
 mod reload;
 mod schema;
+mod signals;
 mod signing;
 mod source_http_server;
 mod ssrf;
