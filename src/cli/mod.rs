@@ -16,6 +16,7 @@ use crate::api::ApiState;
 use crate::component::{Preview, SinkContext, StreamSink};
 use crate::config::{self, PipelineConfig, SinkSpec, SourceSpec};
 use crate::dead_letters::DeadLetters;
+use crate::escape::Escaped;
 use crate::event::{sample_event, IncidentEvent};
 use crate::sources::decode::Decoder;
 use crate::topology::{Pipeline, PipelineView};
@@ -145,11 +146,26 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::field::MakeExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEBHOOK_SINK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Text lines as the default formatter writes them (`message name=value …`), with the
+    // control characters of every message and value escaped: they may hold text from
+    // outside (a sender's JSON key in a decode error, a receiver's answer), and a raw
+    // newline would forge a log line, an ESC drive the terminal. JSON lines escape anyway.
+    let escaped_fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => write!(writer, "{}", Escaped(&text)),
+            name => write!(writer, "{name}={}", Escaped(&text)),
+        }
+    })
+    .delimited(" ");
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Text => {
+            builder.fmt_fields(escaped_fields).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
+        }
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
     }
 }

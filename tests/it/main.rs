@@ -14,6 +14,7 @@ mod delivery_target;
 mod delivery_tls;
 mod end_to_end;
 mod fuzz;
+mod hardening_small;
 mod header_url_safety;
 mod layering;
 mod metrics;
