@@ -521,6 +521,11 @@ impl Loader {
             };
             let path = e.path().to_string();
             let message = e.inner().to_string();
+            if unknown > 0 && message.starts_with("missing field") {
+                // Most likely the key misspelt as one of the unknown ones, which were
+                // reported with a suggestion already.
+                return None;
+            }
             let full = if path == "." { key.to_string() } else { format!("{key}.{path}") };
             self.error(full, with_field_hint(&message));
             let removed = unknown_field_name(&message).is_some_and(|field| remove_unknown(&mut value, e.path(), field));
