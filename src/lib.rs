@@ -46,6 +46,7 @@ internal_mod!(
     demo
 );
 pub mod error;
+pub mod escape;
 pub mod event;
 pub mod filter;
 pub mod secret;

@@ -16,9 +16,11 @@
 //!
 //! Shutdown: cancelling the token stops the sources (no new input; requests being read
 //! finish). Once every source has stopped, the sinks' buffers close and each sink
-//! finishes what is in its buffer and in flight. If that takes longer than
-//! `shutdown_timeout`, the sinks are stopped: what a disk buffer holds stays for the next
-//! start, what a memory buffer held is counted in the log as not delivered.
+//! finishes what is in its buffer and in flight. `shutdown_timeout` bounds the whole of
+//! it, counted from the cancellation: a source still finishing requests when it passes
+//! (a stalled client) is stopped, its requests unanswered; sinks still running are
+//! stopped: what a disk buffer holds stays for the next start, what a memory buffer held
+//! is counted in the log as not delivered.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -116,6 +118,8 @@ pub struct Pipeline {
     /// Sinks removed by a reload, finishing their buffers.
     retiring: Vec<(String, Arc<SinkStats>, SinkBuffer, JoinHandle<()>)>,
     shutdown: CancellationToken,
+    /// Cancelled when the shutdown deadline passes: sources still running are dropped.
+    sources_deadline: CancellationToken,
     generation: u64,
 }
 
@@ -165,6 +169,7 @@ impl Pipeline {
             sources: Vec::new(),
             retiring: Vec::new(),
             shutdown,
+            sources_deadline: CancellationToken::new(),
             generation: 0,
         };
         for (name, spec) in &config.sinks {
@@ -336,13 +341,34 @@ impl Pipeline {
             slot.generation = self.generation;
             if let Some(source) = slot.pending.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
                 live.insert((slot.name.clone(), slot.generation));
-                spawn_source(slot.name.clone(), slot.generation, source, done_tx.clone());
+                spawn_source(
+                    slot.name.clone(),
+                    slot.generation,
+                    source,
+                    done_tx.clone(),
+                    self.sources_deadline.clone(),
+                );
             }
         }
+        // Set once shutdown is asked for: it bounds the whole shutdown, sources included.
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let stopping = self.shutdown.clone();
         while !live.is_empty() {
+            let past_deadline = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(done) = done_rx.recv() => {
                     live.remove(&done);
+                }
+                () = stopping.cancelled(), if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + self.config.shutdown_timeout);
+                }
+                () = past_deadline, if !self.sources_deadline.is_cancelled() => {
+                    self.sources_deadline.cancel();
                 }
                 Some(config) = reloads.recv(), if !self.shutdown.is_cancelled() => {
                     match self.apply(config, &done_tx, &mut live).await {
@@ -361,7 +387,7 @@ impl Pipeline {
                 self.listeners.release(&address);
             }
         }
-        self.drain().await
+        self.drain(deadline).await
     }
 
     /// Applies a new config (see the module doc). `Err` says why nothing was changed.
@@ -471,7 +497,8 @@ impl Pipeline {
                     slot.generation = self.generation;
                     if let Some(source) = slot.pending.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
                         live.insert((name.clone(), slot.generation));
-                        spawn_source(name.clone(), slot.generation, source, done_tx.clone());
+                        let deadline = self.sources_deadline.clone();
+                        spawn_source(name.clone(), slot.generation, source, done_tx.clone(), deadline);
                     }
                     if let Some(i) = found {
                         let old = self.sources.remove(i);
@@ -532,8 +559,8 @@ impl Pipeline {
     }
 
     /// Closes every buffer and waits for the sinks to finish, within the shutdown deadline
-    /// once shutdown was asked for.
-    async fn drain(mut self) -> RunReport {
+    /// once shutdown was asked for (`deadline`, when it was asked for while sources ran).
+    async fn drain(mut self, deadline: Option<tokio::time::Instant>) -> RunReport {
         let mut sink_tasks = JoinSet::new();
         // Aborted past the deadline: a sink still running holds its buffer and the dead letters.
         let mut aborts = Vec::new();
@@ -565,7 +592,8 @@ impl Pipeline {
             () = &mut drain => true,
             () = self.shutdown.cancelled() => false,
         };
-        let timed_out = !drained && tokio::time::timeout(self.config.shutdown_timeout, &mut drain).await.is_err();
+        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + self.config.shutdown_timeout);
+        let timed_out = !drained && tokio::time::timeout_at(deadline, &mut drain).await.is_err();
         if timed_out {
             for (name, stats, buffer) in &all {
                 let (held, _) = buffer.usage();
@@ -621,10 +649,23 @@ impl Pipeline {
     }
 }
 
-fn spawn_source(name: String, generation: u64, source: Source, done: mpsc::UnboundedSender<(String, u64)>) {
+/// Runs a source until it ends, or until `deadline` is cancelled (the shutdown deadline
+/// passed while it was still finishing requests: it is dropped, and with it those requests).
+fn spawn_source(
+    name: String,
+    generation: u64,
+    source: Source,
+    done: mpsc::UnboundedSender<(String, u64)>,
+    deadline: CancellationToken,
+) {
     tokio::spawn(async move {
-        if source.await.is_err() {
-            error!(source = %name, "source stopped with an error");
+        tokio::select! {
+            result = source => if result.is_err() {
+                error!(source = %name, "source stopped with an error");
+            },
+            () = deadline.cancelled() => {
+                warn!(source = %name, "shutdown deadline passed; source stopped, requests still in flight dropped");
+            }
         }
         let _ = done.send((name, generation));
     });

@@ -10,15 +10,16 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::ApiState;
 use crate::component::{Preview, SinkContext, StreamSink};
 use crate::config::{self, PipelineConfig, SinkSpec, SourceSpec};
 use crate::dead_letters::DeadLetters;
+use crate::escape::Escaped;
 use crate::event::{sample_event, IncidentEvent};
 use crate::sources::decode::Decoder;
-use crate::topology::Pipeline;
+use crate::topology::{Pipeline, PipelineView};
 
 /// Turns incident events into webhooks.
 #[derive(Debug, Parser)]
@@ -145,11 +146,26 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::field::MakeExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEBHOOK_SINK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Text lines as the default formatter writes them (`message name=value …`), with the
+    // control characters of every message and value escaped: they may hold text from
+    // outside (a sender's JSON key in a decode error, a receiver's answer), and a raw
+    // newline would forge a log line, an ESC drive the terminal. JSON lines escape anyway.
+    let escaped_fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => write!(writer, "{}", Escaped(&text)),
+            name => write!(writer, "{name}={}", Escaped(&text)),
+        }
+    })
+    .delimited(" ");
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Text => {
+            builder.fmt_fields(escaped_fields).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
+        }
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
     }
 }
@@ -200,7 +216,9 @@ async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
     pipeline.open_dead_letters().await.map_err(|e| e.to_string())?;
     api_state.set_pipeline(pipeline.view());
     info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), "webhook-sink started");
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    // What a forced exit (a second SIGINT/SIGTERM) counts as left; kept current across reloads.
+    let current = Arc::new(std::sync::Mutex::new(pipeline.view()));
+    tokio::spawn(stop_on_signals(shutdown.clone(), current.clone()));
     let not_ready = {
         let (api_state, shutdown) = (api_state.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -211,7 +229,12 @@ async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
     let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
     let reloader = tokio::spawn(crate::cli::reload::reload_on_request(path.to_path_buf(), watch, reload_tx));
     let state_for_reload = api_state.clone();
-    let report = pipeline.run_reloading(reloads, move |view| state_for_reload.set_pipeline(view)).await;
+    let report = pipeline
+        .run_reloading(reloads, move |view| {
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = view.clone();
+            state_for_reload.set_pipeline(view);
+        })
+        .await;
     reloader.abort();
     not_ready.abort();
     api_stop.cancel();
@@ -223,22 +246,51 @@ async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
     Ok(if lost == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Cancels `shutdown` on SIGINT or SIGTERM.
-pub async fn stop_on_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on SIGINT or SIGTERM. A second one while shutting down exits the
+/// process at once (status 1), after logging what each sink of `pipeline` still holds.
+pub async fn stop_on_signals(shutdown: CancellationToken, pipeline: Arc<std::sync::Mutex<PipelineView>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+        let Ok(mut int) = signal(SignalKind::interrupt()) else { return };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down (send it again to exit at once)"),
+            _ = term.recv() => info!("SIGTERM: shutting down (send it again to exit at once)"),
         }
+        shutdown.cancel();
+        let signal = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        let view = pipeline.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        force_exit(signal, &view);
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        let view = pipeline.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        force_exit("Ctrl-C", &view);
     }
-    shutdown.cancel();
+}
+
+/// Logs what each sink still holds and ends the process with status 1 (a second signal).
+fn force_exit(signal: &str, view: &PipelineView) -> ! {
+    let mut lost = 0;
+    for (name, stats, buffer) in &view.sinks {
+        let (held, _) = buffer.usage();
+        if buffer.is_disk() {
+            warn!(sink = %name, events = held, "{signal} again: exiting now; events stay in the disk buffer for the next start");
+        } else {
+            let left = stats.pending().max(held as u64);
+            lost += left;
+            error!(sink = %name, events = left, "{signal} again: exiting now; events in the memory buffer not delivered");
+        }
+    }
+    error!(not_delivered = lost, "{signal} again: exited before the shutdown finished");
+    std::process::exit(1)
 }
 
 fn validate(path: &Path) -> Result<ExitCode, String> {

@@ -16,8 +16,19 @@ pub struct InterpolationError {
 
 /// Replaces every `${VAR}` in the string values under `value`; returns every problem.
 pub fn interpolate(value: &mut Value, env: &dyn Fn(&str) -> Option<String>) -> Vec<InterpolationError> {
+    interpolate_recording(value, env, &mut Vec::new())
+}
+
+/// As [`interpolate`], adding to `substituted` the key path and new text of every value
+/// that took something from a variable: such a value may be a secret, and errors about
+/// its key must not quote it.
+pub fn interpolate_recording(
+    value: &mut Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut Vec<(String, String)>,
+) -> Vec<InterpolationError> {
     let mut errors = Vec::new();
-    walk(value, &mut String::new(), env, &mut errors);
+    walk(value, &mut String::new(), env, &mut errors, substituted);
     errors
 }
 
@@ -26,17 +37,23 @@ fn walk(
     path: &mut String,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<InterpolationError>,
+    substituted: &mut Vec<(String, String)>,
 ) {
     let len = path.len();
     match value {
         Value::String(text) if text.contains('$') => match substitute(text, env) {
-            Ok(new) => *text = new,
+            Ok(new) => {
+                if text.contains("${") {
+                    substituted.push((path.clone(), new.clone()));
+                }
+                *text = new;
+            }
             Err(message) => errors.push(InterpolationError { path: path.clone(), message }),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 path.push_str(&format!("[{i}]"));
-                walk(item, path, env, errors);
+                walk(item, path, env, errors, substituted);
                 path.truncate(len);
             }
         }
@@ -46,7 +63,7 @@ fn walk(
                     path.push('.');
                 }
                 path.push_str(&super::printable_key(key));
-                walk(item, path, env, errors);
+                walk(item, path, env, errors, substituted);
                 path.truncate(len);
             }
         }

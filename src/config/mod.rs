@@ -23,7 +23,7 @@ use crate::sources::ValidatedSource;
 use crate::suggest::closest;
 
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use interpolate::{interpolate, substitute, InterpolationError};
+pub use interpolate::{interpolate, interpolate_recording, substitute, InterpolationError};
 pub use schema::pipeline_schema;
 
 /// Seconds the host waits, at shutdown, for requests in flight. Default of `shutdown_timeout_secs`.
@@ -214,8 +214,12 @@ pub fn load_str(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -
         // name an interpolation error at.
         return Err(one(Location::File, "the file must be a table of `sources` and `sinks`".into()));
     }
-    let mut loader = Loader { file: path.to_path_buf(), errors: Vec::new(), warnings: Vec::new() };
-    for e in interpolate(&mut value, env) {
+    let mut loader =
+        Loader { file: path.to_path_buf(), errors: Vec::new(), warnings: Vec::new(), substituted: Vec::new() };
+    let mut substituted = Vec::new();
+    let interpolation_errors = interpolate_recording(&mut value, env, &mut substituted);
+    loader.substituted = substituted;
+    for e in interpolation_errors {
         loader.error(e.path, e.message);
     }
     if !loader.errors.is_empty() {
@@ -280,17 +284,44 @@ struct Loader {
     file: PathBuf,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
+    /// Key paths and texts of the values that came from `${VAR}`s: never quoted.
+    substituted: Vec<(String, String)>,
 }
 
 impl Loader {
     fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let message = self.unquoted(&key, message.into());
         self.errors.push(ConfigError::at_key(&self.file, key, message));
     }
 
     fn warnings(&mut self, prefix: &str, warnings: Vec<FieldError>) {
         for w in prefixed(prefix, warnings) {
-            self.warnings.push(ConfigError::at_key(&self.file, w.field, w.message));
+            let message = self.unquoted(&w.field, w.message);
+            self.warnings.push(ConfigError::at_key(&self.file, w.field, message));
         }
+    }
+
+    /// `message` about `key` without the text of any value under (or above) it that came
+    /// from a `${VAR}` (it may be a secret): serde quotes the value it could not read
+    /// (`invalid type: string "…"`, ``unknown variant `…` ``), and so do some checks.
+    fn unquoted(&self, key: &str, mut message: String) -> String {
+        const HIDDEN: &str = "(a value from ${…}, not shown)";
+        for (path, value) in &self.substituted {
+            let related = |a: &str, b: &str| {
+                a == b || a.strip_prefix(b).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+            };
+            if value.is_empty() || !(related(path, key) || related(key, path)) {
+                continue;
+            }
+            message = message.replace(&format!("{value:?}"), HIDDEN).replace(&format!("`{value}`"), HIDDEN);
+            // A bare value too, unless it is so short that hiding it would only garble
+            // the message (`1`, `no`): such a value is no secret.
+            if value.chars().count() >= 4 {
+                message = message.replace(value.as_str(), HIDDEN);
+            }
+        }
+        message
     }
 
     fn field_errors(&mut self, prefix: &str, errors: Vec<FieldError>) {
@@ -473,15 +504,36 @@ impl Loader {
         validated.map_err(|errors| self.field_errors(key, errors)).ok()
     }
 
-    /// Deserializes a component's table, naming the offending key on error.
+    /// Deserializes a component's table, naming the offending key on error. serde stops
+    /// at the first unknown key (`deny_unknown_fields`); each one is reported, taken out
+    /// and the table read again, so every unknown key is listed and the rest of the table
+    /// is still read, and then validated by the caller (its problems listed too; the
+    /// recorded errors fail the load either way).
     fn typed<T: DeserializeOwned>(&mut self, key: &str, table: Map<String, Value>) -> Option<T> {
-        serde_path_to_error::deserialize(Value::Object(table))
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let full = if path == "." { key.to_string() } else { format!("{key}.{path}") };
-                self.error(full, with_field_hint(&e.inner().to_string()));
-            })
-            .ok()
+        /// More unknown keys than this in one table: the rest go unreported.
+        const MAX_UNKNOWN_KEYS: usize = 32;
+        let mut value = Value::Object(table);
+        let mut unknown = 0;
+        loop {
+            let e = match serde_path_to_error::deserialize(&value) {
+                Ok(typed) => return Some(typed),
+                Err(e) => e,
+            };
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            if unknown > 0 && message.starts_with("missing field") {
+                // Most likely the key misspelt as one of the unknown ones, which were
+                // reported with a suggestion already.
+                return None;
+            }
+            let full = if path == "." { key.to_string() } else { format!("{key}.{path}") };
+            self.error(full, with_field_hint(&message));
+            let removed = unknown_field_name(&message).is_some_and(|field| remove_unknown(&mut value, e.path(), field));
+            unknown += 1;
+            if !removed || unknown >= MAX_UNKNOWN_KEYS {
+                return None;
+            }
+        }
     }
 
     fn check_names(&mut self, sources: &[String], sinks: &[(String, Vec<String>)]) {
@@ -515,6 +567,35 @@ impl Loader {
             }
         }
     }
+}
+
+/// The key named by serde's "unknown field `x`, expected …" message.
+fn unknown_field_name(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split_once('`').map(|(field, _)| field)
+}
+
+/// Removes the unknown key `field` at `path` (the key's own path, or its table's) from
+/// `value`; whether it was there.
+fn remove_unknown(value: &mut Value, path: &serde_path_to_error::Path, field: &str) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let parent = match segments.split_last() {
+        Some((Segment::Map { key }, parent)) if key == field => parent,
+        _ => &segments[..],
+    };
+    let mut at = value;
+    for segment in parent {
+        let next = match (segment, at) {
+            (Segment::Map { key }, Value::Object(map)) => map.get_mut(key),
+            (Segment::Seq { index }, Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    at.as_object_mut().is_some_and(|map| map.remove(field).is_some())
 }
 
 /// Adds "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" messages.

@@ -35,6 +35,9 @@ pub enum AuthConfig {
 /// Checks the `Authorization` header of requests.
 #[derive(Clone)]
 pub struct Authenticator {
+    /// The scheme (`Bearer`, `Basic`), compared case-insensitively (RFC 9110, 11.1).
+    scheme: &'static str,
+    /// What follows the scheme, compared exactly.
     expected: HeaderValue,
     challenge: HeaderValue,
 }
@@ -48,12 +51,12 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// Checks the settings; errors name the field (relative to the source).
     pub fn new(config: &AuthConfig) -> Result<Authenticator, Vec<FieldError>> {
-        let (expected, challenge) = match config {
+        let (scheme, expected, challenge) = match config {
             AuthConfig::Bearer { token } => {
                 if token.expose().is_empty() {
                     return Err(vec![FieldError::new("auth.token", "must not be empty")]);
                 }
-                (format!("Bearer {}", token.expose()), "Bearer")
+                ("Bearer", token.expose().to_string(), "Bearer")
             }
             AuthConfig::Basic { username, password } => {
                 if password.expose().is_empty() {
@@ -61,18 +64,23 @@ impl Authenticator {
                 }
                 let encoded =
                     base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
-                (format!("Basic {encoded}"), "Basic realm=\"webhook-sink\"")
+                ("Basic", encoded, "Basic realm=\"webhook-sink\"")
             }
         };
         let mut expected = HeaderValue::from_str(&expected)
             .map_err(|_| vec![FieldError::new("auth", "the credentials cannot be sent in an HTTP header")])?;
         expected.set_sensitive(true);
-        Ok(Authenticator { expected, challenge: HeaderValue::from_static(challenge) })
+        Ok(Authenticator { scheme, expected, challenge: HeaderValue::from_static(challenge) })
     }
 
-    /// Whether the request carries the expected credentials (compared in constant time).
+    /// Whether the request carries the expected credentials: the scheme in any case
+    /// (`bearer`, `BEARER`), the credentials exactly (compared in constant time).
     pub fn allows(&self, headers: &HeaderMap) -> bool {
-        headers.get(AUTHORIZATION).is_some_and(|given| bool::from(given.as_bytes().ct_eq(self.expected.as_bytes())))
+        let Some(given) = headers.get(AUTHORIZATION) else { return false };
+        let given = given.as_bytes();
+        let Some(space) = given.iter().position(|&b| b == b' ') else { return false };
+        let (scheme, credentials) = (&given[..space], given[space..].trim_ascii_start());
+        scheme.eq_ignore_ascii_case(self.scheme.as_bytes()) && bool::from(credentials.ct_eq(self.expected.as_bytes()))
     }
 
     /// The `WWW-Authenticate` value of a 401 answer.

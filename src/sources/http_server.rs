@@ -21,7 +21,8 @@
 //!
 //! On shutdown the listener is closed at once (new connections are refused), idle
 //! keep-alive connections are closed, and requests in flight get up to
-//! [`SHUTDOWN_GRACE`] to finish.
+//! [`SHUTDOWN_GRACE`] to finish, and no longer than the pipeline's
+//! `shutdown_timeout_secs`: the host drops the source when that deadline passes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,7 +55,9 @@ use crate::event::{AckGroup, Outcome};
 use crate::stats::SourceStats;
 
 /// How long requests in flight may take to finish once shutdown begins; connections
-/// still busy after that are dropped.
+/// still busy after that are dropped. The host stops the source sooner when the
+/// pipeline's `shutdown_timeout_secs` passes first (topology.rs), so it bounds the whole
+/// shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request's headers.

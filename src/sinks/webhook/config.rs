@@ -290,6 +290,7 @@ impl WebhookSinkConfig {
             .map_err(|es| errors.extend(es))
             .ok();
         warnings.extend(self.tls.warnings());
+        warnings.extend(self.retry.warnings().into_iter().map(|(field, message)| FieldError::new(field, message)));
         match (target, filter, body, headers, tls, dial) {
             (Some(target), Some(filter), Some(body), Some(headers), Some(tls), Some(dial)) if errors.is_empty() => {
                 Ok(ValidatedWebhookSink {
@@ -446,6 +447,10 @@ fn reserved_header(name: &HeaderName) -> Option<&'static str> {
             Some("is set by the HTTP client for each request (it frames the message or manages the connection)")
         }
         "webhook-id" => Some("is set by the sink: every delivery carries its own `webhook-id`"),
+        // The URL names the host: a `Host` of its own would send the request to another
+        // virtual host than the one the URL (and the SSRF guard, the TLS name and the
+        // signature's receiver) names, or give the request two `Host`s.
+        "host" => Some("is set by the HTTP client from the URL; put the host in `url`"),
         _ => None,
     }
 }

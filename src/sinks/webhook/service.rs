@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::client::{Body, Connector};
+use crate::escape::escape_control;
 use super::connections::{Connections, Slot};
 
 /// At most this much of an answer's body is read (the rest is dropped with the connection).
@@ -156,11 +157,14 @@ async fn read_excerpt(mut body: Incoming) -> (String, bool) {
     if bytes.is_empty() {
         return (String::new(), complete);
     }
-    // One line: runs of white space (an HTML error page's newlines) become one space.
+    // One line: runs of white space (an HTML error page's newlines) become one space, and
+    // the control characters left (ESC, BEL, NUL, …) are escaped, so the excerpt cannot
+    // drive a terminal or forge a line in logs, dead letters and the CLI's output.
     let text = String::from_utf8_lossy(&bytes);
     let words: Vec<&str> = text.split_whitespace().collect();
     let flat = words.join(" ");
-    let mut excerpt: String = flat.chars().take(EXCERPT_CHARS).collect();
+    let cut: String = flat.chars().take(EXCERPT_CHARS).collect();
+    let mut excerpt = escape_control(&cut);
     if flat.chars().count() > EXCERPT_CHARS {
         excerpt.push('…');
     }

@@ -70,6 +70,24 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// What is allowed but likely a mistake: a first backoff longer than
+    /// `max_elapsed_secs` (a retry whose wait would end later is not started).
+    /// `(field, message)` pairs as [`RetryConfig::validate`] returns.
+    pub fn warnings(&self) -> Vec<(&'static str, String)> {
+        let mut warnings = Vec::new();
+        if self.attempts > 1 && self.initial_backoff_secs > self.max_elapsed_secs {
+            warnings.push((
+                "retry.initial_backoff_secs",
+                format!(
+                    "exceeds `max_elapsed_secs` ({} > {}): a retry starts only when its random wait happens to end \
+                     within `max_elapsed_secs`, so events get fewer retries than `attempts` says",
+                    self.initial_backoff_secs, self.max_elapsed_secs
+                ),
+            ));
+        }
+        warnings
+    }
+
     /// Checks values: `attempts` ≥ 1, every duration finite and ≥ 0,
     /// `initial_backoff_secs` ≤ `max_backoff_secs`, listed statuses in 100..=599 and not
     /// redirects (3xx, which are never retried).
