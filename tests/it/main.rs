@@ -15,6 +15,7 @@ mod delivery_tls;
 mod end_to_end;
 mod fuzz;
 mod header_url_safety;
+mod ingest_limits;
 mod layering;
 mod metrics;
 mod mustache_spec;
