@@ -5,6 +5,13 @@
 //! decides: its copies go to the dead letters while the other sinks take the batch, or
 //! the batch is refused. A batch no sink has room for is always refused
 //! ([`SendError::Full`]), and [`SourceSender::send_within`] waits for room first.
+//!
+//! A batch larger than a sink's whole buffer (`buffer.max_events` or `buffer.max_bytes`)
+//! could never be taken without going over its bounds. [`SourceSender::try_send`] and
+//! [`SourceSender::send_within`] refuse it at once, whole ([`SendError::TooLarge`], which
+//! the `http_server` source answers 413): its sender must split it, since only the sender
+//! can keep a body's whole-or-nothing promise and its acknowledgement. [`SourceSender::send`],
+//! for sources with no one to answer (`stdin`), splits it itself.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -23,6 +30,30 @@ pub enum SendError {
         /// The full sinks.
         sinks: Vec<String>,
     },
+    /// The batch is larger than a sink's whole buffer: it could never be taken, however
+    /// long the sender waits, so nothing of it was; the sender must send smaller batches.
+    #[error(
+        "a batch of {}{events} events ({}{bytes} bytes) is larger than the buffer of sink `{sink}` \
+         (buffer.max_events = {}, buffer.max_bytes = {}) and could never be taken; nothing of it was: \
+         send smaller batches",
+        if *.at_least { "at least " } else { "" },
+        if *.at_least { "at least " } else { "" },
+        .limits.events,
+        .limits.bytes
+    )]
+    TooLarge {
+        /// The first sink whose buffer it exceeds.
+        sink: String,
+        /// Events in the batch (with `at_least`: counted until the batch was found too large).
+        events: usize,
+        /// Their bytes (with `at_least`, likewise).
+        bytes: u64,
+        /// That sink's bounds.
+        limits: Limits,
+        /// Whether the batch was measured only until it passed a bound (a body whose
+        /// decoding stopped there), so holds more than `events` and `bytes`.
+        at_least: bool,
+    },
     /// The pipeline is shutting down.
     #[error("the pipeline is shutting down")]
     Closed,
@@ -38,6 +69,9 @@ pub struct SendReport {
     pub events: usize,
     /// Sinks that were full and dead-lettered their copies instead (`when_full = "dead_letter"`).
     pub dead_lettered: Vec<String>,
+    /// Events [`SourceSender::send`] left out because one alone is larger than a sink's
+    /// `buffer.max_bytes` (each logged); always 0 from the other ways of sending.
+    pub too_large: usize,
 }
 
 /// One sink's input, as a source sees it.
@@ -124,23 +158,110 @@ impl SourceSender {
         )
     }
 
+    /// The largest batch every sink fed now can take: the smallest `max_events` and the
+    /// smallest `max_bytes` of their buffers (`None` with no sink). A larger batch is
+    /// refused ([`SendError::TooLarge`]).
+    pub fn batch_limits(&self) -> Option<Limits> {
+        self.current().iter().map(|o| o.buffer.limits()).reduce(Limits::min)
+    }
+
+    /// [`SendError::TooLarge`] naming the first sink fed now whose buffer a batch of
+    /// `events` events and `bytes` bytes is larger than, if any. `at_least`: the batch was
+    /// measured only until it passed a bound.
+    pub fn too_large(&self, events: usize, bytes: u64, at_least: bool) -> Option<SendError> {
+        Self::too_large_for(&self.current(), events, bytes, at_least)
+    }
+
+    fn too_large_for(outputs: &[SinkInput], events: usize, bytes: u64, at_least: bool) -> Option<SendError> {
+        outputs.iter().find_map(|output| {
+            let limits = output.buffer.limits();
+            (!limits.hold(events, bytes)).then(|| SendError::TooLarge {
+                sink: output.name.clone(),
+                events,
+                bytes,
+                limits,
+                at_least,
+            })
+        })
+    }
+
     /// Sends a batch, waiting for room while every sink is full.
+    ///
+    /// For sources whose batches are not a unit anyone is answered for (`stdin`): a batch
+    /// larger than a sink's buffer goes in parts that fit, in order, each taken whole or
+    /// not at all. An event that alone is larger than a sink's `buffer.max_bytes` can go
+    /// nowhere: it is left out and logged (counted in [`SendReport::too_large`]).
     pub async fn send(
         &self,
         events: Vec<(IncidentEvent, usize)>,
         ack: Option<&AckGroup>,
     ) -> Result<SendReport, SendError> {
-        self.send_within(events, ack, None).await
+        let mut rest = std::collections::VecDeque::from(events);
+        let mut report = SendReport::default();
+        while !rest.is_empty() {
+            // The bounds of now: a reload may change them between parts.
+            let Some(limits) = self.batch_limits() else {
+                return self.try_send(rest.into(), ack).await.map(|sent| report.add(sent));
+            };
+            let mut bytes = 0u64;
+            let mut take = 0;
+            for (_, size) in &rest {
+                let next = bytes.saturating_add(*size as u64);
+                if !limits.hold(take + 1, next) {
+                    break;
+                }
+                (take, bytes) = (take + 1, next);
+            }
+            if take == 0 {
+                // The first event alone is larger than some buffer's max_bytes (max_events
+                // is at least 1).
+                let (event, size) = rest.pop_front().expect("not empty");
+                let reason = self.too_large(1, size as u64, false).map(|e| e.to_string()).unwrap_or_default();
+                tracing::warn!(
+                    event_type = %event.event_type,
+                    id = event.id.as_deref().unwrap_or(""),
+                    bytes = size,
+                    %reason,
+                    "an event larger than a sink's buffer was left out"
+                );
+                report.too_large += 1;
+                continue;
+            }
+            let part: Vec<_> = rest.drain(..take).collect();
+            match self.send_inner(part, ack, None).await {
+                Ok(sent) => report = report.add(sent),
+                // The bounds shrank (a reload) since they were read: split again.
+                Err((SendError::TooLarge { .. }, back)) => {
+                    for event in back.into_iter().rev() {
+                        rest.push_front(event);
+                    }
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+        Ok(report)
     }
 
     /// Sends a batch, waiting at most `max_wait` (`None`: for ever) for room while it
-    /// would be refused; then [`SendError::Full`].
+    /// would be refused; then [`SendError::Full`]. A batch larger than a sink's whole
+    /// buffer is refused at once ([`SendError::TooLarge`]).
     pub async fn send_within(
         &self,
         events: Vec<(IncidentEvent, usize)>,
         ack: Option<&AckGroup>,
         max_wait: Option<std::time::Duration>,
     ) -> Result<SendReport, SendError> {
+        self.send_inner(events, ack, max_wait).await.map_err(|(error, _)| error)
+    }
+
+    /// [`SourceSender::send_within`], handing back the batch when it was refused whole
+    /// (full, too large).
+    async fn send_inner(
+        &self,
+        events: Vec<(IncidentEvent, usize)>,
+        ack: Option<&AckGroup>,
+        max_wait: Option<std::time::Duration>,
+    ) -> Result<SendReport, (SendError, Vec<(IncidentEvent, usize)>)> {
         let deadline = max_wait.map(|wait| tokio::time::Instant::now() + wait);
         let mut events = events;
         loop {
@@ -151,7 +272,11 @@ impl SourceSender {
             // A reload may leave the source with no sink at all: nothing to wait for then.
             let outputs = self.current();
             if outputs.is_empty() {
-                return self.try_send(events, ack).await;
+                return self.try_send_inner(events, ack).await;
+            }
+            // Too large is for good: no room given back will ever make it fit.
+            if let Some(error) = Self::too_large_for(&outputs, count, bytes, false) {
+                return Err((error, events));
             }
             let waits = futures::future::select_all(outputs.iter().map(|o| o.buffer.room_for(count, bytes)));
             match self.try_send_inner(events, ack).await {
@@ -162,18 +287,19 @@ impl SourceSender {
                     let mut until = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
                     if let Some(deadline) = deadline {
                         if tokio::time::Instant::now() >= deadline {
-                            return Err(full);
+                            return Err((full, events));
                         }
                         until = until.min(deadline);
                     }
                     let _ = tokio::time::timeout_at(until, waits).await;
                 }
-                Err((error, _)) => return Err(error),
+                Err(refused) => return Err(refused),
             }
         }
     }
 
-    /// Sends a batch now, or says why not.
+    /// Sends a batch now, or says why not. A batch larger than a sink's whole buffer is
+    /// refused ([`SendError::TooLarge`]).
     pub async fn try_send(
         &self,
         events: Vec<(IncidentEvent, usize)>,
@@ -192,6 +318,9 @@ impl SourceSender {
         let mut reserved = Vec::new();
         let mut full = Vec::new();
         let outputs = self.current();
+        if let Some(error) = Self::too_large_for(&outputs, count, bytes, false) {
+            return Err((error, events));
+        }
         for output in outputs.iter() {
             match output.buffer.try_reserve(count, bytes) {
                 Some(reservation) => reserved.push((output, reservation)),
@@ -230,7 +359,7 @@ impl SourceSender {
         if let Some(stats) = &self.stats {
             stats.events.fetch_add(count as u64, Ordering::Relaxed);
         }
-        let mut report = SendReport { events: count, dead_lettered: Vec::new() };
+        let mut report = SendReport { events: count, ..SendReport::default() };
         for output in full {
             let (held, held_bytes) = output.buffer.usage();
             let reason = format!("buffer full ({held} events, {held_bytes} bytes held)");
@@ -257,6 +386,20 @@ impl SourceSender {
     }
 }
 
+impl SendReport {
+    /// This report and the next part's, together.
+    fn add(mut self, next: SendReport) -> SendReport {
+        self.events += next.events;
+        self.too_large += next.too_large;
+        for sink in next.dead_lettered {
+            if !self.dead_lettered.contains(&sink) {
+                self.dead_lettered.push(sink);
+            }
+        }
+        self
+    }
+}
+
 /// The receiving end of [`event_channel`]: events a source sent, one by one. Taking an
 /// event from it counts as delivering it. As with a channel, dropping it makes the
 /// source's next send fail ([`SendError::Closed`]), and once every sender is dropped,
@@ -268,7 +411,8 @@ pub struct EventReceiver {
 
 /// A source's output straight to the caller, for hosts that consume events themselves
 /// and for tests: room for `max_events` events; a full channel refuses a batch
-/// (`try_send`) or makes the sender wait (`send`).
+/// (`try_send`) or makes the sender wait (`send`). A batch of more than `max_events`
+/// events is refused ([`SendError::TooLarge`], sink `sink0`), or split by `send`.
 pub fn event_channel(max_events: usize) -> (SourceSender, EventReceiver) {
     let limits = Limits { events: max_events, bytes: u64::MAX };
     let buffer = SinkBuffer::Memory(Arc::new(MemoryBuffer::new(limits)));
@@ -340,7 +484,7 @@ mod tests {
         let sender =
             SourceSender::new(vec![input("a", &a, WhenFull::Reject, None), input("b", &b, WhenFull::Reject, None)]);
         let report = sender.try_send(batch(3), None).await.unwrap();
-        assert_eq!(report, SendReport { events: 3, dead_lettered: vec![] });
+        assert_eq!(report, SendReport { events: 3, dead_lettered: vec![], too_large: 0 });
         assert_eq!(a.usage(), (3, 30));
         assert_eq!(b.usage(), (3, 30));
         assert_eq!(SinkStats::get(&sender.current()[0].stats.accepted), 3);
@@ -378,7 +522,7 @@ mod tests {
     async fn a_full_sink_dead_letters_its_copies_while_the_others_take_the_batch() {
         let dir = tempfile::tempdir().unwrap();
         let dead_letters = Arc::new(DeadLetters::new(dir.path()));
-        let (roomy, full) = (buffer(10), buffer(1));
+        let (roomy, full) = (buffer(10), buffer(2));
         let sender = SourceSender::new(vec![
             input("roomy", &roomy, WhenFull::DeadLetter, Some(dead_letters.clone())),
             input("full", &full, WhenFull::DeadLetter, Some(dead_letters.clone())),
@@ -388,7 +532,7 @@ mod tests {
         let mut events = batch(2);
         events[0].0 = sample_event();
         let report = sender.try_send(events, Some(&group)).await.unwrap();
-        assert_eq!(report, SendReport { events: 2, dead_lettered: vec!["full".into()] });
+        assert_eq!(report, SendReport { events: 2, dead_lettered: vec!["full".into()], too_large: 0 });
         assert_eq!(roomy.usage(), (3, 30));
         assert_eq!(full.usage(), (1, 10), "the full sink's buffer is not touched");
         assert_eq!(SinkStats::get(&sender.current()[1].stats.dead_lettered), 2);
@@ -422,11 +566,66 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_oversized_batch_fits_an_empty_buffer() {
+    async fn a_batch_larger_than_a_buffer_is_refused_whole_even_when_it_is_empty() {
+        let (roomy, small) = (buffer(100), buffer(2));
+        let sender = SourceSender::new(vec![
+            input("roomy", &roomy, WhenFull::DeadLetter, None),
+            input("small", &small, WhenFull::DeadLetter, None),
+        ]);
+        assert_eq!(sender.batch_limits(), Some(Limits { events: 2, bytes: u64::MAX }));
+        let error = sender.try_send(batch(5), None).await.unwrap_err();
+        let limits = Limits { events: 2, bytes: u64::MAX };
+        assert_eq!(error, SendError::TooLarge { sink: "small".into(), events: 5, bytes: 50, limits, at_least: false });
+        let message = error.to_string();
+        assert!(message.contains("sink `small`") && message.contains("buffer.max_events = 2"), "{message}");
+        assert_eq!((roomy.usage(), small.usage()), ((0, 0), (0, 0)), "nothing of it was taken anywhere");
+
+        // By bytes as well, and waiting does not help: refused at once.
+        let narrow = SinkBuffer::Memory(Arc::new(MemoryBuffer::new(Limits { events: 100, bytes: 25 })));
+        let sender = SourceSender::new(vec![input("narrow", &narrow, WhenFull::Reject, None)]);
+        let started = tokio::time::Instant::now();
+        let error = sender.send_within(batch(3), None, Some(Duration::from_secs(60))).await.unwrap_err();
+        assert!(matches!(error, SendError::TooLarge { events: 3, bytes: 30, .. }), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(narrow.usage(), (0, 0));
+        // What fits goes in; the bounds hold for every batch.
+        sender.try_send(batch(2), None).await.unwrap();
+        assert_eq!(narrow.usage(), (2, 20));
+    }
+
+    #[tokio::test]
+    async fn send_splits_a_batch_larger_than_a_buffer_into_parts_that_fit() {
         let small = buffer(2);
         let sender = SourceSender::new(vec![input("small", &small, WhenFull::Reject, None)]);
-        sender.try_send(batch(5), None).await.unwrap();
-        assert_eq!(small.usage(), (5, 50));
+        let mut events = batch(5);
+        for (i, (event, _)) in events.iter_mut().enumerate() {
+            event.id = Some(i.to_string());
+        }
+        let sending = {
+            let sender = sender.clone();
+            tokio::spawn(async move { sender.send(events, None).await })
+        };
+        let mut ids = Vec::new();
+        while ids.len() < 5 {
+            let event = tokio::time::timeout(Duration::from_secs(5), small.pop()).await.unwrap().unwrap();
+            assert!(small.usage().0 <= 2, "the buffer never holds more than its bound");
+            ids.push(event.incident.id.clone().unwrap());
+            event.finish(Outcome::Delivered);
+        }
+        assert_eq!(ids, ["0", "1", "2", "3", "4"], "in order");
+        let report = sending.await.unwrap().unwrap();
+        assert_eq!((report.events, report.too_large), (5, 0));
+    }
+
+    #[tokio::test]
+    async fn send_leaves_out_an_event_larger_than_a_buffer_and_sends_the_rest() {
+        let narrow = SinkBuffer::Memory(Arc::new(MemoryBuffer::new(Limits { events: 10, bytes: 25 })));
+        let sender = SourceSender::new(vec![input("narrow", &narrow, WhenFull::Reject, None)]);
+        let mut events = batch(3);
+        events[1].1 = 30;
+        let report = sender.send(events, None).await.unwrap();
+        assert_eq!((report.events, report.too_large), (2, 1));
+        assert_eq!(narrow.usage(), (2, 20), "the first and the third");
     }
 
     #[tokio::test]

@@ -256,8 +256,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_oversized_batch_fits_an_empty_buffer() {
+    async fn a_batch_larger_than_the_buffer_never_fits_not_even_an_empty_one() {
         let buffer = SinkBuffer::Memory(Arc::new(MemoryBuffer::new(Limits { events: 2, bytes: 10 })));
-        assert!(buffer.try_reserve(5, 50).is_some());
+        assert!(buffer.try_reserve(5, 5).is_none(), "more events than the buffer holds");
+        assert!(buffer.try_reserve(1, 50).is_none(), "more bytes than the buffer holds");
+        assert!(buffer.try_reserve(2, 10).is_some(), "the whole buffer");
     }
 }

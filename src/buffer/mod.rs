@@ -1,7 +1,10 @@
 //! Sink buffers: where events wait between a source and a sink.
 //!
 //! Every sink has one, bounded in events and bytes; what a sink holds in flight counts
-//! too, so memory stays bounded whatever the endpoint does. A source first *reserves*
+//! too, so memory stays bounded whatever the endpoint does. The bounds hold for every
+//! batch: one larger than a buffer's `max_events` or `max_bytes` is refused
+//! ([`SendError::TooLarge`]) rather than let into an empty buffer, since it could only fit
+//! by going over them. A source first *reserves*
 //! room in the buffer of every sink it feeds and only then pushes, so a batch is taken by
 //! a sink whole or not at all. A slot is freed when the sink reports the event's outcome
 //! (its finalizer): for a disk buffer that is also when the record is deleted, so a crash
@@ -81,6 +84,19 @@ pub struct Limits {
     pub events: usize,
     /// Most bytes.
     pub bytes: u64,
+}
+
+impl Limits {
+    /// Whether a batch of `events` events and `bytes` bytes fits within them (in an empty
+    /// buffer).
+    pub fn hold(&self, events: usize, bytes: u64) -> bool {
+        events <= self.events && bytes <= self.bytes
+    }
+
+    /// The smaller of each bound.
+    pub fn min(self, other: Limits) -> Limits {
+        Limits { events: self.events.min(other.events), bytes: self.bytes.min(other.bytes) }
+    }
 }
 
 impl BufferConfig {
@@ -261,8 +277,13 @@ struct Used {
 }
 
 impl Used {
+    /// Whether the room is free now. Strict: a batch larger than the whole buffer never
+    /// fits (the sender refuses it first, [`SendError::TooLarge`]), and neither does one
+    /// while the buffer holds more than its bounds (a reload lowered them, or a disk
+    /// buffer reopened with more).
     fn fits(&self, events: usize, bytes: u64) -> bool {
-        self.events == 0 || (self.events + events <= self.limits.events && self.bytes + bytes <= self.limits.bytes)
+        self.events.saturating_add(events) <= self.limits.events
+            && self.bytes.saturating_add(bytes) <= self.limits.bytes
     }
 }
 
@@ -292,8 +313,9 @@ impl Counters {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes room if it fits. A batch larger than the whole buffer fits an empty buffer,
-    /// so an oversized batch is not refused for ever.
+    /// Takes room if it fits within the bounds. A batch larger than the whole buffer never
+    /// does, not even in an empty buffer: senders check [`Limits::hold`] first and refuse
+    /// it (or split it) instead of waiting for ever.
     pub fn try_take(&self, events: usize, bytes: u64) -> bool {
         let mut used = self.lock();
         if used.fits(events, bytes) {

@@ -15,9 +15,38 @@
 //! | 401 (`WWW-Authenticate`) | `auth` is set and the credentials are missing or wrong |
 //! | 404 | a path other than `path` or `/health` |
 //! | 405 (`Allow: POST`) | a method other than POST on `path` |
-//! | 413 | the body is larger than `max_body_bytes` |
+//! | 408 (closes) | the body did not arrive whole within `body_timeout_secs` |
+//! | 413 | the body is larger than `max_body_bytes`, or holds more events (or bytes of them) than a sink's whole buffer takes: its message names the sink and its limit |
 //! | 503 + `Retry-After` | the sinks' buffers stayed full for `full_wait_ms` (nothing of the body was taken), or a disk buffer could not store the events (a full disk), or the pipeline is shutting down |
+//! | 503 + `Retry-After` (closes) | `max_inflight_body_bytes` of bodies are held already, or `max_connections` connections are open |
 //! | 500 / 400 | with `acknowledgements = true`: an event failed / was refused for good |
+//!
+//! # Bounds
+//!
+//! What one sender, or many, can make the source hold is bounded, and each bound is
+//! answered rather than waited out:
+//!
+//! - **Connections**: at most `max_connections` are served (fewer when the open-file
+//!   limit would not allow that many, with a warning). Past it, up to
+//!   [`HEALTH_SLOTS`] more are accepted only to answer `GET /health` (200) and anything
+//!   else with 503 + `Retry-After`, then closed; past those, a connection is closed as
+//!   soon as it is accepted. So a flood of connections never makes `/health` time out.
+//! - **Time**: a request's head must arrive within [`HEADER_READ_TIMEOUT`] (an idle
+//!   keep-alive connection is closed after it too), and its body within
+//!   `body_timeout_secs` of the head, or it is answered 408 and the connection closed.
+//! - **Memory**: request bodies are counted, across every connection, against
+//!   `max_inflight_body_bytes` as they arrive, and once decoded their events are counted
+//!   instead (at their size in memory, several times their JSON for small events), until
+//!   they are in the sinks' buffers. A request that would go over it is not kept: nothing
+//!   of it is taken, the rest of its body is read and thrown away (so that a client that
+//!   reads only once it has sent everything sees the answer), and it is answered 503 +
+//!   `Retry-After`; nothing waits for the budget. Decoding stops
+//!   as soon as a body holds more events than the smallest sink buffer takes (413), so a
+//!   body of many tiny events is never decoded whole for nothing.
+//!
+//! A body is refused whole when it is larger than a sink's whole buffer, never split:
+//! splitting it would break the promise that a body is taken whole or not at all, and
+//! what an acknowledgement answers for.
 //!
 //! On shutdown the listener is closed at once (new connections are refused), idle
 //! keep-alive connections are closed, and requests in flight get up to
@@ -31,9 +60,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -41,17 +70,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::auth::{AuthConfig, Authenticator};
-use super::decode::{Decoder, DecodingConfig};
+use super::decode::{CappedDecodeError, DecodeCap, Decoder, DecodingConfig};
 use super::validated::ValidatedSource;
 use crate::buffer::{SendError, SourceSender};
 use crate::component::{Source, SourceConfig, SourceContext};
 use crate::error::{BuildError, FieldError};
-use crate::event::{AckGroup, Outcome};
+use crate::event::{AckGroup, IncidentEvent, Outcome};
 use crate::stats::SourceStats;
 
 /// How long requests in flight may take to finish once shutdown begins; connections
@@ -60,8 +90,24 @@ use crate::stats::SourceStats;
 /// shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's head; also how long an idle keep-alive
+/// connection is kept.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections accepted beyond `max_connections` only to answer `GET /health` (and
+/// anything else with 503); beyond these, a connection is closed at once.
+pub const HEALTH_SLOTS: usize = 32;
+
+/// How long a connection over `max_connections` may take to send its request's head.
+const OVER_CAP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest read buffer of a connection (hyper's default is about 400 KB): what a
+/// connection can hold beyond the bodies counted against `max_inflight_body_bytes`.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// File descriptors left for everything but the source's connections: a quarter of the
+/// open-file limit (sinks' connections, buffers, the API, logs).
+const OTHER_FILES_SHARE: u64 = 4;
 
 /// The path of the health route, answered whatever `path` is.
 const HEALTH_PATH: &str = "/health";
@@ -73,6 +119,24 @@ fn default_path() -> String {
 fn default_max_body_bytes() -> usize {
     10 * 1024 * 1024
 }
+
+fn default_max_connections() -> usize {
+    512
+}
+
+fn default_body_timeout_secs() -> f64 {
+    30.0
+}
+
+fn default_max_inflight_body_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+
+/// Largest `max_inflight_body_bytes` (1 TiB); also keeps its count in KiB within `u32`.
+const MAX_INFLIGHT_LIMIT: u64 = 1 << 40;
+
+/// Longest `body_timeout_secs` (a day).
+const MAX_BODY_TIMEOUT_SECS: f64 = 86_400.0;
 
 /// `type = "http_server"`: receives incident events over HTTP POST.
 ///
@@ -122,6 +186,26 @@ pub struct HttpServerSourceConfig {
     /// the buffers. `0` answers 503 at once. Default: 5000.
     #[serde(default = "default_full_wait_ms")]
     pub full_wait_ms: u64,
+    /// Most connections served at once. Past it, a few more ([`HEALTH_SLOTS`]) are accepted
+    /// only to answer `GET /health`, and anything else with 503 + `Retry-After`, then
+    /// closed; past those, connections are closed as soon as accepted. Lowered, with a
+    /// warning, when the open-file limit (`ulimit -n`) would not allow that many. At least
+    /// 1. Default: 512.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a request's body may take to arrive, whole, once its head has; a body
+    /// still incomplete then (a stalled or trickling sender) is answered 408 and its
+    /// connection closed. Above 0, at most 86400. Default: 30.
+    #[serde(default = "default_body_timeout_secs")]
+    pub body_timeout_secs: f64,
+    /// Most bytes of request bodies held at once, across every connection: bodies as they
+    /// arrive, then their decoded events (at their size in memory) until they are in the
+    /// sinks' buffers. A request that would go over it is not kept (the rest of its body is
+    /// read and thrown away) and is answered 503 + `Retry-After`; nothing of it is taken.
+    /// At least `max_body_bytes`, at most 1 TiB.
+    /// Default: `134217728` (128 MiB).
+    #[serde(default = "default_max_inflight_body_bytes")]
+    pub max_inflight_body_bytes: u64,
 }
 
 fn default_full_wait_ms() -> u64 {
@@ -144,12 +228,18 @@ impl HttpServerSourceConfig {
             acknowledgements: false,
             retry_after_secs: default_retry_after_secs(),
             full_wait_ms: default_full_wait_ms(),
+            max_connections: default_max_connections(),
+            body_timeout_secs: default_body_timeout_secs(),
+            max_inflight_body_bytes: default_max_inflight_body_bytes(),
         }
     }
 
     /// Checks every field once and builds the parts the running source needs; every
     /// problem is reported: `path` must start with `/` (and hold no `?`, `#` or
-    /// whitespace), `max_body_bytes` must be above 0, and `decoding` and `auth` must build.
+    /// whitespace), `max_body_bytes` and `max_connections` must be above 0,
+    /// `body_timeout_secs` a positive number of seconds (at most a day),
+    /// `max_inflight_body_bytes` at least `max_body_bytes` (and at most 1 TiB), and
+    /// `decoding` and `auth` must build.
     pub fn validate(&self) -> Result<ValidatedHttpServer, Vec<FieldError>> {
         let mut errors = Vec::new();
         if !self.path.starts_with('/') {
@@ -159,6 +249,30 @@ impl HttpServerSourceConfig {
         }
         if self.max_body_bytes == 0 {
             errors.push(FieldError::new("max_body_bytes", "must be above 0"));
+        }
+        if self.max_connections == 0 {
+            errors.push(FieldError::new("max_connections", "must be at least 1"));
+        }
+        let timeout = self.body_timeout_secs;
+        if !(timeout.is_finite() && timeout > 0.0 && timeout <= MAX_BODY_TIMEOUT_SECS) {
+            errors.push(FieldError::new(
+                "body_timeout_secs",
+                format!("must be a number of seconds above 0 and at most {MAX_BODY_TIMEOUT_SECS}, got {timeout}"),
+            ));
+        }
+        if self.max_inflight_body_bytes < self.max_body_bytes as u64 {
+            errors.push(FieldError::new(
+                "max_inflight_body_bytes",
+                format!(
+                    "must be at least max_body_bytes ({}), or a body that large could never be read; got {}",
+                    self.max_body_bytes, self.max_inflight_body_bytes
+                ),
+            ));
+        } else if self.max_inflight_body_bytes > MAX_INFLIGHT_LIMIT {
+            errors.push(FieldError::new(
+                "max_inflight_body_bytes",
+                format!("must be at most {MAX_INFLIGHT_LIMIT} (1 TiB), got {}", self.max_inflight_body_bytes),
+            ));
         }
         let decoder = self.decoding.validate().map_err(|e| errors.extend(e)).ok();
         let auth = self.auth.as_ref().map(Authenticator::new).transpose().map_err(|e| errors.extend(e)).ok();
@@ -203,6 +317,17 @@ impl SourceConfig for ValidatedHttpServer {
             .map_err(|e| BuildError::other(format!("cannot listen on {}: {e}", config.address)))?;
         let local = listener.local_addr().unwrap_or(config.address);
         info!(source = %cx.name, address = %local, path = %config.path, "http_server source listening");
+        let slots = ConnectionSlots::new(config.max_connections, open_file_limit());
+        if slots.connections < config.max_connections {
+            warn!(
+                source = %cx.name,
+                max_connections = config.max_connections,
+                using = slots.connections,
+                open_file_limit = slots.open_file_limit,
+                "http_server: the open-file limit (ulimit -n) leaves room for fewer connections than \
+                 max_connections; raise the limit (LimitNOFILE= under systemd) or lower max_connections"
+            );
+        }
         let state = Arc::new(State {
             name: cx.name,
             path: config.path.clone(),
@@ -212,11 +337,15 @@ impl SourceConfig for ValidatedHttpServer {
             acknowledgements: config.acknowledgements,
             retry_after_secs: config.retry_after_secs,
             full_wait: Duration::from_millis(config.full_wait_ms),
+            body_timeout: Duration::from_secs_f64(config.body_timeout_secs),
+            budget: Budget::new(config.max_inflight_body_bytes),
+            max_connections: slots.connections,
+            refusals: Throttle::default(),
             out: cx.out,
             shutdown: cx.shutdown.clone(),
             stats: cx.stats,
         });
-        Ok(Box::pin(serve(listener, state, cx.shutdown)))
+        Ok(Box::pin(serve(listener, state, slots, cx.shutdown)))
     }
 }
 
@@ -239,6 +368,14 @@ struct State {
     acknowledgements: bool,
     retry_after_secs: u32,
     full_wait: Duration,
+    /// `body_timeout_secs`.
+    body_timeout: Duration,
+    /// `max_inflight_body_bytes`.
+    budget: Budget,
+    /// Connections served at once (`max_connections`, or fewer for the open-file limit).
+    max_connections: usize,
+    /// Warnings about refused connections, at most one every few seconds.
+    refusals: Throttle,
     out: SourceSender,
     /// Cancelled when the pipeline shuts down: a request waiting for room stops waiting.
     shutdown: CancellationToken,
@@ -246,11 +383,146 @@ struct State {
     stats: Arc<SourceStats>,
 }
 
+/// How many connections are served, and how many more only for `/health`.
+#[derive(Debug)]
+struct ConnectionSlots {
+    /// Served in full: `max_connections`, or fewer when the open-file limit is lower.
+    connections: usize,
+    /// Beyond those: `/health` and 503 only.
+    health: usize,
+    /// The soft open-file limit, when known.
+    open_file_limit: Option<u64>,
+}
+
+impl ConnectionSlots {
+    /// A quarter of the open-file limit is left for everything else, then the health slots
+    /// (at most an eighth of it) are set aside; the served connections get the rest.
+    fn new(max_connections: usize, open_file_limit: Option<u64>) -> Self {
+        let (mut connections, mut health) = (max_connections, HEALTH_SLOTS);
+        if let Some(limit) = open_file_limit {
+            health = health.min((limit / 8) as usize).max(1);
+            let room = limit.saturating_sub(limit / OTHER_FILES_SHARE).saturating_sub(health as u64);
+            connections = connections.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1);
+        }
+        ConnectionSlots { connections, health, open_file_limit }
+    }
+}
+
+/// The soft limit on open files, where the system says (Linux's `/proc/self/limits`);
+/// `None` when unknown or unlimited.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    // "Max open files            1024                 524288               files"
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// `max_inflight_body_bytes`, counted in KiB permits of a semaphore that is never waited
+/// on: a request that finds too little free is answered 503 at once, so no request holds
+/// part of the budget while waiting for the rest.
+#[derive(Debug)]
+struct Budget {
+    permits: Arc<Semaphore>,
+    /// All of it, in KiB.
+    total: usize,
+    /// All of it, in bytes (as configured).
+    bytes: u64,
+}
+
+/// The part of the [`Budget`] one request holds; given back when dropped.
+#[derive(Debug, Default)]
+struct Held(Option<OwnedSemaphorePermit>);
+
+impl Budget {
+    fn new(bytes: u64) -> Self {
+        let total = Self::kib(bytes);
+        Budget { permits: Arc::new(Semaphore::new(total)), total, bytes }
+    }
+
+    fn kib(bytes: u64) -> usize {
+        usize::try_from(bytes.div_ceil(1024)).unwrap_or(usize::MAX)
+    }
+
+    /// Makes `held` cover `bytes` (all of the budget at most): takes more if free now, or
+    /// gives back what is beyond. `false` when not that much is free.
+    fn cover(&self, held: &mut Held, bytes: u64) -> bool {
+        let want = Self::kib(bytes).min(self.total);
+        let have = held.0.as_ref().map_or(0, |p| p.num_permits());
+        if want > have {
+            let more = u32::try_from(want - have).expect("the budget is at most 2^30 KiB");
+            let Ok(more) = self.permits.clone().try_acquire_many_owned(more) else { return false };
+            match &mut held.0 {
+                Some(permit) => permit.merge(more),
+                None => held.0 = Some(more),
+            }
+        } else if want < have {
+            if let Some(permit) = &mut held.0 {
+                drop(permit.split(have - want));
+            }
+        }
+        true
+    }
+}
+
+/// Lets a warning through at most once every [`Throttle::EVERY`], counting the ones held
+/// back in between.
+#[derive(Debug, Default)]
+struct Throttle {
+    state: std::sync::Mutex<(Option<tokio::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// `Some(n)` when a warning may go out now, `n` being how many were held back since
+    /// the last one.
+    fn allow(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        match state.0 {
+            Some(last) if now < last + Self::EVERY => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                let held_back = state.1;
+                *state = (Some(now), 0);
+                Some(held_back)
+            }
+        }
+    }
+}
+
+/// Which kind of connection a task serves.
+enum Slot {
+    /// Within `max_connections`: every route.
+    Served,
+    /// Beyond it, in a health slot: `/health`, and 503 for anything else.
+    OverCap,
+}
+
 /// Accepts connections until `shutdown`, then drains them.
-async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) -> Result<(), ()> {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    slots: ConnectionSlots,
+    shutdown: CancellationToken,
+) -> Result<(), ()> {
     let mut connections = JoinSet::new();
     let mut builder = http1::Builder::new();
-    builder.keep_alive(true).timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(READ_BUFFER_BYTES);
+    let mut over_cap_builder = http1::Builder::new();
+    over_cap_builder
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(OVER_CAP_HEADER_TIMEOUT)
+        .max_buf_size(READ_BUFFER_BYTES);
+    let served = Arc::new(Semaphore::new(slots.connections));
+    let health = Arc::new(Semaphore::new(slots.health));
 
     loop {
         tokio::select! {
@@ -260,25 +532,48 @@ async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationT
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let state = Arc::clone(&state);
-                    let service = service_fn(move |req| handle(Arc::clone(&state), peer, req));
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    let shutdown = shutdown.clone();
-                    connections.spawn(async move {
-                        let mut conn = std::pin::pin!(conn);
-                        let result = tokio::select! {
-                            result = conn.as_mut() => result,
-                            _ = shutdown.cancelled() => {
-                                // Finish the request in flight (if any), then close.
-                                conn.as_mut().graceful_shutdown();
-                                conn.await
+                    let (slot, permit) = match served.clone().try_acquire_owned() {
+                        Ok(permit) => (Slot::Served, permit),
+                        Err(_) => match health.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                if let Some(held_back) = state.refusals.allow() {
+                                    warn!(
+                                        source = %state.name, peer = %peer,
+                                        max_connections = state.max_connections, similar_since = held_back,
+                                        "http_server: too many connections; this one only gets /health or 503"
+                                    );
+                                }
+                                (Slot::OverCap, permit)
                             }
-                        };
-                        if let Err(e) = result {
-                            debug!(peer = %peer, error = %e, "http_server connection ended with an error");
+                            Err(_) => {
+                                if let Some(held_back) = state.refusals.allow() {
+                                    warn!(
+                                        source = %state.name, peer = %peer,
+                                        max_connections = state.max_connections, similar_since = held_back,
+                                        "http_server: too many connections, and the health slots are taken; closed"
+                                    );
+                                }
+                                drop(stream);
+                                continue;
+                            }
+                        },
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let io = TokioIo::new(stream);
+                    let state = Arc::clone(&state);
+                    let shutdown = shutdown.clone();
+                    match slot {
+                        Slot::Served => {
+                            let service = service_fn(move |req| handle(Arc::clone(&state), peer, req));
+                            let conn = builder.serve_connection(io, service);
+                            connections.spawn(drive(conn, peer, shutdown, permit));
                         }
-                    });
+                        Slot::OverCap => {
+                            let service = service_fn(move |req| over_cap(Arc::clone(&state), req));
+                            let conn = over_cap_builder.serve_connection(io, service);
+                            connections.spawn(drive(conn, peer, shutdown, permit));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Mostly out of file descriptors or a connection reset before it was
@@ -310,7 +605,47 @@ async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationT
     Ok(())
 }
 
+/// Serves one connection until it ends, or until shutdown lets its request in flight
+/// finish; its slot (`permit`) is given back when it ends.
+async fn drive<S>(
+    conn: http1::Connection<TokioIo<tokio::net::TcpStream>, S>,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            // Finish the request in flight (if any), then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(peer = %peer, error = %e, "http_server connection ended with an error");
+    }
+    drop(permit);
+}
+
 type HttpResponse = Response<Full<Bytes>>;
+
+/// A connection over `max_connections`: `GET /health` is answered, anything else 503
+/// with `Retry-After`; the connection is closed after one answer.
+async fn over_cap(state: Arc<State>, req: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+    let response = if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
+        health(&state)
+    } else {
+        let message =
+            format!("too many connections: {} are open (max_connections); retry later", state.max_connections);
+        closing(busy(&state, message))
+    };
+    state.stats.requests.answer(response.status().as_u16());
+    Ok(response)
+}
 
 /// Routes one request. Never fails: every problem is an HTTP answer.
 async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Result<HttpResponse, Infallible> {
@@ -363,26 +698,75 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
         warn!(source = %state.name, peer = %peer, reason = %reason, "http_server rejected a body");
         return error(StatusCode::PAYLOAD_TOO_LARGE, reason);
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            let reason = format!("body is larger than the limit of {limit} bytes");
-            warn!(source = %state.name, peer = %peer, reason = %reason, "http_server rejected a body");
-            return error(StatusCode::PAYLOAD_TOO_LARGE, reason);
-        }
-        Err(e) => {
-            let reason = format!("could not read the body: {e}");
-            warn!(source = %state.name, peer = %peer, reason = %reason, "http_server rejected a body");
-            return error(StatusCode::BAD_REQUEST, reason);
+    // The part of max_inflight_body_bytes this request holds, until its events are in the
+    // buffers (or it is answered).
+    let mut held = Held::default();
+    let deadline = tokio::time::Instant::now() + state.body_timeout;
+    let mut incoming = req.into_body();
+    let body = match read_body(state, &mut incoming, &mut held, deadline).await {
+        Ok(body) => body,
+        Err(refused) => {
+            if let BodyError::Busy { received } = refused {
+                // Most clients read the answer only once they have sent the whole body:
+                // closing on them now would show them a broken connection, not the 503
+                // and its Retry-After. The rest is read and thrown away, which holds no
+                // memory, within the body's time and size limits.
+                drop(held);
+                discard(&mut incoming, deadline, state.max_body_bytes.saturating_sub(received)).await;
+            }
+            let (status, reason) = match refused {
+                BodyError::TooLarge => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than the limit of {limit} bytes"))
+                }
+                BodyError::TimedOut { received } => (
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive whole within body_timeout_secs ({} s; {received} bytes came); \
+                         nothing of it was taken",
+                        state.body_timeout.as_secs_f64()
+                    ),
+                ),
+                BodyError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, in_flight_message(state)),
+                BodyError::Read(e) => (StatusCode::BAD_REQUEST, format!("could not read the body: {e}")),
+            };
+            warn!(source = %state.name, peer = %peer, status = status.as_u16(), reason = %reason, "http_server rejected a body");
+            let response = match status {
+                StatusCode::SERVICE_UNAVAILABLE => busy(state, reason),
+                _ => error(status, reason),
+            };
+            // The rest of the body is not read: the connection cannot carry another request.
+            return closing(response);
         }
     };
-    let events = match state.decoder.decode_sized(&body) {
+    // Decoding stops once the body holds more than the smallest sink buffer takes.
+    let cap = state
+        .out
+        .batch_limits()
+        .map_or(DecodeCap::NONE, |limits| DecodeCap { events: limits.events, bytes: limits.bytes });
+    let events = match state.decoder.decode_sized_within(&body, cap) {
         Ok(events) => events,
-        Err(e) => {
+        Err(CappedDecodeError::Invalid(e)) => {
             warn!(source = %state.name, peer = %peer, reason = %e, "http_server rejected a body");
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
+        Err(CappedDecodeError::OverCap { events, bytes }) => {
+            let reason = match state.out.too_large(events, bytes, true) {
+                Some(too_large) => too_large.to_string(),
+                // A reload raised the bounds in between: the sender may try again.
+                None => format!("the body holds more than {} events or {} bytes of them", cap.events, cap.bytes),
+            };
+            warn!(source = %state.name, peer = %peer, reason = %reason, "http_server refused a body");
+            return error(StatusCode::PAYLOAD_TOO_LARGE, reason);
+        }
     };
+    drop(body);
+    // From here the events, not the body, are what the request holds.
+    if !state.budget.cover(&mut held, decoded_bytes(&events)) {
+        drop(events);
+        let reason = in_flight_message(state);
+        warn!(source = %state.name, peer = %peer, reason = %reason, "http_server refused a body");
+        return busy(state, reason);
+    }
     let count = events.len();
     let ack = state.acknowledgements.then(AckGroup::new);
     // Waiting for room ends at shutdown: the sender is better told at once to retry later.
@@ -391,10 +775,15 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
         sent = state.out.send_within(events, ack.as_ref(), Some(state.full_wait)) => sent,
         () = state.shutdown.cancelled() => Err(SendError::Closed),
     };
+    // The events are in the buffers, which bound them, or gone.
+    drop(held);
     let report = match sent {
         Ok(report) => report,
         Err(e) => {
             warn!(source = %state.name, peer = %peer, reason = %e, "http_server refused a body");
+            if let SendError::TooLarge { .. } = e {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+            }
             // A storage error names files of the server: the client is told no more than what
             // failed (the log has the rest).
             let message = match &e {
@@ -437,6 +826,101 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
         });
     }
     json_response(status, &answer)
+}
+
+/// Why a body was not read whole.
+#[derive(Debug)]
+enum BodyError {
+    /// Larger than `max_body_bytes`.
+    TooLarge,
+    /// Not whole within `body_timeout_secs`.
+    TimedOut {
+        /// Bytes that had come.
+        received: usize,
+    },
+    /// `max_inflight_body_bytes` are held already.
+    Busy {
+        /// Bytes that had come (and were let go).
+        received: usize,
+    },
+    /// The connection failed, or the body was malformed (chunked encoding).
+    Read(hyper::Error),
+}
+
+/// Reads a body whole by `deadline`, counting it against the in-flight budget (`held`)
+/// as it arrives.
+async fn read_body(
+    state: &State,
+    body: &mut Incoming,
+    held: &mut Held,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, BodyError> {
+    // Grown as the bytes come (a declared length is not trusted to reserve memory), so
+    // what is held is what was received; a large vector grows in place (mremap).
+    let mut data: Vec<u8> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::TimedOut { received: data.len() }),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(BodyError::Read(e)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Trailers carry nothing for us.
+        let Ok(chunk) = frame.into_data() else { continue };
+        let total = data.len() + chunk.len();
+        if total > state.max_body_bytes {
+            return Err(BodyError::TooLarge);
+        }
+        if !state.budget.cover(held, total as u64) {
+            return Err(BodyError::Busy { received: total });
+        }
+        if data.is_empty() && body.is_end_stream() {
+            // The whole body in one piece (the common case): no copy.
+            return Ok(chunk);
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(data))
+}
+
+/// Reads and throws away the rest of a body: until it ends, `deadline`, or `most` more
+/// bytes, whichever comes first.
+async fn discard(body: &mut Incoming, deadline: tokio::time::Instant, most: usize) {
+    let mut left = most;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+        if let Some(chunk) = frame.data_ref() {
+            let Some(rest) = left.checked_sub(chunk.len()) else { return };
+            left = rest;
+        }
+    }
+}
+
+/// What decoded events take in memory, about: each event's typed form plus the text of
+/// its fields (about its JSON size). For small events that is many times the body.
+fn decoded_bytes(events: &[(IncidentEvent, usize)]) -> u64 {
+    let each = std::mem::size_of::<(IncidentEvent, usize)>() as u64;
+    events.iter().map(|(_, size)| *size as u64 + each).sum()
+}
+
+fn in_flight_message(state: &State) -> String {
+    format!(
+        "too many request bodies in flight (max_inflight_body_bytes = {}); nothing of this one was taken: retry later",
+        state.budget.bytes
+    )
+}
+
+/// 503 with `Retry-After`: too much going on now.
+fn busy(state: &State, message: String) -> HttpResponse {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(state.retry_after_secs));
+    response
+}
+
+/// The response, closing its connection once sent (what is left of the request is not
+/// read).
+fn closing(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// `GET /health`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded", …}` while the
@@ -504,6 +988,88 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().len(), 1);
         config.path = "/events/in".into();
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_bounds_have_defaults_and_are_checked() {
+        let config = parse(r#"address = "127.0.0.1:8687""#).unwrap();
+        assert_eq!(config.max_connections, 512);
+        assert_eq!(config.body_timeout_secs, 30.0);
+        assert_eq!(config.max_inflight_body_bytes, 128 << 20);
+        let config = parse(
+            "address = \"127.0.0.1:1\"\nmax_connections = 8\nbody_timeout_secs = 2.5\nmax_inflight_body_bytes = 20000000",
+        )
+        .unwrap();
+        assert_eq!((config.max_connections, config.body_timeout_secs), (8, 2.5));
+        assert!(config.validate().is_ok());
+
+        let mut config = HttpServerSourceConfig::new("127.0.0.1:1".parse().unwrap());
+        config.max_connections = 0;
+        config.body_timeout_secs = 0.0;
+        config.max_inflight_body_bytes = 1000;
+        let errors = config.validate().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["max_connections", "body_timeout_secs", "max_inflight_body_bytes"]);
+        assert!(errors[2].message.contains("at least max_body_bytes (10485760)"), "{}", errors[2]);
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 86_401.0] {
+            config = HttpServerSourceConfig::new("127.0.0.1:1".parse().unwrap());
+            config.body_timeout_secs = bad;
+            assert_eq!(config.validate().unwrap_err()[0].field, "body_timeout_secs", "{bad}");
+        }
+        config = HttpServerSourceConfig::new("127.0.0.1:1".parse().unwrap());
+        config.max_inflight_body_bytes = (1 << 40) + 1;
+        assert!(config.validate().unwrap_err()[0].message.contains("at most"));
+    }
+
+    #[test]
+    fn the_open_file_limit_bounds_the_connections() {
+        let slots = |max, limit| {
+            let s = ConnectionSlots::new(max, limit);
+            (s.connections, s.health)
+        };
+        assert_eq!(slots(512, None), (512, HEALTH_SLOTS));
+        assert_eq!(slots(512, Some(1_048_576)), (512, HEALTH_SLOTS));
+        // A quarter of the files for the rest of the process, then the health slots.
+        assert_eq!(slots(512, Some(1024)), (512, 32));
+        assert_eq!(slots(512, Some(256)), (160, 32));
+        assert_eq!(slots(512, Some(128)), (80, 16));
+        assert_eq!(slots(512, Some(8)), (5, 1));
+        assert_eq!(slots(512, Some(0)), (1, 1));
+        assert_eq!(slots(10, Some(128)), (10, 16));
+        // Where the system says (Linux), the limit is read.
+        if std::path::Path::new("/proc/self/limits").exists() {
+            assert!(open_file_limit().is_some_and(|n| n > 0));
+        }
+    }
+
+    #[test]
+    fn the_budget_covers_what_a_request_holds_and_never_waits() {
+        let budget = Budget::new(10 * 1024);
+        let (mut a, mut b) = (Held::default(), Held::default());
+        assert!(budget.cover(&mut a, 6000));
+        assert_eq!(budget.permits.available_permits(), 4, "6000 bytes take 6 KiB");
+        assert!(!budget.cover(&mut b, 5 * 1024), "only 4 KiB free");
+        assert!(budget.cover(&mut b, 4 * 1024));
+        assert_eq!(budget.permits.available_permits(), 0);
+        // Shrinking gives back; growing takes.
+        assert!(budget.cover(&mut a, 1024));
+        assert_eq!(budget.permits.available_permits(), 5);
+        // More than the whole budget takes the whole budget (once it is all free).
+        drop(b);
+        assert!(budget.cover(&mut a, 1 << 30));
+        assert_eq!(budget.permits.available_permits(), 0);
+        drop(a);
+        assert_eq!(budget.permits.available_permits(), 10);
+    }
+
+    #[test]
+    fn warnings_are_throttled() {
+        let throttle = Throttle::default();
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.allow(), None);
+        *throttle.state.lock().unwrap() = (Some(tokio::time::Instant::now() - Throttle::EVERY), 2);
+        assert_eq!(throttle.allow(), Some(2), "the ones held back are counted");
     }
 
     fn context() -> SourceContext {

@@ -16,6 +16,7 @@ mod end_to_end;
 mod fuzz;
 mod hardening_small;
 mod header_url_safety;
+mod ingest_limits;
 mod layering;
 mod metrics;
 mod mustache_spec;

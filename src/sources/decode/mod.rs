@@ -146,12 +146,34 @@ impl Decoder {
     /// As [`Decoder::decode`], with each event's share of the bytes it came in (a value
     /// that yields several events splits its size between them), for buffer limits.
     pub fn decode_sized(&self, body: &[u8]) -> Result<Vec<(IncidentEvent, usize)>, DecodeError> {
+        match self.decode_sized_within(body, DecodeCap::NONE) {
+            Ok(events) => Ok(events),
+            Err(CappedDecodeError::Invalid(e)) => Err(e),
+            // Neither the count nor the sizes of a body's events can pass `usize::MAX`.
+            Err(CappedDecodeError::OverCap { .. }) => unreachable!("an uncapped decode passed its cap"),
+        }
+    }
+
+    /// As [`Decoder::decode_sized`], stopping as soon as the events decoded so far pass
+    /// `cap` (more events, or more bytes of them, than it allows): a body of many small
+    /// events takes several times its size in memory once decoded, so decoding what could
+    /// never be taken is not finished. A bad value met before the cap is passed is
+    /// reported as such; the values after that point are not decoded (and so not checked,
+    /// beyond being well-formed JSON when the body is a JSON array).
+    pub fn decode_sized_within(
+        &self,
+        body: &[u8],
+        cap: DecodeCap,
+    ) -> Result<Vec<(IncidentEvent, usize)>, CappedDecodeError> {
         if let CodecImpl::Incident = self.codec {
-            if let Some(events) = self.decode_incident_stream(body) {
-                return Ok(events);
+            match self.decode_incident_stream(body, cap) {
+                Stream::Done(events) => return Ok(events),
+                Stream::OverCap(over) => return Err(over),
+                Stream::Other => {}
             }
         }
         let mut events = Vec::new();
+        let mut bytes = 0u64;
         for (i, framed) in framing::frame(body, self.max_depth)?.into_iter().enumerate() {
             let text = framed.raw.get();
             let decoded = self.decode_value(text).map_err(|e| {
@@ -159,7 +181,11 @@ impl Decoder {
                 e.within(i + 1, line, column)
             })?;
             let share = text.len() / decoded.len().max(1);
+            bytes += (share * decoded.len()) as u64;
             events.extend(decoded.into_iter().map(|event| (event, share)));
+            if cap.passed(events.len(), bytes) {
+                return Err(CappedDecodeError::OverCap { events: events.len(), bytes });
+            }
         }
         Ok(events)
     }
@@ -169,32 +195,43 @@ impl Decoder {
     /// array, any error): the framed path then decodes it, or finds and explains what is
     /// wrong. Framing first and decoding each value after reads every byte twice, which
     /// was a third of the cost of taking a batch in.
-    fn decode_incident_stream(&self, body: &[u8]) -> Option<Vec<(IncidentEvent, usize)>> {
-        let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    ///
+    /// Stops with [`Stream::OverCap`] once the events read pass `cap`.
+    fn decode_incident_stream(&self, body: &[u8], cap: DecodeCap) -> Stream {
+        let Some(start) = body.iter().position(|b| !b.is_ascii_whitespace()) else { return Stream::Other };
         if body[start] == b'[' || framing::check_depth(body, self.max_depth).is_err() {
-            return None;
+            return Stream::Other;
         }
         // Checked as UTF-8 once, whole: parsing from a `str` then skips the check string by
         // string, which costs more for an event's many short strings. A body that is not
         // UTF-8 goes to the framed path, which says where.
-        let text = std::str::from_utf8(body).ok()?;
+        let Ok(text) = std::str::from_utf8(body) else { return Stream::Other };
         let mut stream = serde_json::Deserializer::from_str(text).into_iter::<IncidentEvent>();
         let mut events = Vec::new();
         let mut end = 0;
+        let mut bytes = 0u64;
         while let Some(next) = stream.next() {
-            let event = next.ok()?;
+            let Ok(event) = next else { return Stream::Other };
             // The value's own bytes, without the white space before it (as framing counts).
             let value_start = end + body[end..].iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
             end = stream.byte_offset();
             if events.is_empty() {
                 // Room for as many events as the first one's size suggests: the vector is
                 // sized about once instead of growing (and moving every event again) eight
-                // times for a batch of 200.
-                events.reserve(body.len() / (end - value_start).max(1));
+                // times for a batch of 200. Never more than the cap lets through.
+                events.reserve((body.len() / (end - value_start).max(1)).min(cap.events.saturating_add(1)));
             }
             events.push((event, end - value_start));
+            bytes += (end - value_start) as u64;
+            if cap.passed(events.len(), bytes) {
+                return Stream::OverCap(CappedDecodeError::OverCap { events: events.len(), bytes });
+            }
         }
-        (!events.is_empty()).then_some(events)
+        if events.is_empty() {
+            Stream::Other
+        } else {
+            Stream::Done(events)
+        }
     }
 
     fn decode_value(&self, text: &str) -> Result<Vec<IncidentEvent>, DecodeError> {
@@ -204,6 +241,50 @@ impl Decoder {
             CodecImpl::Mapped(decoder) => decoder.decode(text).map(|event| vec![event]),
         }
     }
+}
+
+/// What the single pass made of a body.
+enum Stream {
+    /// Every event of it.
+    Done(Vec<(IncidentEvent, usize)>),
+    /// It passed the cap.
+    OverCap(CappedDecodeError),
+    /// Not for the single pass (an array, an error): the framed path decides.
+    Other,
+}
+
+/// The most a body may decode to: see [`Decoder::decode_sized_within`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeCap {
+    /// Most events.
+    pub events: usize,
+    /// Most bytes of events (their shares of the body, as [`Decoder::decode_sized`] counts).
+    pub bytes: u64,
+}
+
+impl DecodeCap {
+    /// No cap.
+    pub const NONE: DecodeCap = DecodeCap { events: usize::MAX, bytes: u64::MAX };
+
+    fn passed(&self, events: usize, bytes: u64) -> bool {
+        events > self.events || bytes > self.bytes
+    }
+}
+
+/// Why [`Decoder::decode_sized_within`] gave no events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CappedDecodeError {
+    /// The body did not decode.
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+    /// It holds more than the cap allows; decoding stopped there.
+    #[error("more than the cap: {events} events ({bytes} bytes) decoded when decoding stopped")]
+    OverCap {
+        /// Events decoded when decoding stopped (the body holds at least as many).
+        events: usize,
+        /// Their bytes.
+        bytes: u64,
+    },
 }
 
 /// Decodes a body of incident events with the default settings.
@@ -241,7 +322,11 @@ mod tests {
         ];
         let decoder = Decoder::default();
         for body in bodies {
-            let fast = decoder.decode_incident_stream(body);
+            let fast = match decoder.decode_incident_stream(body, DecodeCap::NONE) {
+                Stream::Done(events) => Some(events),
+                Stream::Other => None,
+                Stream::OverCap(e) => panic!("no cap, yet {e}"),
+            };
             let slow: Result<Vec<_>, _> = framing::frame(body, DEFAULT_MAX_DEPTH).and_then(|values| {
                 values.iter().map(|v| decode_incident(v.raw.get()).map(|e| (e, v.raw.get().len()))).collect()
             });
@@ -282,6 +367,39 @@ mod tests {
         let not_object = b"[\"hello\"]";
         assert_eq!(decode_body(not_object).unwrap_err().event, Some(1));
         assert!(decode_body(b"  \n").is_err());
+    }
+
+    #[test]
+    fn decoding_stops_once_the_cap_is_passed() {
+        let decoder = Decoder::default();
+        let line = "{\"eventType\":\"alert-created\"}\n";
+        let ndjson = line.repeat(10);
+        let array = format!("[{}]", ndjson.trim_end().replace('\n', ","));
+        let cap = |events, bytes| DecodeCap { events, bytes };
+        for body in [ndjson.as_bytes(), array.as_bytes()] {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(decoder.decode_sized_within(body, cap(10, 290)).unwrap().len(), 10, "{text}");
+            let over = decoder.decode_sized_within(body, cap(3, u64::MAX)).unwrap_err();
+            assert_eq!(over, CappedDecodeError::OverCap { events: 4, bytes: 116 }, "{text}");
+            let over = decoder.decode_sized_within(body, cap(100, 100)).unwrap_err();
+            assert_eq!(over, CappedDecodeError::OverCap { events: 4, bytes: 116 }, "{text}");
+        }
+        // A bad value before the cap is passed is reported; one after it is not reached.
+        let bad_first = format!("{{\"id\":\"x\"}}\n{}", line.repeat(5));
+        let err = decoder.decode_sized_within(bad_first.as_bytes(), cap(3, u64::MAX)).unwrap_err();
+        assert!(matches!(err, CappedDecodeError::Invalid(ref e) if e.event == Some(1)), "{err:?}");
+        let bad_last = format!("{}{{\"id\":\"x\"}}\n", line.repeat(5));
+        let err = decoder.decode_sized_within(bad_last.as_bytes(), cap(3, u64::MAX)).unwrap_err();
+        assert!(matches!(err, CappedDecodeError::OverCap { events: 4, .. }), "{err:?}");
+        // Alertmanager: one value, several events; the cap counts the events.
+        let alertmanager = DecodingConfig { codec: Codec::Alertmanager, ..Default::default() }.validate().unwrap();
+        let alert = r#"{"status":"firing","labels":{"alertname":"A"},"annotations":{},"startsAt":"2024-01-01T00:00:00Z","fingerprint":"f1"}"#;
+        let payload = format!(
+            r#"{{"version":"4","status":"firing","receiver":"r","groupKey":"g","alerts":[{alert},{alert},{alert}]}}"#
+        );
+        assert_eq!(alertmanager.decode_sized_within(payload.as_bytes(), cap(3, u64::MAX)).unwrap().len(), 3);
+        let err = alertmanager.decode_sized_within(payload.as_bytes(), cap(2, u64::MAX)).unwrap_err();
+        assert!(matches!(err, CappedDecodeError::OverCap { events: 3, .. }), "{err:?}");
     }
 
     #[test]
