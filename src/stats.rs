@@ -22,15 +22,19 @@ pub enum DeadLetterReason {
     Render,
     /// The sink's buffer was full (`buffer.when_full = "dead_letter"`).
     BufferFull,
+    /// The sink's disk buffer could not store the events (a full disk;
+    /// `buffer.when_full = "dead_letter"`).
+    Storage,
 }
 
 impl DeadLetterReason {
     /// Every reason, in label order.
-    pub const ALL: [DeadLetterReason; 4] = [
+    pub const ALL: [DeadLetterReason; 5] = [
         DeadLetterReason::Status,
         DeadLetterReason::RetriesExhausted,
         DeadLetterReason::Render,
         DeadLetterReason::BufferFull,
+        DeadLetterReason::Storage,
     ];
 
     /// The label value.
@@ -40,6 +44,7 @@ impl DeadLetterReason {
             DeadLetterReason::RetriesExhausted => "retries_exhausted",
             DeadLetterReason::Render => "render",
             DeadLetterReason::BufferFull => "buffer_full",
+            DeadLetterReason::Storage => "storage",
         }
     }
 }
@@ -133,7 +138,7 @@ pub struct SinkStats {
     /// Attempts that were retried.
     pub retries: AtomicU64,
     /// Dead letters stored, by reason (indexed like [`DeadLetterReason::ALL`]).
-    pub dead_lettered_by: [AtomicU64; 4],
+    pub dead_lettered_by: [AtomicU64; 5],
     /// Answers of the endpoint by status, and attempts with no answer.
     pub responses: StatusCounts,
     /// Seconds from entering the sink's buffer to the final answer (delivered or given up).

@@ -72,6 +72,9 @@ pub struct SendReport {
     /// Events [`SourceSender::send`] left out because one alone is larger than a sink's
     /// `buffer.max_bytes` (each logged); always 0 from the other ways of sending.
     pub too_large: usize,
+    /// Sinks whose disk buffer could not store the batch and that dead-lettered their
+    /// copies instead (`when_full = "dead_letter"`): their storage is failing.
+    pub storage_failed: Vec<String>,
 }
 
 /// One sink's input, as a source sees it.
@@ -347,40 +350,60 @@ impl SourceSender {
                 })
                 .collect()
         };
+        // Disk buffers first: a disk write is the push that can fail, and a batch refused
+        // then must not already sit in a memory buffer (the sender sends it again).
+        let mut reserved = reserved;
+        reserved.sort_by_key(|(output, _)| !output.buffer.is_disk());
+        // A disk buffer that cannot store the batch (a full disk) counts as full for it:
+        // its `when_full` decides. With `dead_letter` its copies go to the dead letters and
+        // the sinks beside it take the batch; with `reject` the batch is refused.
+        let mut storage_failed: Vec<(&SinkInput, String)> = Vec::new();
         for (output, reservation) in reserved {
             match output.buffer.push(reservation, copies(&events)).await {
                 Ok(()) => {
                     output.stats.accepted.fetch_add(count as u64, Ordering::Relaxed);
                 }
                 Err(BufferError::Closed) => return Err((SendError::Closed, Vec::new())),
-                Err(BufferError::Storage(e)) => return Err((SendError::Storage(e.to_string()), Vec::new())),
+                Err(BufferError::Storage(e)) if refuses(&output) => {
+                    return Err((SendError::Storage(e.to_string()), Vec::new()))
+                }
+                Err(BufferError::Storage(e)) => {
+                    tracing::error!(sink = %output.name, error = %e, events = count, "disk buffer cannot store the batch; its copies go to the dead letters, the other sinks take it");
+                    storage_failed.push((output, format!("the disk buffer could not store it: {e}")));
+                }
             }
         }
         if let Some(stats) = &self.stats {
             stats.events.fetch_add(count as u64, Ordering::Relaxed);
         }
         let mut report = SendReport { events: count, ..SendReport::default() };
-        for output in full {
+        let full = full.into_iter().map(|output| {
             let (held, held_bytes) = output.buffer.usage();
-            let reason = format!("buffer full ({held} events, {held_bytes} bytes held)");
+            (output, format!("buffer full ({held} events, {held_bytes} bytes held)"), DeadLetterReason::BufferFull)
+        });
+        let failed = storage_failed.into_iter().map(|(output, reason)| (output, reason, DeadLetterReason::Storage));
+        for (output, reason, why) in full.chain(failed) {
             let letters =
                 events.iter().map(|event| dead_letters::letter(&output.name, event, reason.clone(), None, 0)).collect();
             let Some(dead_letters) = &output.dead_letters else { continue };
             let outcome = match dead_letters.record(letters).await {
                 Ok(()) => {
-                    output.stats.count_dead_letters(DeadLetterReason::BufferFull, count as u64);
+                    output.stats.count_dead_letters(why, count as u64);
                     Outcome::Failed
                 }
                 Err(error) => {
-                    tracing::error!(sink = %output.name, %error, events = count, "buffer full and the dead letters cannot be written: events lost");
+                    tracing::error!(sink = %output.name, %error, events = count, %reason, "the dead letters cannot be written either: events lost");
                     Outcome::Dropped
                 }
             };
-            tracing::warn!(sink = %output.name, events = count, %reason, "sink full: copies dead-lettered");
+            tracing::warn!(sink = %output.name, events = count, %reason, "copies dead-lettered");
             for copy in copies(&events) {
                 copy.finish(outcome);
             }
             report.dead_lettered.push(output.name.clone());
+            if why == DeadLetterReason::Storage {
+                report.storage_failed.push(output.name.clone());
+            }
         }
         Ok(report)
     }
@@ -484,7 +507,7 @@ mod tests {
         let sender =
             SourceSender::new(vec![input("a", &a, WhenFull::Reject, None), input("b", &b, WhenFull::Reject, None)]);
         let report = sender.try_send(batch(3), None).await.unwrap();
-        assert_eq!(report, SendReport { events: 3, dead_lettered: vec![], too_large: 0 });
+        assert_eq!(report, SendReport { events: 3, dead_lettered: vec![], too_large: 0, storage_failed: vec![] });
         assert_eq!(a.usage(), (3, 30));
         assert_eq!(b.usage(), (3, 30));
         assert_eq!(SinkStats::get(&sender.current()[0].stats.accepted), 3);
@@ -532,7 +555,10 @@ mod tests {
         let mut events = batch(2);
         events[0].0 = sample_event();
         let report = sender.try_send(events, Some(&group)).await.unwrap();
-        assert_eq!(report, SendReport { events: 2, dead_lettered: vec!["full".into()], too_large: 0 });
+        assert_eq!(
+            report,
+            SendReport { events: 2, dead_lettered: vec!["full".into()], too_large: 0, storage_failed: vec![] }
+        );
         assert_eq!(roomy.usage(), (3, 30));
         assert_eq!(full.usage(), (1, 10), "the full sink's buffer is not touched");
         assert_eq!(SinkStats::get(&sender.current()[1].stats.dead_lettered), 2);

@@ -802,7 +802,8 @@ async fn ingest(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Http
             return response;
         }
     };
-    state.stats.storage_failing.store(false, std::sync::atomic::Ordering::Relaxed);
+    // Degraded while a disk buffer fails, even when the batch went to the other sinks.
+    state.stats.storage_failing.store(!report.storage_failed.is_empty(), std::sync::atomic::Ordering::Relaxed);
     debug!(source = %state.name, peer = %peer, events = count, "http_server accepted a batch");
     let mut answer = json!({ "accepted": count });
     if !report.dead_lettered.is_empty() {

@@ -329,7 +329,8 @@ async fn ingest_recovers_once_a_full_disk_has_room_again() {
         sink(
             "durable",
             &durable.url("/d"),
-            "buffer.type = \"disk\"\nretry.attempts = 100000\nretry.max_elapsed_secs = 600"
+            // `reject`: a batch the disk buffer cannot store is refused whole (503).
+            "buffer.type = \"disk\"\nbuffer.when_full = \"reject\"\nretry.attempts = 100000\nretry.max_elapsed_secs = 600"
         ),
         sink("memory", &memory.url("/m"), "")
     );
@@ -491,4 +492,75 @@ async fn dead_letters_list_into_a_pipe_closed_early_does_not_panic() {
     let stderr = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(status.success(), "{status}: {stderr}");
+}
+
+// Item 4: with the default `when_full = "dead_letter"`, a disk buffer that cannot store a
+// batch counts as full for it: the memory sink beside it keeps taking events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_buffer_does_not_stop_the_memory_sink_beside_it() {
+    let Some(disk) = Tmpfs::mount(8) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = disk.path().join("data");
+    let durable = Receiver::http().await;
+    let memory = Receiver::http().await;
+    durable.set_status(503);
+    let source = free_addr();
+    let sinks = format!(
+        "{}{}",
+        sink(
+            "durable",
+            &durable.url("/d"),
+            "buffer.type = \"disk\"\nretry.attempts = 100000\nretry.max_elapsed_secs = 600"
+        ),
+        sink("memory", &memory.url("/m"), "")
+    );
+    let config = write_config(dir.path(), &data, source, &sinks);
+    let mut run = Proc::spawn(&["run", "--config", config.to_str().unwrap()]);
+    run.wait_stderr("webhook-sink started").await;
+    let filler = disk.fill();
+
+    // Big batches until the disk buffer cannot store one: that batch is still taken, by
+    // the memory sink, and the answer says the disk sink dead-lettered its copies.
+    let mut failed_id = None;
+    for i in 0..200 {
+        let id = format!("full-{i}");
+        let (status, body) = request(source, "POST", "/events", &big_event(&id, 200_000)).await;
+        assert_eq!(status, 200, "{body}\n{}", run.stderr());
+        if body.contains("durable") {
+            failed_id = Some(id);
+            break;
+        }
+    }
+    let failed_id = failed_id.unwrap_or_else(|| panic!("the full disk never failed a batch:\n{}", run.stderr()));
+    wait_id(&memory, &failed_id).await;
+    let (status, health) = request(source, "GET", "/health", "").await;
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("degraded"), "{health}");
+    // While the disk stays full, the memory sink goes on.
+    let (status, body) = request(source, "POST", "/events", &event("during").to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    wait_id(&memory, "during").await;
+
+    // Room again: the disk sink takes events again and /health recovers.
+    std::fs::remove_file(filler).unwrap();
+    durable.set_status(200);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = request(source, "POST", "/events", &event("after").to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        if !body.contains("durable") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the disk buffer never recovered:\n{}", run.stderr());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_id(&durable, "after").await;
+    let (status, health) = request(source, "GET", "/health", "").await;
+    assert_eq!(status, 200, "{health}");
+    run.terminate();
+    let status = run.wait_exit().await;
+    // The disk sink's copies of the failed batches could not be dead-lettered either (the
+    // dead letters are on the same full disk): a loss, said in the log and the exit code.
+    assert!(!status.success(), "a loss must fail the exit code:\n{}", run.stderr());
+    assert!(run.stderr().contains("events lost"), "{}", run.stderr());
 }
