@@ -40,17 +40,30 @@ fn service(sink: &ValidatedWebhookSink) -> WebhookService {
 }
 
 /// POSTs `body` to the sink's URL (with its Basic credentials, as deliveries do).
+///
+/// One attempt, plus one more when the first one's kept-alive connection was closed by the
+/// proxy while the request was on its way (tinyproxy closes client connections between
+/// requests, and the close can cross the next request): the sink's retry policy covers
+/// that in a pipeline, and this helper has none of its own.
 async fn post(
     service: &WebhookService,
     sink: &ValidatedWebhookSink,
     body: &str,
 ) -> Result<DeliveryResponse, DeliveryError> {
     let target = sink.request_builder.target();
-    let mut builder = Request::post(target.uri().clone()).header(CONTENT_TYPE, "application/json");
-    if let Some(auth) = target.authorization() {
-        builder = builder.header(AUTHORIZATION, auth.clone());
+    let request = || {
+        let mut builder = Request::post(target.uri().clone()).header(CONTENT_TYPE, "application/json");
+        if let Some(auth) = target.authorization() {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        builder.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+    };
+    match service.send(request()).await {
+        Err(DeliveryError::Transport(reason)) if reason.contains("connection closed before message completed") => {
+            service.send(request()).await
+        }
+        answer => answer,
     }
-    service.send(builder.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
 }
 
 #[tokio::test]
