@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 use tower_service::Service;
 
 use super::client::Connector;
+use super::service::chain;
 use super::target::Target;
 use crate::component::{Healthcheck, HealthcheckError};
 
@@ -59,16 +60,7 @@ fn describe(endpoint: &str, https: bool, error: &(dyn std::error::Error + 'stati
     if let Some(tls) = rustls_error(error) {
         return format!("TLS handshake with {endpoint} failed: {tls}");
     }
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
+    let text = chain(error);
     let what = if https { "cannot connect (TCP + TLS) to" } else { "cannot connect to" };
     format!("{what} {endpoint}: {text}")
 }

@@ -230,7 +230,7 @@ fn scheme_len(text: &str) -> Option<usize> {
 }
 
 /// An error with its causes, `a: b: c`: hyper's own message alone says little.
-fn chain(error: &dyn StdError) -> String {
+pub(super) fn chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
