@@ -64,10 +64,22 @@ impl Running {
     }
 }
 
+/// POSTs `body`, as a sender would: a connection that the replaced source had just
+/// accepted when it stopped is closed before its request is read (nothing of it taken),
+/// and the sender sends it again; once, here.
 async fn post(url: &str, body: String) -> u16 {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = http::Request::post(url).body(Full::new(Bytes::from(body))).unwrap();
-    let response = tokio::time::timeout(WAIT, client.request(request)).await.unwrap().expect("the source answers");
+    let send = || {
+        let request = http::Request::post(url).body(Full::new(Bytes::from(body.clone()))).unwrap();
+        tokio::time::timeout(WAIT, client.request(request))
+    };
+    let response = match send().await.unwrap() {
+        Ok(response) => response,
+        Err(error) if error.is_connect() || format!("{error:?}").contains("IncompleteMessage") => {
+            send().await.unwrap().expect("the source answers")
+        }
+        Err(error) => panic!("the source answers: {error:?}"),
+    };
     let status = response.status().as_u16();
     let _ = response.into_body().collect().await;
     status
