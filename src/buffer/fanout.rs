@@ -218,7 +218,7 @@ impl SourceSender {
             if take == 0 {
                 // The first event alone is larger than some buffer's max_bytes (max_events
                 // is at least 1).
-                let (event, size) = rest.pop_front().expect("not empty");
+                let Some((event, size)) = rest.pop_front() else { break };
                 let reason = self.too_large(1, size as u64, false).map(|e| e.to_string()).unwrap_or_default();
                 tracing::warn!(
                     event_type = %event.event_type,

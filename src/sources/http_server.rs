@@ -449,7 +449,9 @@ impl Budget {
         let want = Self::kib(bytes).min(self.total);
         let have = held.0.as_ref().map_or(0, |p| p.num_permits());
         if want > have {
-            let more = u32::try_from(want - have).expect("the budget is at most 2^30 KiB");
+            // The budget is capped at 2^30 KiB, so this always fits; if it ever did not, the
+            // request is refused like one over the budget.
+            let Ok(more) = u32::try_from(want - have) else { return false };
             let Ok(more) = self.permits.clone().try_acquire_many_owned(more) else { return false };
             match &mut held.0 {
                 Some(permit) => permit.merge(more),
