@@ -3,6 +3,7 @@
 //! the binary, SIGHUP and `--watch` reload a valid file and leave an invalid one unapplied.
 
 use crate::support;
+use support::binary::Binary;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -248,47 +249,6 @@ async fn a_reload_that_cannot_apply_changes_nothing() {
     assert!(receiver.requests().iter().all(|r| r.path_and_query == "/a"));
 }
 
-/// Runs the binary on `file` (with `--watch`), collecting its stderr.
-struct Binary {
-    child: support::peer::KillOnDrop,
-    log: Arc<std::sync::Mutex<String>>,
-}
-
-impl Binary {
-    fn start(file: &Path) -> Binary {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-sink"));
-        command
-            .args(["run", "--watch", "--config"])
-            .arg(file)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        let mut child = support::peer::KillOnDrop::spawn(&mut command);
-        let stderr = child.0.stderr.take().unwrap();
-        let log = Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        Binary { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    async fn wait_log(&self, text: &str, times: usize) {
-        let deadline = Instant::now() + WAIT;
-        while self.log().matches(text).count() < times {
-            assert!(Instant::now() < deadline, "no `{text}` (x{times}) in the log:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_binary_reloads_on_sighup_and_on_change_and_keeps_running_on_a_bad_file() {
     let receiver = Receiver::http().await;
@@ -302,29 +262,27 @@ async fn the_binary_reloads_on_sighup_and_on_change_and_keeps_running_on_a_bad_f
         )
     };
     std::fs::write(&file, text("/one")).unwrap();
-    let binary = Binary::start(&file);
-    binary.wait_log("webhook-sink started", 1).await;
+    let binary = Binary::start(&["run", "--watch"], &file);
+    binary.wait_log_times("webhook-sink started", 1).await;
 
     // An invalid file: refused, the pipeline goes on unchanged.
     std::fs::write(&file, "[sinks.a]\ntype = \"webhok\"\n").unwrap();
-    binary.wait_log("reload refused: the file is not valid", 1).await;
+    binary.wait_log_times("reload refused: the file is not valid", 1).await;
     assert!(binary.log().contains("unknown component type `webhok`"), "{}", binary.log());
     assert_eq!(post(&format!("http://{source}/"), batch(0, 2)).await, 200);
     receiver.wait_for(2, WAIT).await;
 
     // A valid change: applied (`--watch`).
     std::fs::write(&file, text("/two")).unwrap();
-    binary.wait_log("reloaded", 1).await;
+    binary.wait_log_times("reloaded", 1).await;
     assert_eq!(post(&format!("http://{source}/"), batch(2, 2)).await, 200);
     receiver.wait_for(4, WAIT).await;
 
     // SIGHUP reloads (and no longer ends the process).
     std::fs::write(&file, text("/three")).unwrap();
-    binary.wait_log("reloaded", 2).await;
-    let pid = binary.child.0.id().to_string();
-    let status = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    assert!(status.success());
-    binary.wait_log("SIGHUP: reloading", 1).await;
+    binary.wait_log_times("reloaded", 2).await;
+    binary.signal("HUP");
+    binary.wait_log_times("SIGHUP: reloading", 1).await;
     // The file did not change, so the SIGHUP reload changes nothing; the process lives on.
     assert_eq!(post(&format!("http://{source}/"), batch(4, 2)).await, 200);
     receiver.wait_for(6, WAIT).await;

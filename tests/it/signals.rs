@@ -3,11 +3,10 @@
 //! `shutdown_timeout_secs` bounds the whole shutdown, a stalled client included.
 
 use crate::support;
+use support::binary::Binary;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,63 +21,6 @@ use webhook_sink::topology::Pipeline;
 
 /// Upper bound of every wait.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The binary running `run` on a file, its stderr collected.
-struct Binary {
-    child: support::peer::KillOnDrop,
-    log: Arc<Mutex<String>>,
-}
-
-impl Binary {
-    fn start(file: &Path) -> Binary {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_webhook-sink"));
-        command.args(["run", "--config"]).arg(file).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = support::peer::KillOnDrop::spawn(&mut command);
-        let stderr = child.0.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        Binary { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    async fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log().contains(text) {
-            assert!(Instant::now() < deadline, "no `{text}` in the log:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.0.id().to_string();
-        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap();
-        assert!(status.success(), "kill -{name}");
-    }
-
-    /// The exit status, waiting at most `within`; `None` if still running then.
-    async fn exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 /// A pipeline file: an http_server source on `source`, one webhook sink `a` to `url`
 /// (retrying quickly and for long), a memory buffer.
@@ -115,7 +57,7 @@ async fn sighup_keeps_the_process_and_its_memory_buffer() {
     let dir = tempfile::tempdir().unwrap();
     let source = free_addr();
     let file = pipeline_file(dir.path(), source, &receiver.url("/hook"), 20);
-    let mut binary = Binary::start(&file);
+    let mut binary = Binary::start(&["run"], &file);
     binary.wait_log("webhook-sink started").await;
     assert_eq!(post(&format!("http://{source}/"), batch(3)).await, 200);
     // The receiver refuses: the events wait in the memory buffer, retried.
@@ -150,7 +92,7 @@ async fn a_second_signal_during_shutdown_exits_at_once_counting_what_is_left() {
         let source = free_addr();
         // A long shutdown: the sink would retry for a minute before giving up.
         let file = pipeline_file(dir.path(), source, &receiver.url("/hook"), 60);
-        let mut binary = Binary::start(&file);
+        let mut binary = Binary::start(&["run"], &file);
         binary.wait_log("webhook-sink started").await;
         assert_eq!(post(&format!("http://{source}/"), batch(3)).await, 200);
         receiver.wait_for(3, WAIT).await;

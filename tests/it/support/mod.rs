@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests (`crate::support` in any `tests/it/*.rs`).
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod certs;
 pub mod faulty;
 pub mod peer;
