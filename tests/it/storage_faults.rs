@@ -313,31 +313,53 @@ impl Drop for Tmpfs {
     }
 }
 
-// Item 4: a full disk no longer disables ingest until restart.
+/// A running `webhook-sink` with a disk sink `durable` (its endpoint answering 503, so its
+/// events pile up in the file) and a memory sink `memory` on one source, its `data_dir` on
+/// an 8 MB tmpfs that is already full (`filler` frees it). `None` where no tmpfs mounts.
+struct FullDisk {
+    disk: Tmpfs,
+    dir: tempfile::TempDir,
+    durable: Receiver,
+    memory: Receiver,
+    source: SocketAddr,
+    run: Proc,
+    filler: PathBuf,
+}
+
+impl FullDisk {
+    /// With the disk sink's `buffer.when_full` set to `when_full`.
+    async fn start(when_full: &str) -> Option<FullDisk> {
+        let disk = Tmpfs::mount(8)?;
+        let dir = tempfile::tempdir().unwrap();
+        let data = disk.path().join("data");
+        let durable = Receiver::http().await;
+        let memory = Receiver::http().await;
+        durable.set_status(503);
+        let source = free_addr();
+        let durable_settings = format!(
+            "buffer.type = \"disk\"\nbuffer.when_full = \"{when_full}\"\nretry.attempts = 100000\nretry.max_elapsed_secs = 600"
+        );
+        let sinks = format!(
+            "{}{}",
+            sink("durable", &durable.url("/d"), &durable_settings),
+            sink("memory", &memory.url("/m"), "")
+        );
+        let config = write_config(dir.path(), &data, source, &sinks);
+        let mut run = Proc::spawn(&["run", "--config", config.to_str().unwrap()]);
+        run.wait_stderr("webhook-sink started").await;
+        let filler = disk.fill();
+        Some(FullDisk { disk, dir, durable, memory, source, run, filler })
+    }
+}
+
+// Item 4: a full disk no longer disables ingest until restart (`when_full = "reject"`: a
+// batch the disk buffer cannot store is refused whole, 503).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_recovers_once_a_full_disk_has_room_again() {
-    let Some(disk) = Tmpfs::mount(8) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let data = disk.path().join("data");
-    let durable = Receiver::http().await;
-    let memory = Receiver::http().await;
-    // Until the disk is freed, the disk sink's endpoint fails: its events pile up in the file.
-    durable.set_status(503);
-    let source = free_addr();
-    let sinks = format!(
-        "{}{}",
-        sink(
-            "durable",
-            &durable.url("/d"),
-            // `reject`: a batch the disk buffer cannot store is refused whole (503).
-            "buffer.type = \"disk\"\nbuffer.when_full = \"reject\"\nretry.attempts = 100000\nretry.max_elapsed_secs = 600"
-        ),
-        sink("memory", &memory.url("/m"), "")
-    );
-    let config = write_config(dir.path(), &data, source, &sinks);
-    let mut run = Proc::spawn(&["run", "--config", config.to_str().unwrap()]);
-    run.wait_stderr("webhook-sink started").await;
-    let filler = disk.fill();
+    let Some(FullDisk { disk, dir: _dir, durable, memory, source, mut run, filler }) = FullDisk::start("reject").await
+    else {
+        return;
+    };
 
     // Big batches until one cannot be stored.
     let mut refused = None;
@@ -498,26 +520,11 @@ async fn dead_letters_list_into_a_pipe_closed_early_does_not_panic() {
 // batch counts as full for it: the memory sink beside it keeps taking events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_disk_buffer_does_not_stop_the_memory_sink_beside_it() {
-    let Some(disk) = Tmpfs::mount(8) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let data = disk.path().join("data");
-    let durable = Receiver::http().await;
-    let memory = Receiver::http().await;
-    durable.set_status(503);
-    let source = free_addr();
-    let sinks = format!(
-        "{}{}",
-        sink(
-            "durable",
-            &durable.url("/d"),
-            "buffer.type = \"disk\"\nretry.attempts = 100000\nretry.max_elapsed_secs = 600"
-        ),
-        sink("memory", &memory.url("/m"), "")
-    );
-    let config = write_config(dir.path(), &data, source, &sinks);
-    let mut run = Proc::spawn(&["run", "--config", config.to_str().unwrap()]);
-    run.wait_stderr("webhook-sink started").await;
-    let filler = disk.fill();
+    let Some(FullDisk { disk: _disk, dir: _dir, durable, memory, source, mut run, filler }) =
+        FullDisk::start("dead_letter").await
+    else {
+        return;
+    };
 
     // Big batches until the disk buffer cannot store one: that batch is still taken, by
     // the memory sink, and the answer says the disk sink dead-lettered its copies.
