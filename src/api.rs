@@ -277,17 +277,21 @@ impl Collector for PipelineCollector {
             MetricType::Gauge,
             gauge(&|b| clamp(b.limits().events as u64)),
         )?;
-        let stored = view
-            .sinks
-            .iter()
-            .filter_map(|(sink, _, _)| match view.dead_letters.stored(sink) {
-                Ok(n) => Some((vec![("sink", sink.clone())], ConstGauge::new(clamp(n as u64)))),
-                Err(error) => {
-                    debug!(sink = %sink, %error, "metrics: cannot count the stored dead letters");
-                    None
-                }
-            })
-            .collect();
+        // One pass over the store for every sink, not one per sink.
+        let stored = match view.dead_letters.stored() {
+            Ok(counts) => view
+                .sinks
+                .iter()
+                .map(|(sink, _, _)| {
+                    let n = counts.get(sink).copied().unwrap_or(0);
+                    (vec![("sink", sink.clone())], ConstGauge::new(clamp(n as u64)))
+                })
+                .collect(),
+            Err(error) => {
+                debug!(%error, "metrics: cannot count the stored dead letters");
+                Vec::new()
+            }
+        };
         family(e, "webhook_sink_dead_letters", "Dead letters stored now.", MetricType::Gauge, stored)?;
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! caller and counted here ([`DeadLetters::unwritten`]); `run` then exits non-zero. After an
 //! I/O error the store is closed and opened again for the next dead letter.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,14 +85,14 @@ impl DeadLetters {
         Ok(store)
     }
 
-    /// How many dead letters `sink` has stored now: 0 while the store file does not exist
-    /// (nothing was ever dead-lettered). Blocking (a read of the store).
-    pub fn stored(&self, sink: &str) -> Result<usize, StorageError> {
+    /// How many dead letters each sink has stored now, in one pass: none while the store
+    /// file does not exist (nothing was ever dead-lettered). Blocking (a read of the store).
+    pub fn stored(&self) -> Result<HashMap<String, usize>, StorageError> {
         let opened = self.store.lock().unwrap_or_else(|p| p.into_inner()).is_some();
         if !opened && !self.path.exists() {
-            return Ok(0);
+            return Ok(HashMap::new());
         }
-        self.store()?.count(Some(sink))
+        self.store()?.count_by_sink()
     }
 
     /// Stores dead letters durably (off the async threads).

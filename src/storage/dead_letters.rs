@@ -257,6 +257,21 @@ impl DeadLetterStore {
         Ok(count)
     }
 
+    /// How many dead letters each sink has, in one pass over the store (a letter whose sink
+    /// cannot be read counts for no sink).
+    pub fn count_by_sink(&self) -> Result<std::collections::HashMap<String, usize>, StorageError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(LETTERS).map_err(|e| self.io(e))?;
+        let mut counts = std::collections::HashMap::new();
+        for entry in table.iter().map_err(|e| self.io(e))? {
+            let (key, value) = entry.map_err(|e| self.io(e))?;
+            if let Ok(sink) = self.decode_sink(key.value(), value.value()) {
+                *counts.entry(sink).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     /// The file of this store.
     pub fn path(&self) -> &Path {
         &self.path
