@@ -94,6 +94,11 @@ fn decode_everywhere(body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 fn check_decode_error(name: &str, body: &[u8], error: &DecodeError) -> Result<(), TestCaseError> {
+    check_decode_error_at(name, body, error, max_depth(name))
+}
+
+/// As [`check_decode_error`], for an error made with the depth limit `limit`.
+fn check_decode_error_at(name: &str, body: &[u8], error: &DecodeError, limit: usize) -> Result<(), TestCaseError> {
     let shown = error.to_string();
     prop_assert!(error.line >= 1 && error.column >= 1, "{name}: position {}:{} in {shown}", error.line, error.column);
     prop_assert!(!error.message.trim().is_empty(), "{name}: an error without a message: {shown}");
@@ -104,7 +109,7 @@ fn check_decode_error(name: &str, body: &[u8], error: &DecodeError) -> Result<()
     let lines = body.iter().filter(|&&b| b == b'\n').count() + 1;
     prop_assert!(error.line <= lines, "{name}: line {} of a {lines}-line body: {shown}", error.line);
     // Well-formed JSON within the depth limit: the error names the value at fault.
-    if let Ok(values) = frame(body, max_depth(name)) {
+    if let Ok(values) = frame(body, limit) {
         match error.event {
             Some(n) => prop_assert!((1..=values.len()).contains(&n), "{name}: value {n} of {}: {shown}", values.len()),
             None => prop_assert!(false, "{name}: the JSON parsed but the error names no value: {shown}"),
@@ -355,7 +360,8 @@ proptest! {
         let body = text.as_bytes();
         for result in [check_depth(body, limit).map(|_| 0), frame(body, limit).map(|v| v.len())] {
             if let Err(error) = result {
-                check_decode_error("framing", body, &error)?;
+                // Judged at the limit it was made with: deeper than `limit` is no value's fault.
+                check_decode_error_at("framing", body, &error, limit)?;
             }
         }
         // Well past serde_json's own recursion limit (128) when the limit allows it.
@@ -370,7 +376,7 @@ proptest! {
     fn framing_takes_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..200), limit in 0usize..40) {
         for result in [check_depth(&body, limit).map(|_| 0), frame(&body, limit).map(|v| v.len())] {
             if let Err(error) = result {
-                check_decode_error("framing", &body, &error)?;
+                check_decode_error_at("framing", &body, &error, limit)?;
             }
         }
     }
