@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 
 use super::{BufferError, Limits, MemoryBuffer, SinkBuffer, WhenFull};
 use crate::dead_letters::{self, DeadLetters};
-use crate::event::{AckGroup, Event, IncidentEvent, Outcome};
+use crate::event::{AckGroup, Decoded, Event, Outcome};
 use crate::stats::{DeadLetterReason, SinkStats, SourceStats};
 
 /// Why a source's batch was not taken.
@@ -194,11 +194,7 @@ impl SourceSender {
     /// larger than a sink's buffer goes in parts that fit, in order, each taken whole or
     /// not at all. An event that alone is larger than a sink's `buffer.max_bytes` can go
     /// nowhere: it is left out and logged (counted in [`SendReport::too_large`]).
-    pub async fn send(
-        &self,
-        events: Vec<(IncidentEvent, usize)>,
-        ack: Option<&AckGroup>,
-    ) -> Result<SendReport, SendError> {
+    pub async fn send(&self, events: Vec<Decoded>, ack: Option<&AckGroup>) -> Result<SendReport, SendError> {
         let mut rest = std::collections::VecDeque::from(events);
         let mut report = SendReport::default();
         while !rest.is_empty() {
@@ -208,8 +204,8 @@ impl SourceSender {
             };
             let mut bytes = 0u64;
             let mut take = 0;
-            for (_, size) in &rest {
-                let next = bytes.saturating_add(*size as u64);
+            for decoded in &rest {
+                let next = bytes.saturating_add(decoded.size as u64);
                 if !limits.hold(take + 1, next) {
                     break;
                 }
@@ -218,7 +214,7 @@ impl SourceSender {
             if take == 0 {
                 // The first event alone is larger than some buffer's max_bytes (max_events
                 // is at least 1).
-                let Some((event, size)) = rest.pop_front() else { break };
+                let Some(Decoded { incident: event, size, .. }) = rest.pop_front() else { break };
                 let reason = self.too_large(1, size as u64, false).map(|e| e.to_string()).unwrap_or_default();
                 tracing::warn!(
                     event_type = %event.event_type,
@@ -250,7 +246,7 @@ impl SourceSender {
     /// buffer is refused at once ([`SendError::TooLarge`]).
     pub async fn send_within(
         &self,
-        events: Vec<(IncidentEvent, usize)>,
+        events: Vec<Decoded>,
         ack: Option<&AckGroup>,
         max_wait: Option<std::time::Duration>,
     ) -> Result<SendReport, SendError> {
@@ -261,17 +257,17 @@ impl SourceSender {
     /// (full, too large).
     async fn send_inner(
         &self,
-        events: Vec<(IncidentEvent, usize)>,
+        events: Vec<Decoded>,
         ack: Option<&AckGroup>,
         max_wait: Option<std::time::Duration>,
-    ) -> Result<SendReport, (SendError, Vec<(IncidentEvent, usize)>)> {
+    ) -> Result<SendReport, (SendError, Vec<Decoded>)> {
         let deadline = max_wait.map(|wait| tokio::time::Instant::now() + wait);
         let mut events = events;
         loop {
             // Register interest in freed room before trying, so a give-back in between is
             // seen. A sender is woken once some sink has room for the whole batch.
             let count = events.len();
-            let bytes: u64 = events.iter().map(|(_, size)| *size as u64).sum();
+            let bytes: u64 = events.iter().map(|decoded| decoded.size as u64).sum();
             // A reload may leave the source with no sink at all: nothing to wait for then.
             let outputs = self.current();
             if outputs.is_empty() {
@@ -303,21 +299,17 @@ impl SourceSender {
 
     /// Sends a batch now, or says why not. A batch larger than a sink's whole buffer is
     /// refused ([`SendError::TooLarge`]).
-    pub async fn try_send(
-        &self,
-        events: Vec<(IncidentEvent, usize)>,
-        ack: Option<&AckGroup>,
-    ) -> Result<SendReport, SendError> {
+    pub async fn try_send(&self, events: Vec<Decoded>, ack: Option<&AckGroup>) -> Result<SendReport, SendError> {
         self.try_send_inner(events, ack).await.map_err(|(e, _)| e)
     }
 
     async fn try_send_inner(
         &self,
-        events: Vec<(IncidentEvent, usize)>,
+        events: Vec<Decoded>,
         ack: Option<&AckGroup>,
-    ) -> Result<SendReport, (SendError, Vec<(IncidentEvent, usize)>)> {
+    ) -> Result<SendReport, (SendError, Vec<Decoded>)> {
         let count = events.len();
-        let bytes: u64 = events.iter().map(|(_, size)| *size as u64).sum();
+        let bytes: u64 = events.iter().map(|decoded| decoded.size as u64).sum();
         let mut reserved = Vec::new();
         let mut full = Vec::new();
         let outputs = self.current();
@@ -336,7 +328,7 @@ impl SourceSender {
             let sinks = full.iter().map(|o| o.name.clone()).collect();
             return Err((SendError::Full { sinks }, events));
         }
-        let events: Vec<Event> = events.into_iter().map(|(incident, size)| Event::new(incident, size)).collect();
+        let events: Vec<Event> = events.into_iter().map(Event::decoded).collect();
         let copies = |events: &[Event]| -> Vec<Event> {
             events
                 .iter()
@@ -476,7 +468,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::event::{sample_event, EventKind};
+    use crate::event::{sample_event, EventKind, IncidentEvent};
     use crate::storage::dead_letters::DeadLetterStore;
 
     /// A memory buffer for `events` events.
@@ -493,8 +485,8 @@ mod tests {
         SinkInput { name: name.into(), buffer: buffer.clone(), when_full, dead_letters, stats: Arc::default() }
     }
 
-    fn batch(n: usize) -> Vec<(IncidentEvent, usize)> {
-        (0..n).map(|_| (IncidentEvent::new(EventKind::Created), 10)).collect()
+    fn batch(n: usize) -> Vec<Decoded> {
+        (0..n).map(|_| Decoded::new(IncidentEvent::new(EventKind::Created), 10)).collect()
     }
 
     fn stored_letters(dir: &std::path::Path) -> Vec<crate::storage::dead_letters::DeadLetter> {
@@ -553,7 +545,7 @@ mod tests {
         sender.try_send(batch(1), None).await.unwrap();
         let group = AckGroup::new();
         let mut events = batch(2);
-        events[0].0 = sample_event();
+        events[0].incident = sample_event();
         let report = sender.try_send(events, Some(&group)).await.unwrap();
         assert_eq!(
             report,
@@ -624,8 +616,8 @@ mod tests {
         let small = buffer(2);
         let sender = SourceSender::new(vec![input("small", &small, WhenFull::Reject, None)]);
         let mut events = batch(5);
-        for (i, (event, _)) in events.iter_mut().enumerate() {
-            event.id = Some(i.to_string());
+        for (i, decoded) in events.iter_mut().enumerate() {
+            decoded.incident.id = Some(i.to_string());
         }
         let sending = {
             let sender = sender.clone();
@@ -648,7 +640,7 @@ mod tests {
         let narrow = SinkBuffer::Memory(Arc::new(MemoryBuffer::new(Limits { events: 10, bytes: 25 })));
         let sender = SourceSender::new(vec![input("narrow", &narrow, WhenFull::Reject, None)]);
         let mut events = batch(3);
-        events[1].1 = 30;
+        events[1].size = 30;
         let report = sender.send(events, None).await.unwrap();
         assert_eq!((report.events, report.too_large), (2, 1));
         assert_eq!(narrow.usage(), (2, 20), "the first and the third");

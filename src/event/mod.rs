@@ -275,11 +275,45 @@ pub struct Event {
     pub finalizer: Finalizer,
 }
 
+/// An event as a source decoded it, before it enters the buffers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The incident.
+    pub incident: IncidentEvent,
+    /// Bytes it took on the wire (its share of the body it came in).
+    pub size: usize,
+    /// What identifies this event's content, when the codec knows it (an Alertmanager
+    /// alert's fingerprint, status and times; a Kafka message's topic, partition and
+    /// offset): events with the same identity get the same `webhook-id`
+    /// ([`stable_webhook_id`]), so a receiver can drop a re-sent one. `None`: a fresh id.
+    pub identity: Option<String>,
+}
+
+impl Decoded {
+    /// A decoded event with no identity (it gets a fresh `webhook-id`).
+    pub fn new(incident: IncidentEvent, size: usize) -> Self {
+        Decoded { incident, size, identity: None }
+    }
+}
+
 impl Event {
     /// Wraps an incident that was just received, giving it a new delivery id.
     pub fn new(incident: IncidentEvent, size: usize) -> Self {
         let mut id = [0u8; WEBHOOK_ID_LEN];
         Event::with_id(incident, Arc::from(write_webhook_id(&mut id)), size)
+    }
+
+    /// Wraps a decoded event: its delivery id is derived from its identity when it has
+    /// one, else new.
+    pub fn decoded(decoded: Decoded) -> Self {
+        match decoded.identity {
+            Some(identity) => {
+                let mut id = [0u8; WEBHOOK_ID_LEN];
+                let id = Arc::from(write_stable_webhook_id(&identity, &mut id));
+                Event::with_id(decoded.incident, id, decoded.size)
+            }
+            None => Event::new(decoded.incident, decoded.size),
+        }
     }
 
     /// Wraps an incident that already has a delivery id (read back from a buffer).
@@ -308,6 +342,25 @@ impl Event {
 pub fn new_webhook_id() -> String {
     let mut id = [0u8; WEBHOOK_ID_LEN];
     write_webhook_id(&mut id).to_string()
+}
+
+/// The delivery id of every event whose identity is `identity`: `msg_` and a name-based
+/// UUID (version 5, SHA-1) of it, so the same identity always gives the same id and
+/// different ones (practically) never share one.
+pub fn stable_webhook_id(identity: &str) -> String {
+    let mut id = [0u8; WEBHOOK_ID_LEN];
+    write_stable_webhook_id(identity, &mut id).to_string()
+}
+
+/// The namespace of [`stable_webhook_id`]'s UUIDs (drawn at random once; changing it
+/// changes every stable id).
+const STABLE_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("5b0c8f0e-7a43-4d3e-9c51-2f6f0f2b9d17");
+
+fn write_stable_webhook_id<'a>(identity: &str, buf: &'a mut [u8; WEBHOOK_ID_LEN]) -> &'a str {
+    buf[..4].copy_from_slice(b"msg_");
+    uuid::Uuid::new_v5(&STABLE_ID_NAMESPACE, identity.as_bytes()).simple().encode_lower(&mut buf[4..]);
+    // Only ASCII was written.
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 /// `msg_` and 32 hex digits.
@@ -367,6 +420,22 @@ mod tests {
             assert!(id.starts_with("msg_") && id[4..].bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
         }
         assert_ne!(a, &*b);
+    }
+
+    #[test]
+    fn stable_ids_follow_the_identity() {
+        let decoded = |identity: &str| Decoded { identity: Some(identity.into()), ..Decoded::new(minimal_sample(), 0) };
+        let (a, again, b) =
+            (Event::decoded(decoded("a")).id, Event::decoded(decoded("a")).id, Event::decoded(decoded("b")).id);
+        assert_eq!(a, again);
+        assert_ne!(a, b);
+        assert_eq!(&*a, stable_webhook_id("a"));
+        assert!(a.len() == 36 && a.starts_with("msg_") && a[4..].bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        // No identity: a fresh id each time.
+        assert_ne!(
+            Event::decoded(Decoded::new(minimal_sample(), 0)).id,
+            Event::decoded(Decoded::new(minimal_sample(), 0)).id
+        );
     }
 
     #[test]

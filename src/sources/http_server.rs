@@ -81,7 +81,7 @@ use super::validated::ValidatedSource;
 use crate::buffer::{SendError, SourceSender};
 use crate::component::{Source, SourceConfig, SourceContext};
 use crate::error::{BuildError, FieldError};
-use crate::event::{AckGroup, IncidentEvent, Outcome};
+use crate::event::{AckGroup, Decoded, Outcome};
 use crate::stats::SourceStats;
 
 /// How long requests in flight may take to finish once shutdown begins; connections
@@ -900,9 +900,9 @@ async fn discard(body: &mut Incoming, deadline: tokio::time::Instant, most: usiz
 
 /// What decoded events take in memory, about: each event's typed form plus the text of
 /// its fields (about its JSON size). For small events that is many times the body.
-fn decoded_bytes(events: &[(IncidentEvent, usize)]) -> u64 {
-    let each = std::mem::size_of::<(IncidentEvent, usize)>() as u64;
-    events.iter().map(|(_, size)| *size as u64 + each).sum()
+fn decoded_bytes(events: &[Decoded]) -> u64 {
+    let each = std::mem::size_of::<Decoded>() as u64;
+    events.iter().map(|decoded| decoded.size as u64 + each).sum()
 }
 
 fn in_flight_message(state: &State) -> String {

@@ -22,7 +22,7 @@ use super::validated::ValidatedSource;
 use crate::buffer::SourceSender;
 use crate::component::{Source, SourceConfig, SourceContext};
 use crate::error::{BuildError, FieldError};
-use crate::event::IncidentEvent;
+use crate::event::Decoded;
 
 /// Most events sent in one batch.
 pub const BATCH_SIZE: usize = 128;
@@ -135,7 +135,7 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
 ) -> (ReadSummary, Result<(), ()>) {
     let mut summary = ReadSummary::default();
     let mut lines = LineReader::default();
-    let mut batch: Vec<(IncidentEvent, usize)> = Vec::new();
+    let mut batch: Vec<Decoded> = Vec::new();
     let mut result = Ok(());
 
     loop {
@@ -194,12 +194,7 @@ async fn read_lines<R: AsyncBufRead + Unpin>(
 }
 
 /// Sends the batch; `Err` when the output closed (the events are then dropped).
-async fn send(
-    name: &str,
-    out: &SourceSender,
-    batch: &mut Vec<(IncidentEvent, usize)>,
-    summary: &mut ReadSummary,
-) -> Result<(), ()> {
+async fn send(name: &str, out: &SourceSender, batch: &mut Vec<Decoded>, summary: &mut ReadSummary) -> Result<(), ()> {
     let events = std::mem::take(batch);
     let count = events.len();
     match out.send(events, None).await {
@@ -223,7 +218,7 @@ enum RawLine {
 }
 
 /// Decodes a line: no events for a blank one, `Err` with the reason for a bad one.
-fn decode_line(decoder: &Decoder, line: RawLine) -> Result<Vec<(IncidentEvent, usize)>, String> {
+fn decode_line(decoder: &Decoder, line: RawLine) -> Result<Vec<Decoded>, String> {
     let bytes = match line {
         RawLine::Bytes(bytes) => bytes,
         RawLine::TooLong(len) => {

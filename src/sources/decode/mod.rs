@@ -31,7 +31,7 @@ pub mod mapping;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{prefixed, FieldError};
-use crate::event::IncidentEvent;
+use crate::event::{Decoded, IncidentEvent};
 
 pub use self::alertmanager::{AlertmanagerConfig, AlertmanagerDecoder};
 pub use self::error::DecodeError;
@@ -140,12 +140,13 @@ impl Default for Decoder {
 impl Decoder {
     /// Decodes a whole body: every value in it, or an error for the first bad one.
     pub fn decode(&self, body: &[u8]) -> Result<Vec<IncidentEvent>, DecodeError> {
-        Ok(self.decode_sized(body)?.into_iter().map(|(event, _)| event).collect())
+        Ok(self.decode_sized(body)?.into_iter().map(|decoded| decoded.incident).collect())
     }
 
     /// As [`Decoder::decode`], with each event's share of the bytes it came in (a value
-    /// that yields several events splits its size between them), for buffer limits.
-    pub fn decode_sized(&self, body: &[u8]) -> Result<Vec<(IncidentEvent, usize)>, DecodeError> {
+    /// that yields several events splits its size between them), for buffer limits, and
+    /// its identity when the codec knows one.
+    pub fn decode_sized(&self, body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
         match self.decode_sized_within(body, DecodeCap::NONE) {
             Ok(events) => Ok(events),
             Err(CappedDecodeError::Invalid(e)) => Err(e),
@@ -160,11 +161,7 @@ impl Decoder {
     /// never be taken is not finished. A bad value met before the cap is passed is
     /// reported as such; the values after that point are not decoded (and so not checked,
     /// beyond being well-formed JSON when the body is a JSON array).
-    pub fn decode_sized_within(
-        &self,
-        body: &[u8],
-        cap: DecodeCap,
-    ) -> Result<Vec<(IncidentEvent, usize)>, CappedDecodeError> {
+    pub fn decode_sized_within(&self, body: &[u8], cap: DecodeCap) -> Result<Vec<Decoded>, CappedDecodeError> {
         if let CodecImpl::Incident = self.codec {
             match self.decode_incident_stream(body, cap) {
                 Stream::Done(events) => return Ok(events),
@@ -182,7 +179,7 @@ impl Decoder {
             })?;
             let share = text.len() / decoded.len().max(1);
             bytes += (share * decoded.len()) as u64;
-            events.extend(decoded.into_iter().map(|event| (event, share)));
+            events.extend(decoded.into_iter().map(|event| Decoded { size: share, ..event }));
             if cap.passed(events.len(), bytes) {
                 return Err(CappedDecodeError::OverCap { events: events.len(), bytes });
             }
@@ -221,7 +218,7 @@ impl Decoder {
                 // times for a batch of 200. Never more than the cap lets through.
                 events.reserve((body.len() / (end - value_start).max(1)).min(cap.events.saturating_add(1)));
             }
-            events.push((event, end - value_start));
+            events.push(Decoded::new(event, end - value_start));
             bytes += (end - value_start) as u64;
             if cap.passed(events.len(), bytes) {
                 return Stream::OverCap(CappedDecodeError::OverCap { events: events.len(), bytes });
@@ -234,11 +231,13 @@ impl Decoder {
         }
     }
 
-    fn decode_value(&self, text: &str) -> Result<Vec<IncidentEvent>, DecodeError> {
+    /// The events of one value, sizes not yet set.
+    fn decode_value(&self, text: &str) -> Result<Vec<Decoded>, DecodeError> {
+        let unsized_ = |event| Decoded::new(event, 0);
         match &self.codec {
-            CodecImpl::Incident => decode_incident(text).map(|event| vec![event]),
-            CodecImpl::Alertmanager(decoder) => decoder.decode(text),
-            CodecImpl::Mapped(decoder) => decoder.decode(text).map(|event| vec![event]),
+            CodecImpl::Incident => decode_incident(text).map(|event| vec![unsized_(event)]),
+            CodecImpl::Alertmanager(decoder) => Ok(decoder.decode(text)?.into_iter().map(unsized_).collect()),
+            CodecImpl::Mapped(decoder) => decoder.decode(text).map(|event| vec![unsized_(event)]),
         }
     }
 }
@@ -246,7 +245,7 @@ impl Decoder {
 /// What the single pass made of a body.
 enum Stream {
     /// Every event of it.
-    Done(Vec<(IncidentEvent, usize)>),
+    Done(Vec<Decoded>),
     /// It passed the cap.
     OverCap(CappedDecodeError),
     /// Not for the single pass (an array, an error): the framed path decides.
@@ -328,7 +327,10 @@ mod tests {
                 Stream::OverCap(e) => panic!("no cap, yet {e}"),
             };
             let slow: Result<Vec<_>, _> = framing::frame(body, DEFAULT_MAX_DEPTH).and_then(|values| {
-                values.iter().map(|v| decode_incident(v.raw.get()).map(|e| (e, v.raw.get().len()))).collect()
+                values
+                    .iter()
+                    .map(|v| decode_incident(v.raw.get()).map(|e| Decoded::new(e, v.raw.get().len())))
+                    .collect()
             });
             match (fast, slow) {
                 (Some(fast), Ok(slow)) => assert_eq!(fast, slow, "{}", String::from_utf8_lossy(body)),
