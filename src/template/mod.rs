@@ -6,6 +6,7 @@
 //! for both a full and a minimal sample event. See `docs/templates.md`.
 
 pub mod catalog;
+pub mod digest;
 pub mod mustache;
 
 use bytes::Bytes;
@@ -50,9 +51,10 @@ pub enum TemplateError {
         message: String,
     },
     /// A JSON template renders text that is not JSON.
-    #[error("does not render valid JSON for the {sample} sample event: {message} (rendered: {excerpt})")]
+    #[error("does not render valid JSON for {sample}: {message} (rendered: {excerpt})")]
     InvalidJson {
-        /// `full` or `minimal`.
+        /// Which sample: `the full sample event`, `the minimal sample event`, or for a
+        /// digest template `a digest of one sample event`, `a digest of three sample events`.
         sample: &'static str,
         /// serde_json's complaint, with its line and column in the rendered body.
         message: String,
@@ -101,15 +103,8 @@ impl BodyTemplate {
         let fixed_shape = escape == Escape::Json && template.json_shape_is_fixed();
         let body = BodyTemplate::Custom { template, escape, fixed_shape };
         if escape == Escape::Json {
-            for (sample, event) in [("full", sample_event()), ("minimal", minimal_sample())] {
-                let rendered = body.render_unchecked(&event);
-                if let Err(e) = serde_json::from_slice::<IgnoredAny>(&rendered) {
-                    return Err(vec![TemplateError::InvalidJson {
-                        sample,
-                        message: e.to_string(),
-                        excerpt: excerpt(&rendered, &e),
-                    }]);
-                }
+            for (sample, event) in [("the full sample event", sample_event()), ("the minimal sample event", minimal_sample())] {
+                check_json(sample, &body.render_unchecked(&event))?;
             }
         }
         Ok(body)
@@ -136,6 +131,13 @@ impl BodyTemplate {
             }
         }
     }
+}
+
+/// A load-time check: `rendered` (made for `sample`) must be JSON.
+fn check_json(sample: &'static str, rendered: &[u8]) -> Result<(), Vec<TemplateError>> {
+    serde_json::from_slice::<IgnoredAny>(rendered)
+        .map(|_| ())
+        .map_err(|e| vec![TemplateError::InvalidJson { sample, message: e.to_string(), excerpt: excerpt(rendered, &e) }])
 }
 
 /// Checks one name use against the catalog.
@@ -190,6 +192,14 @@ fn excerpt(rendered: &[u8], e: &serde_json::Error) -> String {
     format!("`{}`", chars[from..to].iter().collect::<String>())
 }
 
+/// An event's value of a catalog variable, for templates.
+fn val(value: FieldRef<'_>) -> Val<'_> {
+    match value {
+        FieldRef::Str(s) => Val::Str(s),
+        FieldRef::Json(v) => Val::Json(v),
+    }
+}
+
 /// The template data of one event: catalog variables read typed fields, `event` is the
 /// event's JSON form (built only if the template asks for it).
 struct EventRoot<'a> {
@@ -217,13 +227,6 @@ impl Root for EventRoot<'_> {
             Resolved::Absent => None,
             Resolved::NeedsJson => mustache::descend(Val::Json(self.view.json()), rest),
         }
-    }
-}
-
-fn val(value: FieldRef<'_>) -> Val<'_> {
-    match value {
-        FieldRef::Str(s) => Val::Str(s),
-        FieldRef::Json(v) => Val::Json(v),
     }
 }
 

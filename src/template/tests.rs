@@ -73,13 +73,13 @@ fn catalog_variables_have_no_fields() {
 #[test]
 fn invalid_json_templates_are_caught_at_load() {
     let trailing_comma = json_template(r#"{"a": "{{alertId}}",}"#).unwrap_err();
-    assert!(matches!(trailing_comma[0], TemplateError::InvalidJson { sample: "full", .. }), "{trailing_comma:?}");
+    assert!(matches!(trailing_comma[0], TemplateError::InvalidJson { sample: "the full sample event", .. }), "{trailing_comma:?}");
     let unquoted = json_template(r#"{"p": {{alertPriority}}}"#).unwrap_err();
     assert!(matches!(unquoted[0], TemplateError::InvalidJson { .. }), "{unquoted:?}");
     assert!(unquoted[0].to_string().contains("HIGH"), "{}", unquoted[0]);
     // A section that only renders when a field is missing is checked with the minimal sample.
     let inverted = json_template(r#"{"a": 1{{^alertId}},{{/alertId}}}"#).unwrap_err();
-    assert!(matches!(inverted[0], TemplateError::InvalidJson { sample: "minimal", .. }), "{inverted:?}");
+    assert!(matches!(inverted[0], TemplateError::InvalidJson { sample: "the minimal sample event", .. }), "{inverted:?}");
 }
 
 #[test]
