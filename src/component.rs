@@ -84,6 +84,16 @@ pub trait StreamSink: Send + Sync {
     /// Delivers `event` whatever the filter says, with retries; if it fails again it goes
     /// back to the dead letters. Returns its outcome.
     async fn replay(&self, event: Event) -> Outcome;
+
+    /// Replays the events of one digest together (a batching sink sends them as one
+    /// digest again; any other sink one by one). Returns their outcomes, in order.
+    async fn replay_digest(&self, events: Vec<Event>) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            outcomes.push(self.replay(event).await);
+        }
+        outcomes
+    }
 }
 
 /// What a sink would do with one event ([`StreamSink::preview`]).

@@ -30,6 +30,7 @@ pub fn letter(sink: &str, event: &Event, reason: String, last_status: Option<u16
         reason,
         last_status,
         attempts,
+        digest: None,
     }
 }
 

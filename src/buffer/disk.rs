@@ -294,6 +294,7 @@ impl DiskBuffer {
                 reason: format!("corrupt disk-buffer record {seq}: {error}"),
                 last_status: None,
                 attempts: 0,
+                digest: None,
             })
             .collect();
         if let Err(error) = dead_letters.record(letters).await {

@@ -177,14 +177,32 @@ fn print_list(letters: &[DeadLetter], json: bool) -> std::io::Result<()> {
             l.event.get("id").and_then(|v| v.as_str()).unwrap_or("-"),
             l.event.get("eventType").and_then(|v| v.as_str()).unwrap_or("-")
         );
+        let digest = l.digest.as_ref().map(|id| format!(" [digest {id}]")).unwrap_or_default();
         writeln!(
             out,
-            "{:>5}  {:<12} {:<20} {:>6} {:>8}  {:<36} {:<22} {}",
-            l.seq, l.sink, l.time, status, l.attempts, l.webhook_id, event, l.reason
+            "{:>5}  {:<12} {:<20} {:>6} {:>8}  {:<36} {:<22} {}{}",
+            l.seq, l.sink, l.time, status, l.attempts, l.webhook_id, event, l.reason, digest
         )?;
     }
     writeln!(out, "{} dead letter{}", letters.len(), plural(letters.len()))?;
     out.flush()
+}
+
+/// The letters in replay order, in groups: the letters of one digest (same sink, same
+/// digest id, stored together) form one group, any other letter a group of its own.
+fn digest_groups(letters: Vec<DeadLetter>) -> Vec<Vec<DeadLetter>> {
+    let mut groups: Vec<Vec<DeadLetter>> = Vec::new();
+    for letter in letters {
+        match groups.last_mut() {
+            Some(group)
+                if letter.digest.is_some() && group[0].digest == letter.digest && group[0].sink == letter.sink =>
+            {
+                group.push(letter)
+            }
+            _ => groups.push(vec![letter]),
+        }
+    }
+    groups
 }
 
 async fn replay(select: &Select) -> Result<ExitCode, String> {
@@ -193,38 +211,53 @@ async fn replay(select: &Select) -> Result<ExitCode, String> {
     let dead_letters = Arc::new(DeadLetters::with_store(store.clone()));
     let mut sinks: HashMap<String, Box<dyn StreamSink>> = HashMap::new();
     let (mut delivered, mut failed) = (0usize, 0usize);
-    for letter in letters {
-        if !sinks.contains_key(&letter.sink) {
-            if config.sink(&letter.sink).is_none() {
-                say!("seq {}: sink `{}` is no longer in the config; kept", letter.seq, letter.sink);
-                failed += 1;
+    for group in digest_groups(letters) {
+        let sink_name = group[0].sink.clone();
+        if !sinks.contains_key(&sink_name) {
+            if config.sink(&sink_name).is_none() {
+                for letter in &group {
+                    say!("seq {}: sink `{}` is no longer in the config; kept", letter.seq, letter.sink);
+                }
+                failed += group.len();
                 continue;
             }
-            let sink = build_sink(&config, &letter.sink, dead_letters.clone()).await?;
-            sinks.insert(letter.sink.clone(), sink);
+            let sink = build_sink(&config, &sink_name, dead_letters.clone()).await?;
+            sinks.insert(sink_name.clone(), sink);
         }
-        let Some(sink) = sinks.get(&letter.sink) else { continue };
-        let incident: IncidentEvent = match serde_json::from_value(letter.event.clone()) {
-            Ok(incident) => incident,
-            Err(e) => {
-                say!("seq {}: stored event does not decode ({e}); kept", letter.seq);
-                failed += 1;
-                continue;
+        let Some(sink) = sinks.get(&sink_name) else { continue };
+        let mut events = Vec::with_capacity(group.len());
+        let mut replayed = Vec::with_capacity(group.len());
+        for letter in group {
+            match serde_json::from_value::<IncidentEvent>(letter.event.clone()) {
+                Ok(incident) => {
+                    let size = letter.event.to_string().len();
+                    events.push(Event::with_id(incident, letter.webhook_id.clone().into(), size));
+                    replayed.push(letter);
+                }
+                Err(e) => {
+                    say!("seq {}: stored event does not decode ({e}); kept", letter.seq);
+                    failed += 1;
+                }
             }
+        }
+        let outcomes = match events.len() {
+            0 => continue,
+            1 if replayed[0].digest.is_none() => vec![sink.replay(events.remove(0)).await],
+            _ => sink.replay_digest(events).await,
         };
-        let size = letter.event.to_string().len();
-        let outcome = sink.replay(Event::with_id(incident, letter.webhook_id.clone().into(), size)).await;
-        // Delivered: gone. Failed again: the sink stored a new dead letter with the new
-        // reason, so the old one goes either way (unless even that could not be written).
-        if outcome != Outcome::Dropped {
-            store.remove(&[letter.seq]).map_err(|e| e.to_string())?;
-        }
-        if outcome.is_success() {
-            delivered += 1;
-            say!("seq {}: delivered ({})", letter.seq, letter.webhook_id);
-        } else {
-            failed += 1;
-            say!("seq {}: not delivered; back in the dead letters", letter.seq);
+        for (letter, outcome) in replayed.iter().zip(outcomes) {
+            // Delivered: gone. Failed again: the sink stored a new dead letter with the new
+            // reason, so the old one goes either way (unless even that could not be written).
+            if outcome != Outcome::Dropped {
+                store.remove(&[letter.seq]).map_err(|e| e.to_string())?;
+            }
+            if outcome.is_success() {
+                delivered += 1;
+                say!("seq {}: delivered ({})", letter.seq, letter.webhook_id);
+            } else {
+                failed += 1;
+                say!("seq {}: not delivered; back in the dead letters", letter.seq);
+            }
         }
     }
     failed += corrupt.len();

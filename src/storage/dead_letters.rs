@@ -44,6 +44,10 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// RFC 3339 UTC, when it was dead-lettered.
     pub time: String,
+    /// The `webhook-id` of the digest the event was part of (a sink with `batch`): the
+    /// events of one digest are kept together and replayed together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// A dead letter before it is stored: the store assigns `seq` and sets `time` to now.
@@ -61,6 +65,8 @@ pub struct NewDeadLetter {
     pub last_status: Option<u16>,
     /// Delivery attempts made.
     pub attempts: u32,
+    /// The digest's `webhook-id`, when the event was part of one.
+    pub digest: Option<String>,
 }
 
 /// A stored dead letter that does not decode (see [`DeadLetterStore::scan`]).
@@ -127,6 +133,7 @@ impl DeadLetterStore {
                     last_status: new.last_status,
                     attempts: new.attempts,
                     time: time.clone(),
+                    digest: new.digest,
                 };
                 let bytes = serde_json::to_vec(&letter).map_err(|e| self.io(e))?;
                 table.insert(next, bytes.as_slice()).map_err(|e| self.io(e))?;
@@ -327,6 +334,7 @@ mod tests {
             reason: "HTTP 404 Not Found: no such hook".to_string(),
             last_status: Some(404),
             attempts: 1,
+            digest: None,
         }
     }
 

@@ -50,6 +50,7 @@ fn dead_letter(round: u64, i: u64) -> NewDeadLetter {
         reason: format!("HTTP 410 Gone: attempt {i}"),
         last_status: Some(410),
         attempts: (i % 9) as u32,
+        digest: None,
     }
 }
 

@@ -202,6 +202,7 @@ fn letter(i: u64) -> NewDeadLetter {
         reason: "HTTP 404 Not Found".into(),
         last_status: Some(404),
         attempts: 1,
+        digest: None,
     }
 }
 

@@ -64,6 +64,28 @@ impl AlertOrder {
         Some(AlertTurn { order: self, key, guard: Some(guard) })
     }
 
+    /// Waits for the turn of every alert in `keys` (a digest's events): the locks are
+    /// asked for together, in one poll, so a digest is queued on all its alerts before any
+    /// digest started after it is. Two digests sharing alerts are then granted them in the
+    /// order they started (per-alert order holds across digests), and none waits for a
+    /// later one, so they cannot deadlock. Keys without an alert never wait.
+    pub async fn turns<'k>(&self, keys: impl IntoIterator<Item = Option<&'k str>>) -> Vec<AlertTurn<'_>> {
+        let mut hashes: Vec<u64> = keys.into_iter().flatten().map(|key| self.hasher.hash_one(key)).collect();
+        // One lock once: asking twice for the same lock would wait for ourselves.
+        hashes.sort_unstable();
+        hashes.dedup();
+        let locks: Vec<(u64, Arc<Mutex<()>>)> = {
+            let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            hashes.into_iter().map(|key| (key, locks.entry(key).or_default().clone())).collect()
+        };
+        let guards = futures::future::join_all(locks.into_iter().map(|(key, lock)| async move {
+            let guard = lock.lock_owned().await;
+            (key, guard)
+        }))
+        .await;
+        guards.into_iter().map(|(key, guard)| AlertTurn { order: self, key, guard: Some(guard) }).collect()
+    }
+
     /// Alerts with a delivery holding or waiting for their lock.
     pub fn alerts_in_flight(&self) -> usize {
         self.locks.lock().map(|l| l.len()).unwrap_or(0)
@@ -104,6 +126,39 @@ mod tests {
             })
             .await;
         assert_eq!(*log.lock().unwrap(), vec![2, 0, 1]);
+        assert_eq!(order.alerts_in_flight(), 0, "locks are cleaned up");
+    }
+
+    #[tokio::test]
+    async fn digests_keep_per_alert_order_and_do_not_deadlock() {
+        let order = AlertOrder::default();
+        let log = StdMutex::new(Vec::new());
+        // Digest 0 (alerts B, C) is slow. Digest 1 holds C too, so it must wait for 0 even
+        // though its other alert (A) is free; digest 2 (A only) waits for 1; digest 3 (D)
+        // waits for nobody. Digests 4 and 5 hold the same two alerts in opposite orders.
+        let digests: [(u64, &[&str], u64); 6] = [
+            (0, &["B", "C"], 40),
+            (1, &["A", "C", "A"], 0),
+            (2, &["A"], 0),
+            (3, &["D"], 0),
+            (4, &["E", "F"], 10),
+            (5, &["F", "E"], 0),
+        ];
+        futures::stream::iter(digests)
+            .for_each_concurrent(8, |(n, keys, delay)| {
+                let (order, log) = (&order, &log);
+                async move {
+                    let _turns = order.turns(keys.iter().map(|k| Some(*k))).await;
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    log.lock().unwrap().push(n);
+                }
+            })
+            .await;
+        let log = log.lock().unwrap().clone();
+        let at = |n: u64| log.iter().position(|&m| m == n).unwrap();
+        assert!(at(0) < at(1) && at(1) < at(2), "{log:?}");
+        assert!(at(3) < at(0), "an unrelated digest is not held up: {log:?}");
+        assert!(at(4) < at(5), "{log:?}");
         assert_eq!(order.alerts_in_flight(), 0, "locks are cleaned up");
     }
 }

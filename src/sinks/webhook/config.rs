@@ -14,6 +14,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
+use super::batch::{BatchConfig, Batching};
 use super::client::build_connector;
 use super::dial::{DialOptions, NetworkGuard};
 use super::proxy::{process_env, ProxyConfig};
@@ -30,6 +31,7 @@ use crate::component::{Healthcheck, SinkConfig, SinkContext, StreamSink};
 use crate::error::{BuildError, FieldError};
 use crate::filter::{ConditionConfig, Filter};
 pub use crate::secret::SecretString;
+use crate::template::digest::DigestTemplate;
 use crate::template::mustache::Escape;
 use crate::template::BodyTemplate;
 
@@ -77,6 +79,12 @@ pub struct WebhookSinkConfig {
     /// Request settings.
     #[serde(default)]
     pub request: RequestConfig,
+    /// Digests: send the events that pass the filter together, as one webhook, up to
+    /// `batch.max_events` at once or `batch.timeout_secs` after the first (see
+    /// [`BatchConfig`]); the template then renders a digest (`count`, `events`, `first`,
+    /// `last`). Default: none, each event is its own webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchConfig>,
     /// Buffer between the sink's inputs and its deliveries: `buffer.type` (`memory` or
     /// `disk`), `buffer.max_events`, `buffer.max_bytes`, `buffer.when_full`.
     #[serde(default)]
@@ -126,6 +134,7 @@ impl Default for WebhookSinkConfig {
             headers: BTreeMap::new(),
             tls: TlsConfig::default(),
             request: RequestConfig::default(),
+            batch: None,
             buffer: BufferConfig::default(),
             retry: RetryConfig::default(),
             healthcheck: HealthcheckConfig::default(),
@@ -240,6 +249,8 @@ pub struct ValidatedWebhookSink {
     pub tls: TlsSettings,
     /// Proxies and the SSRF guard.
     pub dial: DialOptions,
+    /// Digests, if the sink batches.
+    pub batching: Option<Batching>,
     /// Settings that are allowed but risky, said at load and at every start.
     pub warnings: Vec<FieldError>,
 }
@@ -260,6 +271,7 @@ impl WebhookSinkConfig {
         let filter = Filter::compile(self.triggers.as_deref(), &self.conditions)
             .map_err(|es| errors.extend(es.into_iter().map(|e| FieldError::new(e.field(), e.to_string()))))
             .ok();
+        let batching = self.batch.as_ref().map(BatchConfig::validate).transpose().map_err(|es| errors.extend(es)).ok();
         let body = self.body(config_dir).map_err(|es| errors.extend(es)).ok();
         let headers = self.header_map().map_err(|es| errors.extend(es)).ok();
         if !(self.request.timeout_secs.is_finite() && self.request.timeout_secs > 0.0) {
@@ -291,19 +303,28 @@ impl WebhookSinkConfig {
             .ok();
         warnings.extend(self.tls.warnings());
         warnings.extend(self.retry.warnings().into_iter().map(|(field, message)| FieldError::new(field, message)));
-        match (target, filter, body, headers, tls, dial) {
-            (Some(target), Some(filter), Some(body), Some(headers), Some(tls), Some(dial)) if errors.is_empty() => {
-                Ok(ValidatedWebhookSink {
-                    config: self.clone(),
-                    filter,
-                    request_builder: RequestBuilder::new(target, body, headers).with_signer(signer),
-                    timeout: Duration::from_secs_f64(self.request.timeout_secs),
-                    retry: self.retry.policy(),
-                    tls,
-                    dial,
-                    warnings,
-                })
-            }
+        match (target, filter, body, headers, tls, dial, batching) {
+            (
+                Some(target),
+                Some(filter),
+                Some((body, digest, content_type)),
+                Some(headers),
+                Some(tls),
+                Some(dial),
+                Some(batching),
+            ) if errors.is_empty() => Ok(ValidatedWebhookSink {
+                config: self.clone(),
+                filter,
+                request_builder: RequestBuilder::new(target, (body, content_type), headers)
+                    .with_signer(signer)
+                    .with_digest(digest),
+                timeout: Duration::from_secs_f64(self.request.timeout_secs),
+                retry: self.retry.policy(),
+                tls,
+                dial,
+                batching,
+                warnings,
+            }),
             _ => Err(errors),
         }
     }
@@ -348,7 +369,8 @@ impl WebhookSinkConfig {
         }
     }
 
-    fn body(&self, config_dir: &Path) -> Result<(BodyTemplate, HeaderValue), Vec<FieldError>> {
+    /// The body template (a digest template for a sink with `batch`) and the content type.
+    fn body(&self, config_dir: &Path) -> Result<(BodyTemplate, Option<DigestTemplate>, HeaderValue), Vec<FieldError>> {
         let content_type = header_value(&self.content_type)
             .map_err(|why| vec![FieldError::new("content_type", format!("value {why}"))])?;
         let (source, field) = match (&self.template, &self.template_file) {
@@ -369,11 +391,20 @@ impl WebhookSinkConfig {
                     .unwrap_or(source);
                 (source, "template_file")
             }
-            (None, None) => return Ok((BodyTemplate::Standard, content_type)),
+            (None, None) => {
+                let digest = self.batch.is_some().then_some(DigestTemplate::Standard);
+                return Ok((BodyTemplate::Standard, digest, content_type));
+            }
         };
-        let template = BodyTemplate::custom(&source, self.escape())
-            .map_err(|es| es.into_iter().map(|e| FieldError::new(field, e.to_string())).collect::<Vec<_>>())?;
-        Ok((template, content_type))
+        let named = |es: Vec<crate::template::TemplateError>| {
+            es.into_iter().map(|e| FieldError::new(field, e.to_string())).collect::<Vec<_>>()
+        };
+        if self.batch.is_some() {
+            let digest = DigestTemplate::custom(&source, self.escape()).map_err(named)?;
+            return Ok((BodyTemplate::Standard, Some(digest), content_type));
+        }
+        let template = BodyTemplate::custom(&source, self.escape()).map_err(named)?;
+        Ok((template, None, content_type))
     }
 
     fn header_map(&self) -> Result<HeaderMap, Vec<FieldError>> {
@@ -501,6 +532,7 @@ impl ValidatedWebhookSink {
             order: Default::default(),
             retry: self.retry.clone(),
             dead_letters: cx.dead_letters,
+            batching: self.batching,
         };
         Ok((sink, healthcheck))
     }

@@ -4,7 +4,7 @@
 //! `client`, over `dial`: direct or through a `proxy`, with the SSRF guard; TLS from `tls`).
 //! `target` turns the URL into a request target and credentials;
 //! `healthcheck` checks the endpoint at start; `alert_order` keeps each alert's events in
-//! order; `signing` adds Standard Webhooks signatures.
+//! order; `signing` adds Standard Webhooks signatures; `batch` collects events into digests.
 
 internal_mod!(
     /// Keeps each alert's events in order.
@@ -14,6 +14,7 @@ internal_mod!(
     /// The HTTP(S) connector: hyper + rustls.
     client
 );
+pub mod batch;
 pub mod config;
 internal_mod!(
     /// One kept-alive connection per request slot.

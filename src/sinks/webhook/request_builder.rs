@@ -12,6 +12,7 @@ use super::client::Body;
 use super::signing::{Signer, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 use super::target::{host_header, Target};
 use crate::event::IncidentEvent;
+use crate::template::digest::DigestTemplate;
 use crate::template::{BodyTemplate, RenderError};
 
 /// The header carrying an event's stable delivery id (Standard Webhooks).
@@ -33,6 +34,8 @@ pub struct RequestBuilder {
     headers: HeaderMap,
     /// Signs each request (Standard Webhooks); `None` does no signing work at all.
     signer: Option<Arc<Signer>>,
+    /// A batching sink's digest body (then `body` is not used).
+    digest: Option<DigestTemplate>,
 }
 
 impl RequestBuilder {
@@ -51,7 +54,13 @@ impl RequestBuilder {
             }
         }
         headers.insert(WEBHOOK_ID, HeaderValue::from_static(""));
-        RequestBuilder { target, body, headers, signer: None }
+        RequestBuilder { target, body, headers, signer: None, digest: None }
+    }
+
+    /// The same builder, making digest bodies with `digest` (a sink with `batch`).
+    pub fn with_digest(mut self, digest: Option<DigestTemplate>) -> Self {
+        self.digest = digest;
+        self
     }
 
     /// The same builder, signing every request with `signer` (none: unsigned).
@@ -72,9 +81,18 @@ impl RequestBuilder {
         &self.target
     }
 
-    /// Renders the body for `event`.
+    /// Renders the body for `event` (for a batching sink: a digest of it alone).
     pub fn body(&self, event: &IncidentEvent) -> Result<Bytes, RenderError> {
-        self.body.render(event)
+        match &self.digest {
+            Some(digest) => digest.render(&[event]),
+            None => self.body.render(event),
+        }
+    }
+
+    /// Renders the digest body of `events`, in their order (without a digest template:
+    /// the default digest, a JSON array of their standard payloads).
+    pub fn digest_body(&self, events: &[&IncidentEvent]) -> Result<Bytes, RenderError> {
+        self.digest.as_ref().unwrap_or(&DigestTemplate::Standard).render(events)
     }
 
     /// The POST request for `event`, with `webhook_id` as its delivery id.

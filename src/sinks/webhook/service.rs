@@ -76,6 +76,7 @@ pub enum DeliveryError {
 pub struct WebhookService {
     connections: Arc<Connections>,
     timeout: Duration,
+    concurrency: usize,
 }
 
 impl fmt::Debug for WebhookService {
@@ -89,7 +90,13 @@ impl WebhookService {
     /// requests at once (at least one); each request (connecting and the answer's body
     /// included) must finish in `timeout`, which starts once the request has a slot.
     pub fn new(connector: Connector, concurrency: usize, timeout: Duration) -> Self {
-        WebhookService { connections: Arc::new(Connections::new(connector, concurrency)), timeout }
+        let concurrency = concurrency.max(1);
+        WebhookService { connections: Arc::new(Connections::new(connector, concurrency)), timeout, concurrency }
+    }
+
+    /// Most requests in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     /// Sends one request (its URI absolute, `http://` or `https://`), after waiting for a

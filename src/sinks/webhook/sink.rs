@@ -1,6 +1,9 @@
 //! The running sink: takes events from its buffer, keeps those its filter fires for, and
 //! delivers each with retries, up to `request.concurrency` alerts at once and each alert's
 //! events in order. Every event ends delivered, filtered out, or in the dead letters.
+//!
+//! A sink with `batch` collects the events that fire into digests and delivers each
+//! digest as one request the same way (see `batch`).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -12,6 +15,7 @@ use futures::StreamExt;
 use tracing::{debug, error, warn};
 
 use super::alert_order::AlertOrder;
+use super::batch::{digest_webhook_id, Batching};
 use super::request_builder::RequestBuilder;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::service::WebhookService;
@@ -40,6 +44,8 @@ pub struct WebhookSink {
     pub retry: RetryPolicy,
     /// Where undeliverable events go.
     pub dead_letters: Arc<DeadLetters>,
+    /// Digests, if the sink batches.
+    pub batching: Option<Batching>,
 }
 
 /// How a delivery ended, for the dead letters.
@@ -55,6 +61,13 @@ struct GaveUp {
 impl WebhookSink {
     /// Handles one event: filter, wait for its alert's turn, render, deliver, report.
     async fn process(&self, event: Event) {
+        if let Some(event) = self.fires(event) {
+            self.send(event).await;
+        }
+    }
+
+    /// The event back if the filter fires for it; else it is counted and finished.
+    fn fires(&self, event: Event) -> Option<Event> {
         SinkStats::incr(&self.stats.received);
         let incident = &event.incident;
         if let decision @ (Decision::NotTriggered { .. } | Decision::ConditionFailed { .. }) =
@@ -63,9 +76,9 @@ impl WebhookSink {
             SinkStats::incr(&self.stats.filtered);
             debug!(sink = %self.name, id = incident.id.as_deref(), %decision, "event filtered out");
             event.finish(Outcome::Filtered);
-            return;
+            return None;
         }
-        self.send(event).await;
+        Some(event)
     }
 
     /// Waits for the alert's turn, renders, delivers, and reports the outcome.
@@ -85,11 +98,11 @@ impl WebhookSink {
                     attempts: 0,
                     outcome: Outcome::Rejected,
                 };
-                self.dead_letter(event, gave_up).await;
+                self.dead_letter(vec![event], gave_up, None).await;
                 return;
             }
         };
-        let result = self.deliver(&event, body).await;
+        let result = self.deliver(&event.id, incident.id.as_deref(), body).await;
         stats.delivery_duration.observe(event.received_at.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
@@ -98,23 +111,66 @@ impl WebhookSink {
             }
             Err(gave_up) => {
                 SinkStats::incr(&stats.failed);
-                self.dead_letter(event, gave_up).await;
+                self.dead_letter(vec![event], gave_up, None).await;
             }
         }
     }
 
-    /// Sends `body` until the retry policy says it is delivered or to give up.
+    /// Delivers a digest: waits for the turn of every alert in it, renders one body for
+    /// all, delivers it with retries under one `webhook-id`, and reports the outcome of
+    /// each event (a digest given up on goes to the dead letters whole, as one digest).
+    async fn send_digest(&self, events: Vec<Event>) {
+        let stats = &self.stats;
+        let _turns = self.order.turns(events.iter().map(|event| event.incident.alert_identity())).await;
+        let webhook_id = digest_webhook_id(&events);
+        let incidents: Vec<&IncidentEvent> = events.iter().map(|event| &*event.incident).collect();
+        let body = match self.request_builder.digest_body(&incidents) {
+            Ok(body) => body,
+            Err(error) => {
+                SinkStats::add(&stats.render_failed, events.len() as u64);
+                warn!(sink = %self.name, %webhook_id, events = events.len(), %error, "cannot render the digest body");
+                let gave_up = GaveUp {
+                    kind: DeadLetterReason::Render,
+                    reason: format!("cannot render the digest body: {error}"),
+                    last_status: None,
+                    attempts: 0,
+                    outcome: Outcome::Rejected,
+                };
+                self.dead_letter(events, gave_up, Some(webhook_id)).await;
+                return;
+            }
+        };
+        let result = self.deliver(&webhook_id, None, body).await;
+        for event in &events {
+            stats.delivery_duration.observe(event.received_at.elapsed().as_secs_f64());
+        }
+        match result {
+            Ok(()) => {
+                SinkStats::add(&stats.delivered, events.len() as u64);
+                for event in events {
+                    event.finish(Outcome::Delivered);
+                }
+            }
+            Err(gave_up) => {
+                SinkStats::add(&stats.failed, events.len() as u64);
+                self.dead_letter(events, gave_up, Some(webhook_id)).await;
+            }
+        }
+    }
+
+    /// Sends `body` with `webhook_id` until the retry policy says it is delivered or to
+    /// give up. `id` is the alert's id, for the logs (none for a digest).
     ///
     /// Hand-written rather than tower's `Retry` layer: the policy needs each answer's
     /// `Retry-After`, and the dead letters need the attempts and the last status, which a
     /// tower policy cannot hand back.
-    async fn deliver(&self, event: &Event, body: Bytes) -> Result<(), GaveUp> {
+    async fn deliver(&self, webhook_id: &str, id: Option<&str>, body: Bytes) -> Result<(), GaveUp> {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
             // Built (and signed) once a request slot is free, so its timestamp is that of sending.
-            let request = || self.request_builder.request(body.clone(), &event.id);
+            let request = || self.request_builder.request(body.clone(), webhook_id);
             // Only the request holds one of the service's slots; a backoff sleep does not.
             let sent = Instant::now();
             let result = self.service.send_built(request).await;
@@ -140,10 +196,9 @@ impl WebhookSink {
                     self.retry.verdict(AttemptResult::Error(&text), attempt, started.elapsed(), SystemTime::now())
                 }
             };
-            let id = event.incident.id.as_deref();
             match verdict {
                 Verdict::Delivered => {
-                    debug!(sink = %self.name, id, webhook_id = %event.id, attempt, "webhook delivered");
+                    debug!(sink = %self.name, id, webhook_id, attempt, "webhook delivered");
                     return Ok(());
                 }
                 Verdict::RetryAfter(delay) => {
@@ -162,7 +217,7 @@ impl WebhookSink {
                     tokio::time::sleep(delay).await;
                 }
                 Verdict::GiveUp { reason, last_status, retryable } => {
-                    warn!(sink = %self.name, id, attempts = attempt, status = last_status, %reason, "webhook not delivered; dead-lettered");
+                    warn!(sink = %self.name, id, webhook_id, attempts = attempt, status = last_status, %reason, "webhook not delivered; dead-lettered");
                     let (outcome, kind) = if retryable {
                         (Outcome::Failed, DeadLetterReason::RetriesExhausted)
                     } else {
@@ -174,19 +229,38 @@ impl WebhookSink {
         }
     }
 
-    /// Keeps an event that can never be delivered, then reports its outcome.
-    async fn dead_letter(&self, event: Event, gave_up: GaveUp) {
-        let letter = dead_letters::letter(&self.name, &event, gave_up.reason, gave_up.last_status, gave_up.attempts);
-        match self.dead_letters.record(vec![letter]).await {
+    /// Keeps events that can never be delivered (one event, or a digest's events with
+    /// the digest's `webhook-id`, kept together), then reports their outcome.
+    async fn dead_letter(&self, events: Vec<Event>, gave_up: GaveUp, digest: Option<String>) {
+        let letters = events
+            .iter()
+            .map(|event| {
+                let mut letter = dead_letters::letter(
+                    &self.name,
+                    event,
+                    gave_up.reason.clone(),
+                    gave_up.last_status,
+                    gave_up.attempts,
+                );
+                letter.digest.clone_from(&digest);
+                letter
+            })
+            .collect();
+        match self.dead_letters.record(letters).await {
             Ok(()) => {
-                self.stats.count_dead_letters(gave_up.kind, 1);
-                event.finish(gave_up.outcome);
+                self.stats.count_dead_letters(gave_up.kind, events.len() as u64);
+                for event in events {
+                    event.finish(gave_up.outcome);
+                }
             }
             Err(error) => {
-                // A disk buffer keeps the event (Dropped leaves it stored); a memory
-                // buffer loses it, and says so.
-                error!(sink = %self.name, id = event.incident.id.as_deref(), %error, "cannot write the dead letter");
-                event.finish(Outcome::Dropped);
+                // A disk buffer keeps the events (Dropped leaves them stored); a memory
+                // buffer loses them, and says so.
+                let id = events.first().and_then(|event| event.incident.id.as_deref());
+                error!(sink = %self.name, id, events = events.len(), %error, "cannot write the dead letter");
+                for event in events {
+                    event.finish(Outcome::Dropped);
+                }
             }
         }
     }
@@ -202,7 +276,15 @@ const EVENTS_IN_HAND: usize = 1024;
 impl StreamSink for WebhookSink {
     async fn run(self: Box<Self>, input: BoxStream<'static, Event>) -> Result<(), ()> {
         let this = &*self;
-        input.for_each_concurrent(EVENTS_IN_HAND, |event| this.process(event)).await;
+        match self.batching {
+            None => input.for_each_concurrent(EVENTS_IN_HAND, |event| this.process(event)).await,
+            Some(batching) => {
+                let fired = input.filter_map(|event| std::future::ready(this.fires(event)));
+                let digests = tokio_stream::StreamExt::chunks_timeout(fired, batching.max_events, batching.timeout);
+                let in_hand = batching.digests_in_hand(EVENTS_IN_HAND, self.service.concurrency());
+                digests.for_each_concurrent(in_hand, |events| this.send_digest(events)).await
+            }
+        }
         Ok(())
     }
 
@@ -218,6 +300,7 @@ impl StreamSink for WebhookSink {
 
     async fn probe(&self, event: &IncidentEvent) -> Probe {
         let request = format!("POST {}", self.request_builder.target());
+        // A batching sink's body is a digest of this one event.
         let built = match self.request_builder.build(event, &new_webhook_id()) {
             Ok(built) => built,
             Err(error) => return Probe { request, answer: format!("not sent: {error}"), success: false },
@@ -233,8 +316,39 @@ impl StreamSink for WebhookSink {
         event.finalizer.push(move |outcome| {
             let _ = tx.send(outcome);
         });
-        self.send(event).await;
+        match self.batching {
+            Some(_) => self.send_digest(vec![event]).await,
+            None => self.send(event).await,
+        }
         rx.await.unwrap_or(Outcome::Dropped)
+    }
+
+    async fn replay_digest(&self, events: Vec<Event>) -> Vec<Outcome> {
+        if self.batching.is_none() {
+            let mut outcomes = Vec::with_capacity(events.len());
+            for event in events {
+                outcomes.push(self.replay(event).await);
+            }
+            return outcomes;
+        }
+        let mut receivers = Vec::with_capacity(events.len());
+        let events = events
+            .into_iter()
+            .map(|mut event| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                event.finalizer.push(move |outcome| {
+                    let _ = tx.send(outcome);
+                });
+                receivers.push(rx);
+                event
+            })
+            .collect();
+        self.send_digest(events).await;
+        let mut outcomes = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            outcomes.push(rx.await.unwrap_or(Outcome::Dropped));
+        }
+        outcomes
     }
 }
 
