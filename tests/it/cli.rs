@@ -836,6 +836,56 @@ async fn dead_letters_are_listed_replayed_and_purged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_digest_given_up_on_is_dead_lettered_together_and_replayed_as_one_digest() {
+    let receiver = Receiver::http().await;
+    receiver.set_status(422);
+    let dir = Dir::new();
+    let config = dir.write(
+        "digest.toml",
+        &format!(
+            "[sources.in]\ntype = \"stdin\"\n\n\
+             [sinks.digest]\ntype = \"webhook\"\ninputs = [\"in\"]\nurl = \"{}\"\n\
+             batch = {{ max_events = 3, timeout_secs = 0.2 }}\n",
+            receiver.url("/digest")
+        ),
+    );
+    let cfg = path_str(&config);
+    let mut proc = Proc::spawn(&["run", "--config", cfg], &[], true);
+    {
+        let mut stdin = proc.child.stdin.take().unwrap();
+        let input: String = ["g1", "g2", "g3"].iter().map(|id| event(id, "alert-created") + "\n").collect();
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    assert!(proc.wait_exit().await.success(), "{}", proc.stderr());
+    let refused = receiver.requests();
+    assert_eq!(refused.len(), 1, "three events, one digest, refused for good (422 is not retried)");
+    let digest_id = refused[0].header_str("webhook-id").unwrap();
+
+    let list = run_to_end(&["dead-letters", "list", "--config", cfg, "--json"], &[]).await;
+    let letters: Vec<Value> = list.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), 3, "each event keeps its own dead letter: {}", list.stdout);
+    for letter in &letters {
+        assert_eq!(letter["digest"], digest_id.as_str(), "{letter}");
+        assert_eq!(letter["last_status"], 422);
+    }
+    let table = run_to_end(&["dead-letters", "list", "--config", cfg], &[]).await;
+    assert!(table.stdout.contains(&format!("[digest {digest_id}]")), "{}", table.stdout);
+
+    receiver.set_status(200);
+    let replay = run_to_end(&["dead-letters", "replay", "--config", cfg], &[]).await;
+    assert!(replay.status.success(), "{}\n{}", replay.stdout, replay.stderr);
+    assert!(replay.stdout.contains("replayed: 3 delivered, 0 not delivered"), "{}", replay.stdout);
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2, "the replay is one digest again");
+    assert_eq!(requests[1].header_str("webhook-id").as_deref(), Some(digest_id.as_str()), "with the same id");
+    let ids: Vec<String> =
+        body_json(&requests[1].body).as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().into()).collect();
+    assert_eq!(ids, ["g1", "g2", "g3"]);
+    let left = run_to_end(&["dead-letters", "list", "--config", cfg], &[]).await;
+    assert!(left.stdout.contains("no dead letters"), "{}", left.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn render_decodes_as_a_source_does() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = root.join("config-examples/alertmanager/webhook-sink.toml");

@@ -23,26 +23,27 @@ use webhook_sink::topology::{Pipeline, RunReport};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Running {
+pub(crate) struct Running {
     _data: tempfile::TempDir,
-    source: SocketAddr,
+    pub(crate) source: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<RunReport>,
     stats: Vec<(String, Arc<SinkStats>)>,
 }
 
 impl Running {
-    fn stats(&self, sink: &str) -> &SinkStats {
+    pub(crate) fn stats(&self, sink: &str) -> &SinkStats {
         &self.stats.iter().find(|(n, _)| n == sink).expect("sink exists").1
     }
 
-    async fn stop(self) -> RunReport {
+    pub(crate) async fn stop(self) -> RunReport {
         self.shutdown.cancel();
         tokio::time::timeout(WAIT, self.task).await.expect("pipeline stops").expect("pipeline task")
     }
 }
 
-async fn start(sinks: &str) -> Running {
+/// A pipeline with an `http_server` source `alerts` and `sinks` (TOML), running.
+pub(crate) async fn start(sinks: &str) -> Running {
     let source = free_addr();
     let data = tempfile::tempdir().unwrap();
     let text = format!(
@@ -57,7 +58,7 @@ async fn start(sinks: &str) -> Running {
     Running { _data: data, source, shutdown, task, stats }
 }
 
-async fn post(source: SocketAddr, body: &str) -> (u16, String) {
+pub(crate) async fn post(source: SocketAddr, body: &str) -> (u16, String) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let request =
         http::Request::post(format!("http://{source}/")).body(Full::new(Bytes::from(body.to_string()))).unwrap();
@@ -67,16 +68,16 @@ async fn post(source: SocketAddr, body: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn event(id: &str, event_type: &str) -> serde_json::Value {
+pub(crate) fn event(id: &str, event_type: &str) -> serde_json::Value {
     json!({"id": id, "eventType": event_type, "status": "PENDING", "priority": "HIGH",
            "summary": format!("summary of {id}"), "alertSource": {"id": 1, "name": "Nagios Hosts"}})
 }
 
-fn ndjson(events: &[serde_json::Value]) -> String {
+pub(crate) fn ndjson(events: &[serde_json::Value]) -> String {
     events.iter().map(|e| format!("{e}\n")).collect()
 }
 
-async fn wait_until(mut done: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(mut done: impl FnMut() -> bool) {
     for _ in 0..200 {
         if done() {
             return;

@@ -12,6 +12,7 @@ mod delivery_faults;
 mod delivery_proxy;
 mod delivery_target;
 mod delivery_tls;
+mod digests;
 mod end_to_end;
 mod fuzz;
 mod hardening_small;
