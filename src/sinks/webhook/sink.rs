@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tracing::{debug, error, warn};
 
 use super::alert_order::AlertOrder;
+use super::dedupe::{Dedupe, DedupeKey};
 use super::request_builder::RequestBuilder;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::service::WebhookService;
@@ -40,6 +41,8 @@ pub struct WebhookSink {
     pub retry: RetryPolicy,
     /// Where undeliverable events go.
     pub dead_letters: Arc<DeadLetters>,
+    /// Recent deliveries, to drop equal events (`dedupe`); `None` when off.
+    pub dedupe: Option<Dedupe>,
 }
 
 /// How a delivery ended, for the dead letters.
@@ -89,11 +92,30 @@ impl WebhookSink {
                 return;
             }
         };
+        // Under the alert's turn: an equal event of the same alert waits for this one's
+        // delivery, then sees it.
+        let dedupe = self.dedupe.as_ref().map(|dedupe| {
+            (dedupe, DedupeKey::new(incident.alert_identity(), incident.event_type.as_str(), &body))
+        });
+        if let Some((dedupe, key)) = dedupe {
+            if dedupe.is_duplicate(key) {
+                SinkStats::incr(&stats.deduplicated);
+                debug!(sink = %self.name, id = incident.id.as_deref(), event_type = %incident.event_type, webhook_id = %event.id, "equal to an event delivered within dedupe.window_secs; dropped");
+                // Done, as a filtered-out event is: acknowledged, and deleted from a disk buffer.
+                event.finish(Outcome::Filtered);
+                return;
+            }
+        }
         let result = self.deliver(&event, body).await;
         stats.delivery_duration.observe(event.received_at.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 SinkStats::incr(&stats.delivered);
+                if let Some((dedupe, key)) = dedupe {
+                    if dedupe.remember(key) {
+                        warn!(sink = %self.name, "dedupe.max_entries deliveries in the window: the oldest are forgotten early, so their repeats may go out again; raise dedupe.max_entries");
+                    }
+                }
                 event.finish(Outcome::Delivered);
             }
             Err(gave_up) => {

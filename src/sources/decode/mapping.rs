@@ -49,9 +49,7 @@ use serde_json::Value;
 
 use super::error::{json_kind, DecodeError};
 use crate::error::FieldError;
-use crate::event::{
-    AlertSource, AlertStatus, Decoded, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority,
-};
+use crate::event::{AlertSource, AlertStatus, Decoded, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority};
 use crate::suggest::closest;
 use crate::template::mustache::{self, Escape, Partials, Template};
 
