@@ -81,7 +81,7 @@ impl DedupeConfig {
         if !window.is_finite() || window < 0.0 {
             errors.push(FieldError::new(
                 "dedupe.window_secs",
-                "must be a number of seconds, 0 (off) or more; leave the `dedupe` table out to turn it off",
+                format!("must be a number of seconds, 0 (off) or more, got {window}"),
             ));
         } else if window > MAX_WINDOW_SECS {
             errors.push(FieldError::new(
