@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the CPU work per event: decoding a body, filtering, rendering the
-//! body template, building the request, and the three together; and (`buffer_fill`) the
-//! cost of one push and one pop on a sink buffer that already holds 0 to 100,000 events.
+//! body template, building the request, and the three together; `dedupe`, the window's
+//! check and remember per event; and (`buffer_fill`) the cost of one push and one pop on a
+//! sink buffer that already holds 0 to 100,000 events.
 //!
 //! ```text
 //! cargo bench --bench pipeline
@@ -17,6 +18,7 @@ use webhook_sink::buffer::{BufferConfig, BufferType, SinkBuffer};
 use webhook_sink::event::{new_webhook_id, Event, IncidentEvent, Outcome};
 use webhook_sink::filter::{ConditionConfig, Decision, Filter, OneOrMany};
 use webhook_sink::sinks::webhook::config::{SecretUrl, ValidatedWebhookSink};
+use webhook_sink::sinks::webhook::dedupe::{Dedupe, DedupeKey};
 use webhook_sink::sinks::webhook::WebhookSinkConfig;
 use webhook_sink::sources::decode::Decoder;
 use webhook_sink::template::mustache::Escape;
@@ -203,6 +205,41 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
+/// What `dedupe` adds per event: the key of the standard payload (a SHA-256 of ~400
+/// bytes), then a check that misses and a remember, on a window already full (100,000
+/// entries, so each remember also forgets the oldest); and a check that hits.
+fn dedupe(c: &mut Criterion) {
+    let event = firing_event();
+    let body = compiled_webhook().request_builder.body(&event).unwrap();
+    let dedupe = Dedupe::new(Duration::from_secs(3600), 100_000);
+    for i in 0..100_000u32 {
+        dedupe.remember(DedupeKey::new(Some(&i.to_string()), "alert-created", &body));
+    }
+    let hit = DedupeKey::new(Some("99999"), "alert-created", &body);
+
+    let mut group = c.benchmark_group("dedupe");
+    group.throughput(Throughput::Elements(1));
+    let mut n = 0u64;
+    group.bench_function("key_check_remember_full_window", |b| {
+        b.iter(|| {
+            n += 1;
+            let key = DedupeKey::new(Some(&format!("new-{n}")), event.event_type.as_str(), black_box(&body));
+            if !dedupe.is_duplicate(key) {
+                dedupe.remember(key);
+            }
+        })
+    });
+    // Remembered again: the loop above pushed the pre-filled entries out.
+    dedupe.remember(hit);
+    group.bench_function("key_check_duplicate", |b| {
+        b.iter(|| {
+            let key = DedupeKey::new(Some("99999"), "alert-created", black_box(&body));
+            assert!(dedupe.is_duplicate(key));
+        })
+    });
+    group.finish();
+}
+
 /// Events a buffer holds before `buffer_fill` measures it.
 const MEMORY_FILLS: [usize; 3] = [0, 10_000, 100_000];
 /// The disk buffer is filled through its own `push` (one fsync per batch of
@@ -302,7 +339,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = decode, filter, render, request, pipeline
+    targets = decode, filter, render, request, pipeline, dedupe
 }
 criterion_group! {
     name = buffers;

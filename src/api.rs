@@ -192,12 +192,17 @@ impl Collector for PipelineCollector {
             events.collect(),
         )?;
 
-        let sink_counters: [(&str, &str, SinkCounter); 4] = [
+        let sink_counters: [(&str, &str, SinkCounter); 5] = [
             ("webhook_sink_events_received", "Events that entered the sink's buffer.", |s| SinkStats::get(&s.accepted)),
             ("webhook_sink_events_filtered", "Events the sink's triggers or conditions did not fire for.", |s| {
                 SinkStats::get(&s.filtered)
             }),
             ("webhook_sink_events_delivered", "Events delivered (answered 2xx).", |s| SinkStats::get(&s.delivered)),
+            (
+                "webhook_sink_events_deduplicated",
+                "Events dropped as equal to one delivered within dedupe.window_secs.",
+                |s| SinkStats::get(&s.deduplicated),
+            ),
             ("webhook_sink_retries", "Attempts that were retried.", |s| SinkStats::get(&s.retries)),
         ];
         for (name, help, value) in sink_counters {

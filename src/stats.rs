@@ -127,6 +127,8 @@ pub struct SinkStats {
     pub received: AtomicU64,
     /// Events its triggers or conditions did not fire for.
     pub filtered: AtomicU64,
+    /// Events dropped as equal to one delivered within `dedupe.window_secs`.
+    pub deduplicated: AtomicU64,
     /// Requests answered with 2xx.
     pub delivered: AtomicU64,
     /// Events given up on after their last attempt (non-retried status, retries exhausted).
@@ -153,6 +155,7 @@ impl Default for SinkStats {
             accepted: AtomicU64::new(0),
             received: AtomicU64::new(0),
             filtered: AtomicU64::new(0),
+            deduplicated: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             render_failed: AtomicU64::new(0),
@@ -189,10 +192,10 @@ impl SinkStats {
         self.dead_lettered_by[index].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Events accepted into the buffer and not yet handled (delivered, failed, filtered out
-    /// or unrenderable).
+    /// Events accepted into the buffer and not yet handled (delivered, failed, filtered out,
+    /// deduplicated or unrenderable).
     pub fn pending(&self) -> u64 {
-        let handled = [&self.delivered, &self.failed, &self.filtered, &self.render_failed]
+        let handled = [&self.delivered, &self.failed, &self.filtered, &self.deduplicated, &self.render_failed]
             .into_iter()
             .map(SinkStats::get)
             .sum::<u64>();

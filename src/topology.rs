@@ -632,6 +632,7 @@ impl Pipeline {
                 delivered = SinkStats::get(&stats.delivered),
                 failed = SinkStats::get(&stats.failed),
                 filtered = SinkStats::get(&stats.filtered),
+                deduplicated = SinkStats::get(&stats.deduplicated),
                 render_failed = SinkStats::get(&stats.render_failed),
                 dead_lettered = SinkStats::get(&stats.dead_lettered),
                 retries = SinkStats::get(&stats.retries),

@@ -118,3 +118,29 @@ async fn a_digest_template_that_cannot_list_several_events_is_refused_at_load() 
     assert!(message.contains("sinks.digest.template"), "{message}");
     assert!(message.contains("a digest of three sample events"), "{message}");
 }
+
+#[tokio::test]
+async fn dedupe_drops_repeats_within_a_digest_and_across_digests() {
+    let receiver = Faulty::start().await;
+    let running = start(&digest_sink(
+        &receiver.url("/dedupe"),
+        "batch = { max_events = 2, timeout_secs = 0.05 }\ndedupe.window_secs = 60",
+    ))
+    .await;
+    // One alert re-notified four times (one digest holds two of them, the next digests the
+    // rest), and another alert once.
+    let repeat = event("r1", "alert-created");
+    let events = vec![repeat.clone(), repeat.clone(), repeat.clone(), event("r2", "alert-created"), repeat];
+    assert_eq!(post(running.source, &ndjson(&events)).await.0, 200);
+    let dedupe = |running: &crate::end_to_end::Running| {
+        running.stats("digest").deduplicated.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    wait_until(|| dedupe(&running) == 3).await;
+    let delivered: Vec<String> =
+        receiver.delivered().iter().flat_map(events_of).map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let mut sorted = delivered.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["r1", "r2"], "each once: {delivered:?}");
+    assert_eq!(dedupe(&running), 3);
+    running.stop().await;
+}

@@ -7,6 +7,7 @@ mod support;
 mod cli;
 mod config_errors;
 mod crash_recovery;
+mod dedupe;
 mod delivery_connections;
 mod delivery_faults;
 mod delivery_proxy;

@@ -6,6 +6,11 @@
 //! `alert-created` and then one `alert-resolved` webhook must arrive, with the alert's
 //! fingerprint as their id. Alertmanager runs on loopback with its own config and storage
 //! in a temporary folder, clustering off, and is killed on every path.
+//!
+//! Then, with a `repeat_interval` of seconds and a group of two alerts: every repeat of a
+//! firing alert carries the `webhook-id` of its first notification (also when the group is
+//! re-sent because the other alert resolved), the resolve gets another, and a sink with
+//! `dedupe` delivers each state once.
 
 use crate::support;
 
@@ -51,12 +56,13 @@ struct Running {
 }
 
 impl Running {
-    async fn start(source_port: u16, sink_url: &str) -> Running {
+    /// `more` is appended to the pipeline file (more sinks).
+    async fn start(source_port: u16, sink_url: &str, more: &str) -> Running {
         let text = format!(
             "[sources.alertmanager]\ntype = \"http_server\"\naddress = \"127.0.0.1:{source_port}\"\n\
              path = \"/alertmanager\"\ndecoding.codec = \"alertmanager\"\n\n\
              [sinks.chat]\ntype = \"webhook\"\ninputs = [\"alertmanager\"]\nurl = \"{sink_url}\"\n\
-             template = '''{TEMPLATE}'''\n"
+             template = '''{TEMPLATE}'''\n{more}"
         );
         let config = load_str(Path::new("peer_alertmanager.toml"), &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let shutdown = CancellationToken::new();
@@ -68,6 +74,11 @@ impl Running {
 
     fn failed(&self) -> u64 {
         self.stats.iter().map(|(_, s)| SinkStats::get(&s.failed)).sum()
+    }
+
+    /// The counters of the sink `name`.
+    fn sink(&self, name: &str) -> &SinkStats {
+        self.stats.iter().find(|(n, _)| n == name).map(|(_, s)| &**s).expect("the sink exists")
     }
 
     async fn stop(self) {
@@ -85,14 +96,14 @@ struct Alertmanager {
 
 impl Alertmanager {
     /// Starts `binary` with a config in `dir` whose one receiver posts to webhook-sink's
-    /// source on `source_port`.
-    fn start(binary: &Path, dir: &Path, source_port: u16) -> Alertmanager {
-        // group_by ['...']: every alert is a group of its own. group_wait 100ms sends the
-        // first notification at once, group_interval 1s sends the resolution soon after,
-        // and repeat_interval 1h rules out re-notifications during the test.
+    /// source on `source_port`, grouping alerts by `group_by` and repeating a notification
+    /// every `repeat_interval`.
+    fn start(binary: &Path, dir: &Path, source_port: u16, group_by: &str, repeat_interval: &str) -> Alertmanager {
+        // group_wait 100ms sends the first notification at once, group_interval 1s sends
+        // changes (a resolution) soon after.
         let config = format!(
-            "route:\n  receiver: webhook-sink\n  group_by: ['...']\n  group_wait: 100ms\n  group_interval: 1s\n  \
-             repeat_interval: 1h\nreceivers:\n  - name: webhook-sink\n    webhook_configs:\n      \
+            "route:\n  receiver: webhook-sink\n  group_by: {group_by}\n  group_wait: 100ms\n  group_interval: 1s\n  \
+             repeat_interval: {repeat_interval}\nreceivers:\n  - name: webhook-sink\n    webhook_configs:\n      \
              - url: http://127.0.0.1:{source_port}/alertmanager\n        send_resolved: true\n"
         );
         let config_file = dir.join("alertmanager.yml");
@@ -236,8 +247,10 @@ async fn alertmanager_firing_then_resolved_become_created_then_resolved_webhooks
     let dir = tempfile::tempdir().expect("temporary folder");
     let receiver = Receiver::http().await;
     let source_port = free_port();
-    let running = Running::start(source_port, &receiver.url("/chat")).await;
-    let mut alertmanager = Alertmanager::start(&binary, dir.path(), source_port);
+    let running = Running::start(source_port, &receiver.url("/chat"), "").await;
+    // group_by ['...']: every alert is a group of its own; repeat_interval 1h rules out
+    // re-notifications during the test.
+    let mut alertmanager = Alertmanager::start(&binary, dir.path(), source_port, "['...']", "1h");
     alertmanager.wait_ready().await;
     let external_url = alertmanager.url("");
 
@@ -284,4 +297,136 @@ async fn alertmanager_firing_then_resolved_become_created_then_resolved_webhooks
     drop(alertmanager);
     running.stop().await;
     eprintln!("peer_alertmanager: created and resolved webhooks in {:.1?}", began.elapsed());
+}
+
+/// Waits (at most [`WAIT`]) until the requests at the receiver satisfy `done`, with
+/// everything useful in the panic message if they do not.
+async fn wait_until(
+    what: &str,
+    receiver: &Receiver,
+    running: &Running,
+    alertmanager: &Alertmanager,
+    done: impl Fn(&[support::receiver::Recorded]) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = receiver.requests();
+        if done(&got) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {WAIT:?}; got {:#?}\nsink failures: {}\nAlertmanager log:\n{}",
+            got.iter().map(|r| (r.path_and_query.clone(), r.body_str())).collect::<Vec<_>>(),
+            running.failed(),
+            alertmanager.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A webhook as the tests read it: (path, summary, event type, fingerprint, webhook-id).
+fn webhook(request: &support::receiver::Recorded) -> (String, String, String, String, String) {
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or_else(|e| panic!("{e}: {}", request.body_str()));
+    let text = |field: &str| body[field].as_str().unwrap_or_else(|| panic!("no {field}: {body}")).to_string();
+    let id = request.header_str("webhook-id").expect("every webhook has a webhook-id");
+    (request.path_and_query.clone(), text("summary"), text("type"), text("id"), id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alertmanager_repeats_keep_their_webhook_id_and_dedupe_sends_each_state_once() {
+    use webhook_sink::event::stable_webhook_id;
+    use webhook_sink::sources::decode::alertmanager::alert_identity;
+
+    let Some(binary) = require("prometheus-alertmanager", "prometheus-alertmanager", &[]) else {
+        return;
+    };
+    let began = Instant::now();
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let receiver = Receiver::http().await;
+    let source_port = free_port();
+    // `chat` sends every notification; `deduped` drops what it delivered within the hour.
+    let deduped = format!(
+        "\n[sinks.deduped]\ntype = \"webhook\"\ninputs = [\"alertmanager\"]\nurl = \"{}\"\n\
+         template = '''{TEMPLATE}'''\ndedupe.window_secs = 3600\n",
+        receiver.url("/deduped")
+    );
+    let running = Running::start(source_port, &receiver.url("/chat"), &deduped).await;
+    // Both alerts in one group; the group repeated every 2 s (Alertmanager looks at each
+    // group_interval, 1 s).
+    let mut alertmanager = Alertmanager::start(&binary, dir.path(), source_port, "['alertname']", "2s");
+    alertmanager.wait_ready().await;
+
+    let starts_at = rfc3339(SystemTime::now() - Duration::from_secs(60));
+    let alert = |instance: &str| {
+        json!({
+            "labels": {"alertname": "DiskFull", "instance": instance, "severity": "critical"},
+            "annotations": {"summary": format!("Disk almost full on {instance}")},
+            "startsAt": starts_at,
+            "generatorURL": GENERATOR_URL
+        })
+    };
+    alertmanager.post_alerts(&json!([alert("db1"), alert("db2")])).await;
+    let at = |path: &'static str| move |r: &&support::receiver::Recorded| r.path_and_query == path;
+    // The first notification and a repeat: two webhooks each.
+    wait_until("a repeated notification", &receiver, &running, &alertmanager, |got| {
+        got.iter().filter(at("/chat")).count() >= 4
+    })
+    .await;
+
+    // db1 resolves: the group goes out again, db1 resolved beside db2 still firing.
+    let ends_at = rfc3339(SystemTime::now());
+    let mut resolved = alert("db1");
+    resolved["endsAt"] = json!(ends_at);
+    alertmanager.post_alerts(&json!([resolved])).await;
+    let resolve_at = |path: &'static str| {
+        move |got: &[support::receiver::Recorded]| got.iter().filter(at(path)).any(|r| webhook(r).2 == "alert-resolved")
+    };
+    wait_until("the resolve", &receiver, &running, &alertmanager, resolve_at("/chat")).await;
+    wait_until("the resolve, deduplicated sink", &receiver, &running, &alertmanager, resolve_at("/deduped")).await;
+    // Let go of Alertmanager (it would repeat db2 every 2 s), then look at what came.
+    drop(alertmanager);
+
+    let got: Vec<_> = receiver.requests().iter().map(webhook).collect();
+    let chat: Vec<_> = got.iter().filter(|w| w.0 == "/chat").collect();
+    let (db1, db2) = ("Disk almost full on db1", "Disk almost full on db2");
+    let count = |summary: &str, kind: &str| chat.iter().filter(|w| w.1 == summary && w.2 == kind).count();
+    assert!(count(db1, "alert-created") >= 2 && count(db2, "alert-created") >= 3, "{chat:#?}");
+    assert_eq!(count(db1, "alert-resolved"), 1, "{chat:#?}");
+
+    // The id of each alert state is the one its identity gives, on every repeat and in
+    // both sinks; the three states have three ids.
+    let fingerprint = |summary: &str| chat.iter().find(|w| w.1 == summary).expect("notified").3.clone();
+    let expected = |summary: &str, kind: &str| {
+        let resolved = kind == "alert-resolved";
+        let ends_at = resolved.then_some(ends_at.as_str());
+        let identity = alert_identity(Some("webhook-sink"), &fingerprint(summary), resolved, Some(&starts_at), ends_at)
+            .expect("Alertmanager sends the times an identity needs");
+        stable_webhook_id(&identity)
+    };
+    let states = [(db1, "alert-created"), (db2, "alert-created"), (db1, "alert-resolved")];
+    let ids: Vec<String> = states.iter().map(|(summary, kind)| expected(summary, kind)).collect();
+    assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2], "{ids:?}");
+    for w in &got {
+        let state = states.iter().position(|(summary, kind)| w.1 == *summary && w.2 == *kind).expect("a known state");
+        assert_eq!(w.4, ids[state], "{w:?}: the webhook-id of its state");
+    }
+
+    // The deduplicated sink delivered each state once; the repeats that reached it were
+    // counted. (Its copies are handled beside chat's: wait until it has seen as many.)
+    let mut deduped: Vec<_> = got.iter().filter(|w| w.0 == "/deduped").map(|w| (w.1.as_str(), w.2.as_str())).collect();
+    deduped.sort();
+    assert_eq!(deduped, [(db1, "alert-created"), (db1, "alert-resolved"), (db2, "alert-created")]);
+    let stats = running.sink("deduped");
+    let deadline = Instant::now() + WAIT;
+    while SinkStats::get(&stats.delivered) + SinkStats::get(&stats.deduplicated) < chat.len() as u64 {
+        assert!(Instant::now() < deadline, "the deduplicated sink did not handle {} events", chat.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(SinkStats::get(&stats.delivered), 3);
+    assert!(SinkStats::get(&stats.deduplicated) >= chat.len() as u64 - 3);
+    assert_eq!(running.failed(), 0);
+
+    running.stop().await;
+    eprintln!("peer_alertmanager: {} repeats kept their ids, in {:.1?}", chat.len() - 3, began.elapsed());
 }

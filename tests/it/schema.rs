@@ -61,7 +61,8 @@ fn the_schema_flags_what_the_loader_refuses() {
         "sources": {"in": {"type": "http_server", "address": "127.0.0.1:8687", "decoding": {"codec": "alertmanager"}}},
         "sinks": {"chat": {"type": "webhook", "inputs": ["in"], "url": "https://h/x",
                   "signing": {"secrets": ["${S}"]}, "proxy": {"no_proxy": ["10.0.0.0/8"]},
-                  "tls": {"verify_hostname": false}, "retry": {"on_status": [429, 503]}}}
+                  "tls": {"verify_hostname": false}, "retry": {"on_status": [429, 503]},
+                  "dedupe": {"window_secs": 3600}}}
     });
     assert!(validator.is_valid(&good), "{:?}", validator.iter_errors(&good).map(|e| e.to_string()).collect::<Vec<_>>());
     let bad = [
@@ -69,6 +70,8 @@ fn the_schema_flags_what_the_loader_refuses() {
         json!({"sinks": {"chat": {"type": "webhok", "inputs": ["in"], "url": "https://h/"}}}),
         json!({"sinks": {"chat": {"type": "webhook", "url": "https://h/"}}}),
         json!({"sinks": {"chat": {"type": "webhook", "inputs": ["in"], "url": "https://h/", "retry": {"on_status": "sometimes"}}}}),
+        json!({"sinks": {"chat": {"type": "webhook", "inputs": ["in"], "url": "https://h/", "dedupe": {"window": 60}}}}),
+        json!({"sinks": {"chat": {"type": "webhook", "inputs": ["in"], "url": "https://h/", "dedupe": {}}}}),
         json!({"sinkz": {}, "sinks": {}}),
         json!({"sources": {"in": {"type": "http_server"}}, "sinks": {}}),
     ];

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::{BatchConfig, Batching};
 use super::client::build_connector;
+pub use super::dedupe::DedupeConfig;
 use super::dial::{DialOptions, NetworkGuard};
 use super::proxy::{process_env, ProxyConfig};
 use super::request_builder::RequestBuilder;
@@ -114,6 +115,11 @@ pub struct WebhookSinkConfig {
     /// single addresses). Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_networks: Vec<String>,
+    /// De-duplication: `dedupe.window_secs` drops an event whose alert key, event type and
+    /// rendered body equal those of one delivered within that many seconds (see
+    /// [`DedupeConfig`]). Default: off (no table, or `window_secs = 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe: Option<DedupeConfig>,
 }
 
 fn default_content_type() -> String {
@@ -142,6 +148,7 @@ impl Default for WebhookSinkConfig {
             proxy: ProxyConfig::default(),
             deny_private_networks: false,
             allow_networks: Vec::new(),
+            dedupe: None,
         }
     }
 }
@@ -281,6 +288,7 @@ impl WebhookSinkConfig {
             errors.push(FieldError::new("request.concurrency", "must be at least 1"));
         }
         errors.extend(self.buffer.validate());
+        errors.extend(self.dedupe.iter().flat_map(DedupeConfig::validate));
         errors.extend(self.retry.validate().into_iter().map(|(field, message)| FieldError::new(field, message)));
         let mut warnings = target.as_ref().map(|target| self.clear_text_warnings(target)).unwrap_or_default();
         let signer = match self.signing.as_ref().map(SigningConfig::compile).transpose() {
@@ -533,6 +541,7 @@ impl ValidatedWebhookSink {
             retry: self.retry.clone(),
             dead_letters: cx.dead_letters,
             batching: self.batching,
+            dedupe: self.config.dedupe.as_ref().and_then(DedupeConfig::build),
         };
         Ok((sink, healthcheck))
     }

@@ -4,7 +4,8 @@
 //! `client`, over `dial`: direct or through a `proxy`, with the SSRF guard; TLS from `tls`).
 //! `target` turns the URL into a request target and credentials;
 //! `healthcheck` checks the endpoint at start; `alert_order` keeps each alert's events in
-//! order; `signing` adds Standard Webhooks signatures; `batch` collects events into digests.
+//! order; `signing` adds Standard Webhooks signatures; `batch` collects events into
+//! digests; `dedupe` drops events equal to one delivered within a window.
 
 internal_mod!(
     /// Keeps each alert's events in order.
@@ -20,6 +21,7 @@ internal_mod!(
     /// One kept-alive connection per request slot.
     connections
 );
+pub mod dedupe;
 internal_mod!(
     /// The TCP connection: direct or through a proxy, with the SSRF guard.
     dial

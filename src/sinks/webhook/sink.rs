@@ -16,6 +16,7 @@ use tracing::{debug, error, warn};
 
 use super::alert_order::AlertOrder;
 use super::batch::{digest_webhook_id, Batching};
+use super::dedupe::{Dedupe, DedupeKey};
 use super::request_builder::RequestBuilder;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::service::WebhookService;
@@ -46,6 +47,8 @@ pub struct WebhookSink {
     pub dead_letters: Arc<DeadLetters>,
     /// Digests, if the sink batches.
     pub batching: Option<Batching>,
+    /// Recent deliveries, to drop equal events (`dedupe`); `None` when off.
+    pub dedupe: Option<Dedupe>,
 }
 
 /// How a delivery ended, for the dead letters.
@@ -102,11 +105,26 @@ impl WebhookSink {
                 return;
             }
         };
+        // Under the alert's turn: an equal event of the same alert waits for this one's
+        // delivery, then sees it.
+        let dedupe = self.dedupe.as_ref().map(|dedupe| {
+            (dedupe, DedupeKey::new(incident.alert_identity(), incident.event_type.as_str(), &body))
+        });
+        if let Some((dedupe, key)) = dedupe {
+            if dedupe.is_duplicate(key) {
+                SinkStats::incr(&stats.deduplicated);
+                debug!(sink = %self.name, id = incident.id.as_deref(), event_type = %incident.event_type, webhook_id = %event.id, "equal to an event delivered within dedupe.window_secs; dropped");
+                // Done, as a filtered-out event is: acknowledged, and deleted from a disk buffer.
+                event.finish(Outcome::Filtered);
+                return;
+            }
+        }
         let result = self.deliver(&event.id, incident.id.as_deref(), body).await;
         stats.delivery_duration.observe(event.received_at.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 SinkStats::incr(&stats.delivered);
+                self.remember_delivered(dedupe.map(|(_, key)| key));
                 event.finish(Outcome::Delivered);
             }
             Err(gave_up) => {
@@ -122,6 +140,12 @@ impl WebhookSink {
     async fn send_digest(&self, events: Vec<Event>) {
         let stats = &self.stats;
         let _turns = self.order.turns(events.iter().map(|event| event.incident.alert_identity())).await;
+        // Under the turns of all its alerts: an earlier digest holding an equal event has
+        // been delivered (and remembered) by now.
+        let (events, keys) = self.drop_duplicates(events);
+        if events.is_empty() {
+            return;
+        }
         let webhook_id = digest_webhook_id(&events);
         let incidents: Vec<&IncidentEvent> = events.iter().map(|event| &*event.incident).collect();
         let body = match self.request_builder.digest_body(&incidents) {
@@ -147,6 +171,7 @@ impl WebhookSink {
         match result {
             Ok(()) => {
                 SinkStats::add(&stats.delivered, events.len() as u64);
+                self.remember_delivered(keys);
                 for event in events {
                     event.finish(Outcome::Delivered);
                 }
@@ -155,6 +180,50 @@ impl WebhookSink {
                 SinkStats::add(&stats.failed, events.len() as u64);
                 self.dead_letter(events, gave_up, Some(webhook_id)).await;
             }
+        }
+    }
+
+    /// A digest's events without those equal to one delivered within `dedupe.window_secs`
+    /// or to one before them in the digest (counted, and finished as filtered out), with
+    /// the dedupe keys of those kept. An event's body for the comparison is the digest of
+    /// it alone. Everything is kept when `dedupe` is off.
+    fn drop_duplicates(&self, events: Vec<Event>) -> (Vec<Event>, Vec<DedupeKey>) {
+        let Some(dedupe) = &self.dedupe else { return (events, Vec::new()) };
+        let mut kept = Vec::with_capacity(events.len());
+        let mut keys: Vec<DedupeKey> = Vec::with_capacity(events.len());
+        for event in events {
+            let incident = &event.incident;
+            // A body that cannot be rendered has no key: the digest's rendering reports it.
+            let key = self
+                .request_builder
+                .body(incident)
+                .ok()
+                .map(|body| DedupeKey::new(incident.alert_identity(), incident.event_type.as_str(), &body));
+            match key {
+                Some(key) if dedupe.is_duplicate(key) || keys.contains(&key) => {
+                    SinkStats::incr(&self.stats.deduplicated);
+                    debug!(sink = %self.name, id = incident.id.as_deref(), event_type = %incident.event_type, webhook_id = %event.id, "equal to an event delivered within dedupe.window_secs; dropped");
+                    event.finish(Outcome::Filtered);
+                }
+                Some(key) => {
+                    keys.push(key);
+                    kept.push(event);
+                }
+                None => kept.push(event),
+            }
+        }
+        (kept, keys)
+    }
+
+    /// Remembers delivered events' dedupe keys.
+    fn remember_delivered(&self, keys: impl IntoIterator<Item = DedupeKey>) {
+        let Some(dedupe) = &self.dedupe else { return };
+        let mut full = false;
+        for key in keys {
+            full |= dedupe.remember(key);
+        }
+        if full {
+            warn!(sink = %self.name, "dedupe.max_entries deliveries in the window: the oldest are forgotten early, so their repeats may go out again; raise dedupe.max_entries");
         }
     }
 

@@ -19,13 +19,16 @@
 //! `externalURL`, `truncatedAlerts`, `version`; the group's `status` as `groupStatus`) is
 //! kept in the event's extra fields, so templates reach it as `{{event.labels.team}}`.
 //! See `docs/alertmanager.md`.
+//!
+//! Each event also gets an identity ([`Decoded::identity`]), so the same alert state
+//! always gets the same `webhook-id`: see [`alert_identity`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::{json_kind, DecodeError};
 use crate::error::FieldError;
-use crate::event::{AlertSource, AlertStatus, EventKind, IncidentEvent, Link, Priority};
+use crate::event::{AlertSource, AlertStatus, Decoded, EventKind, IncidentEvent, Link, Priority};
 
 /// Alertmanager's way of writing "no time" (Go's zero `time.Time`), e.g. the `endsAt` of
 /// an alert that is still firing.
@@ -122,6 +125,12 @@ impl AlertmanagerDecoder {
     /// Decodes one payload into one event per alert, in the payload's order. The payload
     /// is rejected whole when any alert in it is bad.
     pub fn decode(&self, text: &str) -> Result<Vec<IncidentEvent>, DecodeError> {
+        Ok(self.decode_identified(text)?.into_iter().map(|decoded| decoded.incident).collect())
+    }
+
+    /// As [`AlertmanagerDecoder::decode`], with each event's identity ([`alert_identity`]);
+    /// sizes are left at 0 for the caller to set.
+    pub fn decode_identified(&self, text: &str) -> Result<Vec<Decoded>, DecodeError> {
         let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::from_json(&e))?;
         let Value::Object(payload) = value else {
             return Err(DecodeError::at(
@@ -152,7 +161,7 @@ impl AlertmanagerDecoder {
         payload: &Map<String, Value>,
         index: usize,
         alert: &Value,
-    ) -> Result<IncidentEvent, DecodeError> {
+    ) -> Result<Decoded, DecodeError> {
         let at = |field: &str| format!("alerts[{index}].{field}");
         let Value::Object(alert) = alert else {
             return Err(DecodeError::field(
@@ -232,8 +241,46 @@ impl AlertmanagerDecoder {
             vec![Link { href: href.to_string(), text: Some(GENERATOR_LINK_TEXT.to_string()), extra: Map::new() }]
         });
         event.extra = extra_fields(alert, payload);
-        Ok(event)
+        let identity = alert_identity(group.receiver, fingerprint, resolved, starts_at, ends_at);
+        Ok(Decoded { incident: event, size: 0, identity })
     }
+}
+
+/// What identifies the state of an alert that Alertmanager notifies: the receiver, the
+/// fingerprint, the status and `startsAt`, and for a resolved alert `endsAt` too, as
+/// `alertmanager:` and a JSON array of them (unambiguous, whatever the texts hold).
+///
+/// - A repeat of a firing alert (every `repeat_interval`, or its group re-sent because
+///   another alert of it changed) carries the same fingerprint and `startsAt`; its
+///   `endsAt` is left out because Alertmanager writes the zero time while an alert fires
+///   (0.25, checked by `tests/it/peer_alertmanager.rs`) and other senders move it forward
+///   on every re-send.
+/// - A resolved alert's `endsAt` is fixed once it is resolved, so its re-sends (a retried
+///   notification, a group re-sent) keep the id, while the firing and the resolved state
+///   of one alert, and each new firing of it (a new `startsAt`), get ids of their own.
+/// - The receiver keeps two receivers that happen to post to the same source apart.
+///
+/// `None` (a fresh id for every delivery) when a time the state needs is missing or the
+/// zero time: without it a new firing of the alert could not be told from an old one,
+/// and a receiver that drops ids it has seen would drop the new one.
+pub fn alert_identity(
+    receiver: Option<&str>,
+    fingerprint: &str,
+    resolved: bool,
+    starts_at: Option<&str>,
+    ends_at: Option<&str>,
+) -> Option<String> {
+    fn time(t: Option<&str>) -> Option<&str> {
+        t.filter(|t| *t != ZERO_TIME)
+    }
+    let starts_at = time(starts_at)?;
+    let parts = if resolved {
+        serde_json::to_string(&(receiver, fingerprint, "resolved", starts_at, time(ends_at)?))
+    } else {
+        serde_json::to_string(&(receiver, fingerprint, "firing", starts_at))
+    };
+    // Writing texts as JSON cannot fail; were it to, a fresh id is the safe side.
+    parts.ok().map(|parts| format!("alertmanager:{parts}"))
 }
 
 /// The group fields the mapping reads, checked once per payload.

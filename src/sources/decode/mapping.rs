@@ -37,6 +37,9 @@
 //!
 //! The whole incoming object is kept in the event under [`SOURCE_KEY`] (`source`): it is
 //! written in the standard payload and templates reach it as `{{ event.source.message }}`.
+//!
+//! An event whose mapping gives it an `id` gets an identity (see [`object_identity`]), so a
+//! shipper that sends the same object again (a retried batch) makes the same `webhook-id`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -46,7 +49,7 @@ use serde_json::Value;
 
 use super::error::{json_kind, DecodeError};
 use crate::error::FieldError;
-use crate::event::{AlertSource, AlertStatus, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority};
+use crate::event::{AlertSource, AlertStatus, Decoded, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority};
 use crate::suggest::closest;
 use crate::template::mustache::{self, Escape, Partials, Template};
 
@@ -387,6 +390,12 @@ impl MappingDecoder {
     /// Maps one JSON text, which must be an object, onto an incident event. The object
     /// itself is kept under [`SOURCE_KEY`].
     pub fn decode(&self, text: &str) -> Result<IncidentEvent, DecodeError> {
+        Ok(self.decode_identified(text)?.incident)
+    }
+
+    /// As [`MappingDecoder::decode`], with the event's identity ([`object_identity`]); the
+    /// size is left at 0 for the caller to set.
+    pub fn decode_identified(&self, text: &str) -> Result<Decoded, DecodeError> {
         let object: Value = serde_json::from_str(text).map_err(|e| DecodeError::from_json(&e))?;
         if !object.is_object() {
             return Err(DecodeError::at(
@@ -412,8 +421,28 @@ impl MappingDecoder {
             }
         }
         event.extra.insert(SOURCE_KEY.to_string(), object);
-        Ok(event)
+        let identity = event.id.as_deref().and_then(|id| object_identity(id, event.event_type.as_str(), text));
+        Ok(Decoded { incident: event, size: 0, identity })
     }
+}
+
+/// What identifies a mapped event: its mapped `id`, its event type and the SHA-256 of the
+/// object's text as it came, as `mapped:` and a JSON array of them.
+///
+/// The object's digest is part of it because the mapped `id` usually names an alert, not
+/// one event (`{{host}}/{{program}}`): with only `id` and the event type, every later
+/// `alert-created` of the same program would carry the first one's `webhook-id`, and a
+/// receiver that drops ids it has seen would drop them all. So the id is stable exactly
+/// when the very same object is sent again (a shipper retrying a batch); an object that
+/// differs in anything (its timestamp, its message) is another event with another id.
+///
+/// Only events with a mapped `id` get one (the caller asks only then); the others get a
+/// fresh `webhook-id` per delivery, as before.
+pub fn object_identity(id: &str, event_type: &str, text: &str) -> Option<String> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    // Writing texts as JSON cannot fail; were it to, a fresh id is the safe side.
+    serde_json::to_string(&(id, event_type, hex)).ok().map(|parts| format!("mapped:{parts}"))
 }
 
 #[cfg(test)]

@@ -231,13 +231,16 @@ impl Decoder {
         }
     }
 
-    /// The events of one value, sizes not yet set.
+    /// The events of one value, sizes not yet set. `alertmanager` and `mapped` events carry
+    /// an identity when what identifies them is there; `incident` events never do (each gets
+    /// a fresh `webhook-id`): a sender of standard payloads sends each event once, and the
+    /// payload has nothing that identifies one event (`id` names the alert, and two distinct
+    /// events of it, say two `alert-comment-added`, can be equal field for field).
     fn decode_value(&self, text: &str) -> Result<Vec<Decoded>, DecodeError> {
-        let unsized_ = |event| Decoded::new(event, 0);
         match &self.codec {
-            CodecImpl::Incident => decode_incident(text).map(|event| vec![unsized_(event)]),
-            CodecImpl::Alertmanager(decoder) => Ok(decoder.decode(text)?.into_iter().map(unsized_).collect()),
-            CodecImpl::Mapped(decoder) => decoder.decode(text).map(|event| vec![unsized_(event)]),
+            CodecImpl::Incident => decode_incident(text).map(|event| vec![Decoded::new(event, 0)]),
+            CodecImpl::Alertmanager(decoder) => decoder.decode_identified(text),
+            CodecImpl::Mapped(decoder) => decoder.decode_identified(text).map(|decoded| vec![decoded]),
         }
     }
 }
@@ -402,6 +405,16 @@ mod tests {
         assert_eq!(alertmanager.decode_sized_within(payload.as_bytes(), cap(3, u64::MAX)).unwrap().len(), 3);
         let err = alertmanager.decode_sized_within(payload.as_bytes(), cap(2, u64::MAX)).unwrap_err();
         assert!(matches!(err, CappedDecodeError::OverCap { events: 3, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn incident_events_carry_no_identity_on_either_path() {
+        let one = br#"{"eventType":"alert-created","id":"1"}"#;
+        let array = br#"[{"eventType":"alert-created","id":"1"},{"eventType":"alert-created","id":"1"}]"#;
+        for body in [&one[..], &array[..]] {
+            let decoded = Decoder::default().decode_sized(body).unwrap();
+            assert!(decoded.iter().all(|d| d.identity.is_none()), "{decoded:?}");
+        }
     }
 
     #[test]

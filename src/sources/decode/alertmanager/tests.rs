@@ -328,3 +328,66 @@ fn payload_fields_never_clash_with_event_fields() {
     let back: IncidentEvent = serde_json::from_str(&text).unwrap();
     assert_eq!(back, event);
 }
+
+#[test]
+fn identities_follow_the_alert_state() {
+    let decoded = decoder().decode_identified(PAYLOAD).unwrap();
+    let identity = |d: &Decoded| d.identity.clone();
+    assert_eq!(
+        identity(&decoded[0]).as_deref(),
+        Some(r#"alertmanager:["webhook-sink","1a30ba71cca2921f","firing","2023-02-06T13:08:45.828Z"]"#)
+    );
+    assert_eq!(
+        identity(&decoded[1]).as_deref(),
+        Some(
+            r#"alertmanager:["webhook-sink","7c4e2d2a8b1f0e93","resolved","2023-02-06T12:58:45.828Z","2023-02-06T13:07:45.828Z"]"#
+        )
+    );
+    assert_eq!(decoded[0].incident, decoder().decode(PAYLOAD).unwrap()[0], "the same event either way");
+
+    let of = |alert: Value| decoder().decode_identified(&one_alert(alert).to_string()).unwrap().remove(0).identity;
+    let firing = json!({"startsAt": "2024-05-01T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"});
+    let first = of(firing.clone());
+    assert!(first.is_some());
+    // A re-sent firing alert: the same id, whatever its endsAt (zero, or moved forward).
+    assert_eq!(of(firing.clone()), first);
+    assert_eq!(of(json!({"startsAt": "2024-05-01T10:00:00Z", "endsAt": "2024-05-01T10:05:00Z"})), first);
+    assert_eq!(of(json!({"startsAt": "2024-05-01T10:00:00Z", "annotations": {"summary": "new text"}})), first);
+    // Another state, another firing, another alert, another receiver: other ids.
+    let resolved = json!({"status": "resolved", "startsAt": "2024-05-01T10:00:00Z", "endsAt": "2024-05-01T10:07:00Z"});
+    let others = [
+        of(resolved.clone()),
+        of(json!({"status": "resolved", "startsAt": "2024-05-01T10:00:00Z", "endsAt": "2024-05-01T10:08:00Z"})),
+        of(json!({"startsAt": "2024-05-01T11:00:00Z"})),
+        of(json!({"startsAt": "2024-05-01T10:00:00Z", "fingerprint": "f2"})),
+    ];
+    for (i, other) in others.iter().enumerate() {
+        assert!(other.is_some() && *other != first, "{i}: {other:?}");
+        assert!(others.iter().enumerate().all(|(j, o)| i == j || o != other), "{i}: {other:?}");
+    }
+    assert_eq!(of(resolved.clone()), others[0], "a re-sent resolve keeps its id");
+    let mut team_b = one_alert(firing);
+    team_b["receiver"] = json!("team-b");
+    assert_ne!(decoder().decode_identified(&team_b.to_string()).unwrap()[0].identity, first);
+
+    // Without the times that tell one firing from the next: no identity (a fresh id).
+    assert_eq!(of(json!({})), None);
+    assert_eq!(of(json!({"startsAt": "0001-01-01T00:00:00Z"})), None);
+    assert_eq!(of(json!({"startsAt": ""})), None);
+    assert_eq!(of(json!({"status": "resolved", "startsAt": "2024-05-01T10:00:00Z"})), None);
+    assert_eq!(of(json!({"status": "resolved", "endsAt": "2024-05-01T10:07:00Z"})), None);
+}
+
+#[test]
+fn through_the_decoder_a_repeat_gets_the_same_webhook_id() {
+    use crate::event::Event;
+    let decoder = DecodingConfig { codec: Codec::Alertmanager, ..Default::default() }.validate().unwrap();
+    let ids = |body: &str| -> Vec<String> {
+        decoder.decode_sized(body.as_bytes()).unwrap().into_iter().map(|d| Event::decoded(d).id.to_string()).collect()
+    };
+    let (first, repeat) = (ids(PAYLOAD), ids(PAYLOAD));
+    assert_eq!(first, repeat);
+    assert_ne!(first[0], first[1]);
+    let sized = decoder.decode_sized(PAYLOAD.as_bytes()).unwrap();
+    assert!(sized.iter().all(|d| d.size > 0 && d.identity.is_some()), "{sized:?}");
+}

@@ -247,3 +247,45 @@ fn through_the_decoding_config_with_positions_and_prefixed_fields() {
     let fields: Vec<String> = bad.validate().unwrap_err().into_iter().map(|e| e.field).collect();
     assert_eq!(fields, ["decoding.mapping.event_type", "decoding.mapping.summary.template"]);
 }
+
+#[test]
+fn identity_is_the_id_the_event_type_and_the_object_when_an_id_is_mapped() {
+    let d = decoder(SYSLOG);
+    let disk_full = r#"{"host":"db1","program":"postgres","level":"crit","message":"disk full","ts":"10:00:00"}"#;
+    let identity = |d: &MappingDecoder, text: &str| d.decode_identified(text).unwrap().identity;
+    let first = identity(&d, disk_full).expect("an id is mapped");
+    let digest = ring::digest::digest(&ring::digest::SHA256, disk_full.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(first, format!(r#"mapped:["db1/postgres","alert-created","{hex}"]"#));
+    assert_eq!(d.decode_identified(disk_full).unwrap().incident, d.decode(disk_full).unwrap());
+    // The same object sent again: the same identity.
+    assert_eq!(identity(&d, disk_full).as_deref(), Some(first.as_str()));
+    // The same alert (`id`) and event type, but another event: another identity, so a
+    // receiver that drops ids it has seen keeps it.
+    let later = r#"{"host":"db1","program":"postgres","level":"crit","message":"disk full","ts":"11:00:00"}"#;
+    assert_ne!(identity(&d, later).as_deref(), Some(first.as_str()));
+    let resolved = r#"{"host":"db1","program":"postgres","level":"notice","message":"disk full","ts":"10:00:00"}"#;
+    assert_ne!(identity(&d, resolved).as_deref(), Some(first.as_str()));
+
+    // No `id` mapped, or none found: no identity, a fresh id each time.
+    let no_id = decoder(r#"event_type = { value = "alert-created" }"#);
+    assert_eq!(identity(&no_id, disk_full), None);
+    let empty_id = decoder("event_type = { value = \"alert-created\" }\nid = { field = \"missing\" }");
+    assert_eq!(identity(&empty_id, disk_full), None);
+}
+
+#[test]
+fn through_the_decoder_a_resent_object_gets_the_same_webhook_id_however_framed() {
+    use super::super::{Codec, DecodingConfig};
+    use crate::event::Event;
+    let decoding = DecodingConfig { codec: Codec::Mapped, mapping: Some(config(SYSLOG)), ..Default::default() };
+    let decoder = decoding.validate().unwrap();
+    let ids = |body: &str| -> Vec<String> {
+        decoder.decode_sized(body.as_bytes()).unwrap().into_iter().map(|d| Event::decoded(d).id.to_string()).collect()
+    };
+    let a = r#"{"host":"db1","program":"postgres","level":"crit","message":"disk full"}"#;
+    let b = r#"{"host":"db2","program":"postgres","level":"crit","message":"disk full"}"#;
+    let ndjson = ids(&format!("{a}\n{b}\n"));
+    assert_eq!(ndjson, ids(&format!("[ {a} ,\n {b} ]")), "an NDJSON and an array body of the same objects");
+    assert_ne!(ndjson[0], ndjson[1]);
+}
