@@ -24,7 +24,7 @@ const START_WAIT: Duration = Duration::from_secs(60);
 /// fetch script fills. `None` (said loudly, and a failure under CI, as for other peers)
 /// when Java or the jars are missing.
 pub fn require_kafka() -> Option<PathBuf> {
-    require("java", "default-jre-headless", &[])?;
+    require("java", "openjdk-17-jre-headless", &[])?;
     let libs = match std::env::var_os("WEBHOOK_SINK_KAFKA_LIBS") {
         Some(dir) => PathBuf::from(dir),
         None => {
