@@ -257,7 +257,8 @@ async fn a_down_receiver_pauses_consumption_and_nothing_is_lost() {
     binary.wait_log("buffers full: kafka partitions paused").await;
     // Past a few commit intervals: still nothing committed.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(committed(&broker.bootstrap(), "waiting", "held", 2), vec![-1, -1], "{}", binary.log());
+    let now = committed(&broker.bootstrap(), "waiting", "held", 2);
+    assert!(now.iter().all(|o| *o <= 0), "nothing delivered, nothing committed past it: {now:?}\n{}", binary.log());
     binary.signal("TERM");
     assert!(binary.exit_within(Duration::from_secs(20)).await.is_some(), "{}", binary.log());
     let after = committed(&broker.bootstrap(), "waiting", "held", 2);

@@ -23,7 +23,8 @@ struct PartitionOffsets {
     outstanding: BTreeSet<i64>,
     /// The highest offset read.
     highest: i64,
-    /// The position last committed (the next offset to read), if any.
+    /// The position last committed (the next offset to read), if any; at first the
+    /// offset of the first message read (the group's position already, or its start).
     committed: Option<i64>,
 }
 
@@ -58,7 +59,12 @@ impl Offsets {
         let generations = &mut self.generations;
         let state = self.partitions.entry(partition.clone()).or_insert_with(|| {
             *generations += 1;
-            PartitionOffsets { generation: *generations, outstanding: BTreeSet::new(), highest: offset - 1, committed: None }
+            PartitionOffsets {
+                generation: *generations,
+                outstanding: BTreeSet::new(),
+                highest: offset - 1,
+                committed: Some(offset),
+            }
         });
         state.outstanding.insert(offset);
         state.highest = state.highest.max(offset);
@@ -130,9 +136,8 @@ mod tests {
     fn position_is_below_the_first_unfinished_offset() {
         let mut offsets = Offsets::default();
         let reads: Vec<Read> = (10..15).map(|o| offsets.read(p(0), o)).collect();
-        assert_eq!(offsets.to_commit(false), vec![(p(0), 10)], "nothing finished: the first offset read");
-        offsets.committed(&offsets.to_commit(false));
-        assert!(offsets.to_commit(false).is_empty(), "committed already");
+        assert!(offsets.to_commit(false).is_empty(), "nothing finished: nothing to commit");
+        assert_eq!(offsets.to_commit(true), vec![(p(0), 10)], "but a final commit names the start");
 
         // Finished out of order: 11 and 13 first.
         offsets.finished(&reads[1]);
@@ -153,7 +158,7 @@ mod tests {
         let a = offsets.read(p(0), 0);
         let b = offsets.read(p(1), 7);
         offsets.finished(&b);
-        assert_eq!(offsets.to_commit(false), vec![(p(0), 0), (p(1), 8)]);
+        assert_eq!(offsets.to_commit(false), vec![(p(1), 8)]);
         offsets.finished(&a);
         assert_eq!(offsets.to_commit(false), vec![(p(0), 1), (p(1), 8)]);
     }
@@ -171,7 +176,8 @@ mod tests {
         assert!(offsets.current(&again));
         // The late news about the old read changes nothing.
         offsets.finished(&second);
-        assert_eq!(offsets.to_commit(false), vec![(p(0), 4)]);
+        assert!(offsets.to_commit(false).is_empty());
+        assert_eq!(offsets.to_commit(true), vec![(p(0), 4)]);
         assert_eq!(offsets.outstanding(), 1);
         assert_eq!(offsets.revoke(&p(1)), None, "never assigned");
     }
