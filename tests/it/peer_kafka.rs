@@ -222,7 +222,8 @@ async fn a_killed_instance_s_partitions_are_taken_over() {
     });
     rx.wait_for(150, WAIT).await;
     // Both are delivering: each has partitions of its own.
-    let held = |log: String| log.lines().filter(|l| l.contains("kafka partitions assigned") && l.contains("shared/")).count();
+    let held =
+        |log: String| log.lines().filter(|l| l.contains("kafka partitions assigned") && l.contains("shared/")).count();
     assert!(held(a.log()) > 0 && held(b.log()) > 0, "A:\n{}\nB:\n{}", a.log(), b.log());
     let killed = Instant::now();
     a.child.0.kill().unwrap();

@@ -71,7 +71,9 @@ impl ClientContext for KafkaContext {
                 error!(source = %source, facility, "librdkafka: {message}")
             }
             RDKafkaLogLevel::Warning => warn!(source = %source, facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(source = %source, facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(source = %source, facility, "librdkafka: {message}")
+            }
             RDKafkaLogLevel::Debug => debug!(source = %source, facility, "librdkafka: {message}"),
         }
     }
@@ -279,7 +281,8 @@ impl Running {
                 }
             }
             Err(reason) => {
-                let reason = format!("bad message at kafka topic `{topic}` partition {partition} offset {offset}: {reason}");
+                let reason =
+                    format!("bad message at kafka topic `{topic}` partition {partition} offset {offset}: {reason}");
                 self.dead_letter(&message, &read, reason).await;
             }
         }

@@ -255,9 +255,11 @@ impl KafkaSourceConfig {
             }
         }
         let mut files = Vec::new();
-        for (field, file) in
-            [("tls.ca_file", &self.tls.ca_file), ("tls.crt_file", &self.tls.crt_file), ("tls.key_file", &self.tls.key_file)]
-        {
+        for (field, file) in [
+            ("tls.ca_file", &self.tls.ca_file),
+            ("tls.crt_file", &self.tls.crt_file),
+            ("tls.key_file", &self.tls.key_file),
+        ] {
             let Some(file) = file else { continue };
             let path = dir.join(file);
             if !self.tls.enabled {
@@ -272,7 +274,9 @@ impl KafkaSourceConfig {
         }
         if self.sasl.enabled {
             match self.sasl.mechanism.as_deref() {
-                None => errors.push(FieldError::new("sasl.mechanism", format!("required: {}", SASL_MECHANISMS.join(", ")))),
+                None => {
+                    errors.push(FieldError::new("sasl.mechanism", format!("required: {}", SASL_MECHANISMS.join(", "))))
+                }
                 Some(m) if !SASL_MECHANISMS.contains(&m) => errors.push(FieldError::new(
                     "sasl.mechanism",
                     format!("`{m}` is not one of {}", SASL_MECHANISMS.join(", ")),
@@ -350,7 +354,8 @@ impl KafkaSourceConfig {
                 client.set("ssl.key.password", pass.expose());
             }
             client.set("enable.ssl.certificate.verification", self.tls.verify_certificate.to_string());
-            client.set("ssl.endpoint.identification.algorithm", if self.tls.verify_hostname { "https" } else { "none" });
+            client
+                .set("ssl.endpoint.identification.algorithm", if self.tls.verify_hostname { "https" } else { "none" });
         }
         if self.sasl.enabled {
             if let Some(mechanism) = &self.sasl.mechanism {
@@ -370,7 +375,8 @@ impl KafkaSourceConfig {
     fn risky(&self) -> Vec<FieldError> {
         let mut warnings = Vec::new();
         if self.tls.enabled && !self.tls.verify_certificate {
-            warnings.push(FieldError::new("tls.verify_certificate", "false: the brokers' certificates are not verified"));
+            warnings
+                .push(FieldError::new("tls.verify_certificate", "false: the brokers' certificates are not verified"));
         }
         if self.tls.enabled && !self.tls.verify_hostname {
             warnings.push(FieldError::new("tls.verify_hostname", "false: the brokers' host names are not verified"));
@@ -419,9 +425,8 @@ impl SourceConfig for ValidatedKafka {
     async fn build(&self, cx: SourceContext) -> Result<Source, BuildError> {
         let consumer = consumer::KafkaConsumer::new(&cx.name, &self.client.0, &self.config.topics)
             .map_err(|e| BuildError::other(format!("cannot start the Kafka consumer: {e}")))?;
-        let settings = consumer::Settings {
-            commit_interval: std::time::Duration::from_millis(self.config.commit_interval_ms),
-        };
+        let settings =
+            consumer::Settings { commit_interval: std::time::Duration::from_millis(self.config.commit_interval_ms) };
         Ok(Box::pin(consumer.run(self.decoder.clone(), cx, settings)))
     }
 
@@ -486,7 +491,8 @@ mod tests {
         assert!(all[0].contains("enable.auto.commit") && all[0].contains("the source"), "{all:?}");
         let all = errors("tls.enabled = true\ntls.ca_file = \"no/such/ca.pem\"");
         assert!(all[0].contains("tls.ca_file") && all[0].contains("no/such/ca.pem"), "{all:?}");
-        let bad: Result<KafkaSourceConfig, _> = toml::from_str("bootstrap_servers = \"x\"\ntopics = []\ngroup_id = \"g\"\nbrokers = 1");
+        let bad: Result<KafkaSourceConfig, _> =
+            toml::from_str("bootstrap_servers = \"x\"\ntopics = []\ngroup_id = \"g\"\nbrokers = 1");
         assert!(bad.unwrap_err().to_string().contains("brokers"));
     }
 
