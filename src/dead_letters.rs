@@ -34,6 +34,20 @@ pub fn letter(sink: &str, event: &Event, reason: String, last_status: Option<u16
     }
 }
 
+/// The dead letter, in `sink`, of input that never became an event (a Kafka message that
+/// does not decode): `input` describes it (where it came from, its bytes), `webhook_id`
+/// is the id its events would have had.
+pub fn input_letter(sink: &str, webhook_id: &str, input: serde_json::Value, reason: String) -> NewDeadLetter {
+    NewDeadLetter {
+        sink: sink.to_string(),
+        webhook_id: webhook_id.to_string(),
+        event: input,
+        reason,
+        last_status: None,
+        attempts: 0,
+    }
+}
+
 /// The file dead letters are kept in, under `data_dir`.
 pub fn store_path(data_dir: &Path) -> PathBuf {
     data_dir.join("dead-letters.redb")

@@ -127,7 +127,7 @@ pub struct Pipeline {
 fn listen_address(spec: &SourceSpec) -> Option<std::net::SocketAddr> {
     match spec {
         SourceSpec::HttpServer(c) => Some(c.config.address),
-        SourceSpec::Stdin(_) => None,
+        SourceSpec::Stdin(_) | SourceSpec::Kafka(_) => None,
     }
 }
 

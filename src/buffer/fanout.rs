@@ -254,7 +254,35 @@ impl SourceSender {
     }
 
     /// [`SourceSender::send_within`], handing back the batch when it was refused whole
-    /// (full, too large).
+    /// (full, too large), for a source that keeps what it could not send (`kafka`).
+    pub async fn send_or_return(
+        &self,
+        events: Vec<Decoded>,
+        ack: Option<&AckGroup>,
+        max_wait: Option<std::time::Duration>,
+    ) -> Result<SendReport, (SendError, Vec<Decoded>)> {
+        self.send_inner(events, ack, max_wait).await
+    }
+
+    /// Records input that never became an event (`input`, see [`dead_letters::input_letter`])
+    /// in the dead letters of every sink fed now: it was bad for all of them. Returns how
+    /// many sinks it was recorded for; a store that cannot be written is logged (and
+    /// counted by the store).
+    pub async fn dead_letter_input(&self, webhook_id: &str, input: serde_json::Value, reason: &str) -> usize {
+        let mut recorded = 0;
+        for output in self.current().iter() {
+            let Some(dead_letters) = &output.dead_letters else { continue };
+            let letter = dead_letters::input_letter(&output.name, webhook_id, input.clone(), reason.to_string());
+            match dead_letters.record(vec![letter]).await {
+                Ok(()) => recorded += 1,
+                Err(error) => {
+                    tracing::error!(sink = %output.name, %error, %reason, "the dead letters cannot be written: bad input lost")
+                }
+            }
+        }
+        recorded
+    }
+
     async fn send_inner(
         &self,
         events: Vec<Decoded>,

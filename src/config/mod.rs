@@ -18,6 +18,7 @@ use crate::sinks::webhook::config::ValidatedWebhookSink;
 use crate::sinks::webhook::WebhookSinkConfig;
 use crate::sources::decode::Decoder;
 use crate::sources::http_server::{HttpServerSourceConfig, ValidatedHttpServer};
+use crate::sources::kafka::{KafkaSourceConfig, ValidatedKafka};
 use crate::sources::stdin::{StdinSourceConfig, ValidatedStdin};
 use crate::sources::ValidatedSource;
 use crate::suggest::closest;
@@ -96,6 +97,8 @@ component_types!(
         /// `type = "http_server"`.
         HttpServer(ValidatedHttpServer) = "http_server" from HttpServerSourceConfig
             => |c: &HttpServerSourceConfig, _| c.validate(),
+        /// `type = "kafka"`.
+        Kafka(ValidatedKafka) = "kafka" from KafkaSourceConfig => |c: &KafkaSourceConfig, dir: &Path| c.validate(dir),
         /// `type = "stdin"`.
         Stdin(ValidatedStdin) = "stdin" from StdinSourceConfig => |c: &StdinSourceConfig, _| c.validate(),
     }

@@ -99,6 +99,9 @@ pub struct AckGroup {
 struct AckShared {
     outstanding: AtomicUsize,
     worst: AtomicU8,
+    /// Whether some copy was dropped unreported ([`Outcome::Dropped`]), which `worst` does
+    /// not tell from [`Outcome::Failed`] (see [`AckGroup::wait_finished`]).
+    dropped: std::sync::atomic::AtomicBool,
     notify: Mutex<Option<oneshot::Sender<Outcome>>>,
 }
 
@@ -132,6 +135,7 @@ impl AckGroup {
         let shared = Arc::new(AckShared {
             outstanding: AtomicUsize::new(1),
             worst: AtomicU8::new(0),
+            dropped: std::sync::atomic::AtomicBool::new(false),
             notify: Mutex::new(Some(tx)),
         });
         AckGroup { shared, done: rx }
@@ -151,6 +155,15 @@ impl AckGroup {
         drop(shared);
         done.await.unwrap_or(Outcome::Dropped)
     }
+
+    /// Waits until every registered copy has reported; whether every sink is finished with
+    /// every copy: delivered, filtered out or dead-lettered, none dropped unreported. What
+    /// a source that commits its input's position (`kafka`) may commit past.
+    pub async fn wait_finished(self) -> bool {
+        let shared = self.shared.clone();
+        let worst = self.wait().await;
+        worst != Outcome::Dropped && !shared.dropped.load(Ordering::Acquire)
+    }
 }
 
 impl Default for AckGroup {
@@ -161,6 +174,9 @@ impl Default for AckGroup {
 
 impl AckShared {
     fn report(shared: &Arc<AckShared>, outcome: Outcome) {
+        if outcome == Outcome::Dropped {
+            shared.dropped.store(true, Ordering::Release);
+        }
         shared.worst.fetch_max(rank(outcome), Ordering::AcqRel);
         if shared.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             let worst = from_rank(shared.worst.load(Ordering::Acquire));
@@ -199,6 +215,23 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Outcome::Rejected);
 
         assert_eq!(AckGroup::new().wait().await, Outcome::Delivered, "no copies: nothing to wait for");
+    }
+
+    #[tokio::test]
+    async fn finished_means_no_copy_dropped() {
+        let group = AckGroup::new();
+        let (a, b, c) = (group.token(), group.token(), group.token());
+        a.report(Outcome::Delivered);
+        b.report(Outcome::Failed);
+        c.report(Outcome::Rejected);
+        assert!(group.wait_finished().await, "delivered, dead-lettered: finished");
+
+        let group = AckGroup::new();
+        let (a, b) = (group.token(), group.token());
+        a.report(Outcome::Rejected);
+        b.report(Outcome::Dropped);
+        assert!(!group.wait_finished().await, "a dropped copy is not finished, whatever the others did");
+        assert!(AckGroup::new().wait_finished().await);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod decode;
 pub mod http_server;
+pub mod kafka;
 pub mod stdin;
 mod validated;
 

@@ -80,9 +80,9 @@ fn unknown_component_types() {
         ),
         "{text}"
     );
-    let text = single("s.toml", &with_sink("url = \"http://h/\"").replace("http_server", "kafka"));
+    let text = single("s.toml", &with_sink("url = \"http://h/\"").replace("http_server", "amqp"));
     assert!(
-        text.contains("`sources.alerts.type`: unknown component type `kafka` (known types: http_server, stdin)"),
+        text.contains("`sources.alerts.type`: unknown component type `amqp` (known types: http_server, kafka, stdin)"),
         "{text}"
     );
 }

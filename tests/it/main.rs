@@ -24,6 +24,7 @@ mod metrics;
 mod mustache_spec;
 mod peer_alertmanager;
 mod peer_configs;
+mod peer_kafka;
 mod peer_syslog_ng;
 mod redirects;
 mod reload;

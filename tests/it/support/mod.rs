@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod certs;
 pub mod faulty;
+pub mod kafka;
 pub mod peer;
 pub mod raw_http;
 pub mod receiver;

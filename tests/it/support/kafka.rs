@@ -1,0 +1,229 @@
+//! A real Apache Kafka broker (KRaft: one combined broker and controller node) for the
+//! Kafka tests, started by the test on free loopback ports with a small JVM heap, in a
+//! temporary folder, and killed when dropped. The broker's jars are fetched once by
+//! `scripts/fetch-kafka.sh` (which `.ci/run` calls) into the cache folder read here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use super::peer::{free_port, require, KillOnDrop};
+
+/// The Kafka version `scripts/fetch-kafka.sh` fetches by default.
+pub const KAFKA_VERSION: &str = "4.4.0";
+
+/// Longest wait for the broker to start.
+const START_WAIT: Duration = Duration::from_secs(60);
+
+/// The folder of the broker's jars: `WEBHOOK_SINK_KAFKA_LIBS`, else the cache folder the
+/// fetch script fills. `None` (said loudly, and a failure under CI, as for other peers)
+/// when Java or the jars are missing.
+pub fn require_kafka() -> Option<PathBuf> {
+    require("java", "openjdk-17-jre-headless", &[])?;
+    let libs = match std::env::var_os("WEBHOOK_SINK_KAFKA_LIBS") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+                .unwrap_or_else(|| PathBuf::from(".cache"));
+            cache.join("webhook-sink").join(format!("kafka-{KAFKA_VERSION}")).join("libs")
+        }
+    };
+    let complete = libs.join(format!("kafka_2.13-{KAFKA_VERSION}.jar")).is_file()
+        || std::fs::read_dir(&libs).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("kafka_2.13-")))
+        });
+    if !complete {
+        let message = format!(
+            "\n\n*** PEER MISSING: the Apache Kafka broker is not in {} ; this test did NOT run. \
+             Fetch it with `scripts/fetch-kafka.sh` (needs Java and Maven; .ci/run does it), \
+             or point WEBHOOK_SINK_KAFKA_LIBS at a folder of its jars. ***\n",
+            libs.display()
+        );
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("{message}");
+        return None;
+    }
+    Some(libs)
+}
+
+/// A running single-node broker.
+pub struct Broker {
+    /// The broker process (killed when dropped, before the folder goes).
+    process: Option<KillOnDrop>,
+    /// Storage, config and log.
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Broker {
+    /// Formats a storage folder and starts the broker, waiting (bounded) until it takes
+    /// connections. `None` when the broker is not installed (see [`require_kafka`]).
+    pub async fn start() -> Option<Broker> {
+        let libs = require_kafka()?;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (port, controller) = (free_port(), free_port());
+        let data = dir.path().join("data");
+        let properties = dir.path().join("server.properties");
+        std::fs::write(
+            &properties,
+            format!(
+                "process.roles=broker,controller\n\
+                 node.id=1\n\
+                 controller.quorum.voters=1@127.0.0.1:{controller}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 controller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 inter.broker.listener.name=PLAINTEXT\n\
+                 log.dirs={}\n\
+                 num.partitions=4\n\
+                 offsets.topic.replication.factor=1\n\
+                 offsets.topic.num.partitions=1\n\
+                 transaction.state.log.replication.factor=1\n\
+                 transaction.state.log.min.isr=1\n\
+                 share.coordinator.state.topic.replication.factor=1\n\
+                 share.coordinator.state.topic.min.isr=1\n\
+                 group.initial.rebalance.delay.ms=0\n\
+                 group.classic.min.session.timeout.ms=1000\n\
+                 group.consumer.min.session.timeout.ms=1000\n\
+                 auto.create.topics.enable=false\n",
+                data.display()
+            ),
+        )
+        .expect("write server.properties");
+        let log4j = dir.path().join("log4j2.properties");
+        std::fs::write(
+            &log4j,
+            format!(
+                "rootLogger.level=INFO\nrootLogger.appenderRef.file.ref=file\nappender.file.type=File\n\
+                 appender.file.name=file\nappender.file.fileName={}\nappender.file.layout.type=PatternLayout\n\
+                 appender.file.layout.pattern=[%d] %p %m (%c)%n\n",
+                dir.path().join("broker.log").display()
+            ),
+        )
+        .expect("write log4j2.properties");
+        let classpath = format!("{}/*", libs.display());
+        let java = |main: &str| {
+            let mut command = Command::new("java");
+            command
+                .args(["-Xmx256m", "-Xms32m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto"])
+                .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+                .arg("-cp")
+                .arg(&classpath)
+                .arg(main);
+            command
+        };
+        let format = java("kafka.tools.StorageTool")
+            .args(["format", "--ignore-formatted", "-t", "webhook-sink-tests-0001", "-c"])
+            .arg(&properties)
+            .output()
+            .expect("run kafka.tools.StorageTool");
+        assert!(
+            format.status.success(),
+            "kafka.tools.StorageTool format failed: {}{}",
+            String::from_utf8_lossy(&format.stdout),
+            String::from_utf8_lossy(&format.stderr)
+        );
+        let out = std::fs::File::create(dir.path().join("stdout.log")).expect("create stdout.log");
+        let err = out.try_clone().expect("clone a file handle");
+        let process =
+            KillOnDrop::spawn(java("kafka.Kafka").arg(&properties).stdout(Stdio::from(out)).stderr(Stdio::from(err)));
+        let broker = Broker { process: Some(process), dir, port };
+        broker.wait_ready().await;
+        Some(broker)
+    }
+
+    /// `host:port` of the broker's listener.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let log = read("broker.log") + &read("stdout.log");
+        let mut start = log.len().saturating_sub(6000);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_string()
+    }
+
+    /// Its folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+            if log.contains("Kafka Server started") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the Kafka broker did not start within {START_WAIT:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().expect("an admin client");
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+            )
+            .await
+            .expect("create_topics");
+        for result in results {
+            result.unwrap_or_else(|(topic, e)| panic!("cannot create topic {topic}: {e}"));
+        }
+    }
+
+    /// A producer to this broker.
+    pub fn producer(&self) -> Producer {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("a producer");
+        Producer(producer)
+    }
+
+    /// Kills the broker now (the folder stays until drop).
+    pub fn kill(&mut self) {
+        self.process.take();
+    }
+}
+
+/// Produces test messages, waiting for each to be acknowledged.
+pub struct Producer(pub FutureProducer);
+
+impl Producer {
+    /// Sends one message with `key` (the alert key) to `topic`; returns (partition, offset).
+    pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> (i32, i64) {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        match self.0.send(record, Duration::from_secs(20)).await {
+            Ok(delivery) => (delivery.partition, delivery.offset),
+            Err((e, _)) => panic!("cannot produce to {topic}: {e}"),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.process.take();
+    }
+}
