@@ -45,6 +45,7 @@ pub fn input_letter(sink: &str, webhook_id: &str, input: serde_json::Value, reas
         reason,
         last_status: None,
         attempts: 0,
+        digest: None,
     }
 }
 
