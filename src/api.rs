@@ -293,6 +293,21 @@ impl Collector for PipelineCollector {
             }
         };
         family(e, "webhook_sink_dead_letters", "Dead letters stored now.", MetricType::Gauge, stored)?;
+        let circuit = view
+            .sinks
+            .iter()
+            .map(|(sink, stats, _)| {
+                let open = stats.circuit_open.load(Ordering::Relaxed);
+                (vec![("sink", sink.clone())], ConstGauge::new(i64::from(open)))
+            })
+            .collect();
+        family(
+            e,
+            "webhook_sink_circuit_open",
+            "1 while the sink's circuit breaker holds requests back (open, or sending its probe), else 0.",
+            MetricType::Gauge,
+            circuit,
+        )?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! events in order. Every event ends delivered, filtered out, or in the dead letters.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tracing::{debug, error, warn};
 
 use super::alert_order::AlertOrder;
+use super::gate::Gate;
 use super::request_builder::RequestBuilder;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::service::WebhookService;
@@ -40,6 +41,8 @@ pub struct WebhookSink {
     pub retry: RetryPolicy,
     /// Where undeliverable events go.
     pub dead_letters: Arc<DeadLetters>,
+    /// Rate limit, `Retry-After` pause and circuit breaker, passed before every attempt.
+    pub gate: Gate,
 }
 
 /// How a delivery ended, for the dead letters.
@@ -110,15 +113,22 @@ impl WebhookSink {
     /// tower policy cannot hand back.
     async fn deliver(&self, event: &Event, body: Bytes) -> Result<(), GaveUp> {
         let started = Instant::now();
+        // Time spent waiting for a request slot and at the gate: not trying, so not part of
+        // the time `retry.max_elapsed_secs` bounds.
+        let mut queued = Duration::ZERO;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            // Built (and signed) once a request slot is free, so its timestamp is that of sending.
+            // Built (and signed) once a request slot is free and the gate let it through, so
+            // its timestamp is that of sending.
             let request = || self.request_builder.request(body.clone(), &event.id);
             // Only the request holds one of the service's slots; a backoff sleep does not.
             let sent = Instant::now();
-            let result = self.service.send_built(request).await;
-            self.stats.request_duration.observe(sent.elapsed().as_secs_f64());
+            let (pass, result) = self.service.send_admitted(self.gate.admit(), request).await;
+            queued += pass.admitted_at().saturating_duration_since(sent);
+            self.stats.request_duration.observe(sent.elapsed().saturating_sub(pass.waited()).as_secs_f64());
+            self.gate.record(pass, &result);
+            let elapsed = started.elapsed().saturating_sub(queued);
             match &result {
                 Ok(response) => self.stats.responses.answer(response.status.as_u16()),
                 Err(_) => self.stats.responses.error(),
@@ -132,12 +142,12 @@ impl WebhookSink {
                         location: response.location.as_deref(),
                     },
                     attempt,
-                    started.elapsed(),
+                    elapsed,
                     SystemTime::now(),
                 ),
                 Err(error) => {
                     let text = error.to_string();
-                    self.retry.verdict(AttemptResult::Error(&text), attempt, started.elapsed(), SystemTime::now())
+                    self.retry.verdict(AttemptResult::Error(&text), attempt, elapsed, SystemTime::now())
                 }
             };
             let id = event.incident.id.as_deref();
