@@ -241,7 +241,7 @@ impl Collector for PipelineCollector {
             ),
             (
                 "webhook_sink_request_duration_seconds",
-                "One attempt: waiting for a request slot, connecting, the answer.",
+                "One attempt: waiting for a request slot, connecting, the answer (not waiting at the gate).",
                 |s: &SinkStats| s.request_duration.clone(),
             ),
         ] {

@@ -319,7 +319,7 @@ impl Gate {
         match change {
             Change::Opened { failures } => warn!(
                 sink = %sink, target = %target, failures, cooldown = ?cooldown, %last_error,
-                "circuit breaker opened: the endpoint failed this many attempts in a row; \
+                "circuit breaker opened: `failures` attempts in a row failed; \
                  no request of this sink until the cooldown ends, then one probe"
             ),
             Change::Probing => info!(sink = %sink, target = %target, "circuit breaker half-open: sending one probe"),
