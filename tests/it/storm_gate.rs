@@ -137,15 +137,16 @@ fn share(part: usize, whole: usize) -> f64 {
 }
 
 /// The test. The endpoint takes 20 requests in any second and answers 429 +
-/// `Retry-After: 1` beyond; the sink is set to the same limit. The example is
-/// 1 request per second (a chat webhook); 20 per second is that limit scaled so that 200
-/// events take about 10 s instead of 200 s. (The pause cannot be scaled down instead:
-/// `Retry-After` is whole seconds.)
+/// `Retry-After: 1` beyond; the sink is set a tenth under that, 20 per 1.1 s, as the README
+/// recommends (jitter can bring two requests closer at the endpoint than they left). The
+/// issue's example is 1 request per second (a chat webhook); 20 per second is that limit
+/// scaled so that 200 events take about 11 s instead of 220 s. (The pause cannot be
+/// scaled down instead: `Retry-After` is whole seconds.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_200_events_reaches_a_rate_limited_endpoint_whole_in_order_with_few_429s() {
     let rx = Faulty::start().await;
     rx.set_rule(rate_limit(20, Duration::from_secs(1)));
-    let limit = "request.rate_limit_num = 20\nrequest.rate_limit_duration_secs = 1";
+    let limit = "request.rate_limit_num = 20\nrequest.rate_limit_duration_secs = 1.1";
     let running = start(&sink("chat", &rx.url("/hook"), limit)).await;
     let started = Instant::now();
     post(&running, &storm(ALERTS, PER_ALERT)).await;
@@ -154,13 +155,13 @@ async fn a_storm_of_200_events_reaches_a_rate_limited_endpoint_whole_in_order_wi
     let hits = rx.wait_quiet(Duration::from_millis(300), WAIT).await;
     let refused = check_whole_and_in_order(&hits, ALERTS, PER_ALERT);
     eprintln!(
-        "storm with request.rate_limit_num = 20 per 1 s: {} requests, {refused} answered 429 ({:.1}%), 200 delivered in {took:.1?}",
+        "storm with request.rate_limit_num = 20 per 1.1 s: {} requests, {refused} answered 429 ({:.1}%), 200 delivered in {took:.1?}",
         hits.len(),
         share(refused, hits.len())
     );
-    // The goal is under 2%; the bound is looser so that a loaded machine's jitter (two
-    // requests sent 50 ms apart arriving closer) does not fail the test.
-    assert!(share(refused, hits.len()) <= 10.0, "{refused} of {} requests answered 429", hits.len());
+    // The goal is under 2%; the bound is looser so that a loaded machine's jitter does
+    // not fail the test.
+    assert!(share(refused, hits.len()) <= 5.0, "{refused} of {} requests answered 429", hits.len());
     let log = running.binary.log();
     assert!(!log.contains("dead-lettered"), "{log}");
 }

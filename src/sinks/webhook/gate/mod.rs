@@ -270,7 +270,7 @@ impl Gate {
                     return None;
                 }
                 let until = now + wait;
-                let newly = !state.paused_until.is_some_and(|current| current > now);
+                let newly = state.paused_until.is_none_or(|current| current <= now);
                 if state.paused_until.is_none_or(|current| current < until) {
                     state.paused_until = Some(until);
                 }
