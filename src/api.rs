@@ -246,7 +246,7 @@ impl Collector for PipelineCollector {
             ),
             (
                 "webhook_sink_request_duration_seconds",
-                "One attempt: waiting for a request slot, connecting, the answer.",
+                "One attempt: waiting for a request slot, connecting, the answer (not waiting at the gate).",
                 |s: &SinkStats| s.request_duration.clone(),
             ),
         ] {
@@ -298,6 +298,21 @@ impl Collector for PipelineCollector {
             }
         };
         family(e, "webhook_sink_dead_letters", "Dead letters stored now.", MetricType::Gauge, stored)?;
+        let circuit = view
+            .sinks
+            .iter()
+            .map(|(sink, stats, _)| {
+                let open = stats.circuit_open.load(Ordering::Relaxed);
+                (vec![("sink", sink.clone())], ConstGauge::new(i64::from(open)))
+            })
+            .collect();
+        family(
+            e,
+            "webhook_sink_circuit_open",
+            "1 while the sink's circuit breaker holds requests back (open, or sending its probe), else 0.",
+            MetricType::Gauge,
+            circuit,
+        )?;
         Ok(())
     }
 }

@@ -147,6 +147,8 @@ pub struct SinkStats {
     pub delivery_duration: Histogram,
     /// Seconds one attempt took, connecting included.
     pub request_duration: Histogram,
+    /// Whether the sink's circuit breaker holds requests back (open, or sending its probe).
+    pub circuit_open: AtomicBool,
 }
 
 impl Default for SinkStats {
@@ -165,6 +167,7 @@ impl Default for SinkStats {
             responses: StatusCounts::default(),
             delivery_duration: latency_histogram(),
             request_duration: latency_histogram(),
+            circuit_open: AtomicBool::new(false),
         }
     }
 }

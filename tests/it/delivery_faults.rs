@@ -95,11 +95,16 @@ async fn try_start_in(
     Ok(Running { data, source, shutdown, task, stats })
 }
 
-/// A webhook sink reading `alerts`, healthcheck off, short backoffs unless `extra` sets them.
+/// A webhook sink reading `alerts`, healthcheck off, short backoffs and the circuit breaker
+/// off (these tests are about retries; `storm_gate.rs` tests the circuit) unless `extra`
+/// sets them.
 fn sink(name: &str, url: &str, extra: &str) -> String {
     let mut text = format!(
         "[sinks.{name}]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{url}\"\nhealthcheck.enabled = false\n"
     );
+    if !extra.contains("circuit.") {
+        text.push_str("circuit.failures = 0\n");
+    }
     if !extra.contains("retry.initial_backoff_secs") {
         text.push_str("retry.initial_backoff_secs = 0.01\n");
     }

@@ -35,4 +35,5 @@ mod source_http_server;
 mod ssrf;
 mod storage_crash;
 mod storage_faults;
+mod storm_gate;
 mod vector_compat;

@@ -117,6 +117,7 @@ async fn the_api_serves_metrics_health_and_readiness() {
         ("webhook_sink_buffer_bytes{sink=\"chat\"}", 0.0),
         ("webhook_sink_buffer_max_events{sink=\"chat\"}", 1000.0),
         ("webhook_sink_dead_letters{sink=\"chat\"}", 0.0),
+        ("webhook_sink_circuit_open{sink=\"chat\"}", 0.0),
     ];
     for (series, value) in expect {
         assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
@@ -223,7 +224,7 @@ fn the_example_alerting_rules_pass_promtool() {
     let output = std::process::Command::new(promtool).arg("check").arg("rules").arg(&rules).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("SUCCESS: 4 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 5 rules found"), "{text}");
 }
 
 #[test]

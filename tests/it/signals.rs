@@ -29,7 +29,8 @@ fn pipeline_file(dir: &Path, source: SocketAddr, url: &str, shutdown_timeout_sec
         "shutdown_timeout_secs = {shutdown_timeout_secs}\ndata_dir = '{}'\n\
          [sources.alerts]\ntype = \"http_server\"\naddress = \"{source}\"\n\
          [sinks.a]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{url}\"\n\
-         retry = {{ attempts = 10000, initial_backoff_secs = 0.05, max_backoff_secs = 0.2 }}\n",
+         retry = {{ attempts = 10000, initial_backoff_secs = 0.05, max_backoff_secs = 0.2 }}\n\
+         circuit.failures = 0\n",
         dir.display()
     );
     let file = dir.join("p.toml");

@@ -18,6 +18,8 @@ use super::batch::{BatchConfig, Batching};
 use super::client::build_connector;
 pub use super::dedupe::DedupeConfig;
 use super::dial::{DialOptions, NetworkGuard};
+pub use super::gate::CircuitConfig;
+use super::gate::{check_rate_limit, Gate, GateSettings};
 use super::proxy::{process_env, ProxyConfig};
 use super::request_builder::RequestBuilder;
 use super::retry::{RetryConfig, RetryPolicy};
@@ -93,6 +95,11 @@ pub struct WebhookSinkConfig {
     /// Retries: `retry.attempts`, `retry.max_elapsed_secs`, backoff and `retry.on_status`.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// The circuit breaker: `circuit.failures` failed attempts in a row (default 5; `0`
+    /// turns it off) stop requests for `circuit.cooldown_secs` (default 30), then one
+    /// probe (see [`CircuitConfig`]).
+    #[serde(default)]
+    pub circuit: CircuitConfig,
     /// Start-up check of the endpoint.
     #[serde(default)]
     pub healthcheck: HealthcheckConfig,
@@ -143,6 +150,7 @@ impl Default for WebhookSinkConfig {
             batch: None,
             buffer: BufferConfig::default(),
             retry: RetryConfig::default(),
+            circuit: CircuitConfig::default(),
             healthcheck: HealthcheckConfig::default(),
             signing: None,
             proxy: ProxyConfig::default(),
@@ -189,6 +197,14 @@ pub struct RequestConfig {
     /// Default: 16.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// At most this many requests per `rate_limit_duration_secs` (Vector's name), evenly
+    /// spaced: one every `rate_limit_duration_secs / rate_limit_num`, no burst. Events wait
+    /// in the buffer meanwhile. At least 1. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_num: Option<u64>,
+    /// The window of `rate_limit_num`, in seconds (above 0). Default: 1.
+    #[serde(default = "default_rate_limit_duration_secs")]
+    pub rate_limit_duration_secs: f64,
 }
 
 fn default_timeout_secs() -> f64 {
@@ -197,10 +213,18 @@ fn default_timeout_secs() -> f64 {
 fn default_concurrency() -> usize {
     16
 }
+fn default_rate_limit_duration_secs() -> f64 {
+    1.0
+}
 
 impl Default for RequestConfig {
     fn default() -> Self {
-        RequestConfig { timeout_secs: default_timeout_secs(), concurrency: default_concurrency() }
+        RequestConfig {
+            timeout_secs: default_timeout_secs(),
+            concurrency: default_concurrency(),
+            rate_limit_num: None,
+            rate_limit_duration_secs: default_rate_limit_duration_secs(),
+        }
     }
 }
 
@@ -290,6 +314,10 @@ impl WebhookSinkConfig {
         errors.extend(self.buffer.validate());
         errors.extend(self.dedupe.iter().flat_map(DedupeConfig::validate));
         errors.extend(self.retry.validate().into_iter().map(|(field, message)| FieldError::new(field, message)));
+        let gate = check_rate_limit(self.request.rate_limit_num, self.request.rate_limit_duration_secs)
+            .into_iter()
+            .chain(self.circuit.validate());
+        errors.extend(gate.map(|(field, message)| FieldError::new(field, message)));
         let mut warnings = target.as_ref().map(|target| self.clear_text_warnings(target)).unwrap_or_default();
         let signer = match self.signing.as_ref().map(SigningConfig::compile).transpose() {
             Ok(signer) => signer.map(|(signer, found)| {
@@ -531,7 +559,10 @@ impl ValidatedWebhookSink {
             connector,
             self.config.healthcheck.enabled,
         );
+        let gate =
+            Gate::new(&cx.name, self.request_builder.target(), &GateSettings::of(&self.config), cx.stats.clone());
         let sink = WebhookSink {
+            gate,
             name: cx.name,
             filter: self.filter.clone(),
             request_builder: Arc::new(self.request_builder.clone()),

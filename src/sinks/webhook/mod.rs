@@ -4,7 +4,8 @@
 //! `client`, over `dial`: direct or through a `proxy`, with the SSRF guard; TLS from `tls`).
 //! `target` turns the URL into a request target and credentials;
 //! `healthcheck` checks the endpoint at start; `alert_order` keeps each alert's events in
-//! order; `signing` adds Standard Webhooks signatures; `batch` collects events into
+//! order; `signing` adds Standard Webhooks signatures; `gate` holds attempts back for the
+//! rate limit, a `Retry-After` pause and the circuit breaker; `batch` collects events into
 //! digests; `dedupe` drops events equal to one delivered within a window.
 
 internal_mod!(
@@ -25,6 +26,10 @@ pub mod dedupe;
 internal_mod!(
     /// The TCP connection: direct or through a proxy, with the SSRF guard.
     dial
+);
+internal_mod!(
+    /// What every attempt passes: rate limit, `Retry-After` pause, circuit breaker.
+    gate
 );
 internal_mod!(
     /// The start-up check of the endpoint.

@@ -109,13 +109,26 @@ impl WebhookService {
     /// it carries about the moment it is sent (a signed `webhook-timestamp`) is then not
     /// stale after a long wait for a slot.
     pub async fn send_built(&self, build: impl FnOnce() -> Request<Body>) -> Result<DeliveryResponse, DeliveryError> {
+        self.send_admitted(std::future::ready(()), build).await.1
+    }
+
+    /// As [`WebhookService::send_built`], waiting for `admit` (the sink's gate: rate limit,
+    /// `Retry-After` pause, circuit breaker) once a slot is free and before building: so a
+    /// request let through is sent at once, never after a pause that began while it waited
+    /// for a slot. The time limit starts after `admit`.
+    pub async fn send_admitted<A: std::future::Future>(
+        &self,
+        admit: A,
+        build: impl FnOnce() -> Request<Body>,
+    ) -> (A::Output, Result<DeliveryResponse, DeliveryError>) {
         let mut slot = self.connections.slot().await;
+        let admitted = admit.await;
         let request = build();
         // Boxed: the exchange's future is large (the request, the answer's head, reading
         // its body), and inline it would be part of every event's future, of which a sink
         // holds up to 1024 while they wait for a slot.
         let exchange = Box::pin(exchange(&self.connections, &mut slot, request));
-        match tokio::time::timeout(self.timeout, exchange).await {
+        let result = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok((response, complete))) => {
                 self.connections.release(slot, complete);
                 Ok(response)
@@ -124,7 +137,8 @@ impl WebhookService {
             // with the slot, and hyper closes it.
             Ok(Err(error)) => Err(error),
             Err(_) => Err(DeliveryError::Timeout(self.timeout)),
-        }
+        };
+        (admitted, result)
     }
 }
 

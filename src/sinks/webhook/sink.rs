@@ -6,7 +6,7 @@
 //! digest as one request the same way (see `batch`).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use tracing::{debug, error, warn};
 use super::alert_order::AlertOrder;
 use super::batch::{digest_webhook_id, Batching};
 use super::dedupe::{Dedupe, DedupeKey};
+use super::gate::Gate;
 use super::request_builder::RequestBuilder;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::service::WebhookService;
@@ -49,6 +50,8 @@ pub struct WebhookSink {
     pub batching: Option<Batching>,
     /// Recent deliveries, to drop equal events (`dedupe`); `None` when off.
     pub dedupe: Option<Dedupe>,
+    /// Rate limit, `Retry-After` pause and circuit breaker, passed before every attempt.
+    pub gate: Gate,
 }
 
 /// How a delivery ended, for the dead letters.
@@ -235,15 +238,22 @@ impl WebhookSink {
     /// tower policy cannot hand back.
     async fn deliver(&self, webhook_id: &str, id: Option<&str>, body: Bytes) -> Result<(), GaveUp> {
         let started = Instant::now();
+        // Time spent waiting for a request slot and at the gate: not trying, so not part of
+        // the time `retry.max_elapsed_secs` bounds.
+        let mut queued = Duration::ZERO;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            // Built (and signed) once a request slot is free, so its timestamp is that of sending.
+            // Built (and signed) once a request slot is free and the gate let it through, so
+            // its timestamp is that of sending.
             let request = || self.request_builder.request(body.clone(), webhook_id);
             // Only the request holds one of the service's slots; a backoff sleep does not.
             let sent = Instant::now();
-            let result = self.service.send_built(request).await;
-            self.stats.request_duration.observe(sent.elapsed().as_secs_f64());
+            let (pass, result) = self.service.send_admitted(self.gate.admit(), request).await;
+            queued += pass.admitted_at().saturating_duration_since(sent);
+            self.stats.request_duration.observe(sent.elapsed().saturating_sub(pass.waited()).as_secs_f64());
+            self.gate.record(pass, &result);
+            let elapsed = started.elapsed().saturating_sub(queued);
             match &result {
                 Ok(response) => self.stats.responses.answer(response.status.as_u16()),
                 Err(_) => self.stats.responses.error(),
@@ -257,12 +267,12 @@ impl WebhookSink {
                         location: response.location.as_deref(),
                     },
                     attempt,
-                    started.elapsed(),
+                    elapsed,
                     SystemTime::now(),
                 ),
                 Err(error) => {
                     let text = error.to_string();
-                    self.retry.verdict(AttemptResult::Error(&text), attempt, started.elapsed(), SystemTime::now())
+                    self.retry.verdict(AttemptResult::Error(&text), attempt, elapsed, SystemTime::now())
                 }
             };
             match verdict {

@@ -13,6 +13,9 @@
 //! [`Faulty::down`] stops listening and closes every open connection (new connections
 //! are refused); [`Faulty::up`] listens again on the same port (`SO_REUSEADDR`).
 //!
+//! [`rate_limit`] is a rule for an endpoint that enforces a rate limit the way chat
+//! services do: 429 + `Retry-After` beyond it.
+//!
 //! Bounded: a body is read for at most [`IO_TIMEOUT`], at most [`MAX_HITS`] requests are
 //! recorded, a [`Fault::Delay`] is capped at [`MAX_DELAY`]. A [`Fault::Hang`] holds its
 //! request until the receiver goes down or is dropped. Dropping the receiver stops it and
@@ -140,6 +143,30 @@ fn value_text(value: &serde_json::Value) -> String {
 }
 
 type Rule = Box<dyn Fn(&RequestInfo) -> Option<Fault> + Send + Sync>;
+
+/// A rule ([`Faulty::set_rule`]) for an endpoint that takes at most `limit` requests in any
+/// window of `per` (a sliding window: the strictest reading of "`limit` per `per`", so
+/// requests bunched by a sender's jitter are refused). A request over the limit is answered
+/// 429 with `Retry-After`: the whole seconds until the window has room again (at least 1).
+/// A refused request does not use up the limit; one let through falls through to the rest
+/// of the script (the global queue, then the default).
+pub fn rate_limit(limit: usize, per: Duration) -> impl Fn(&RequestInfo) -> Option<Fault> + Send + Sync {
+    let taken: Mutex<VecDeque<Instant>> = Mutex::new(VecDeque::new());
+    move |_| {
+        let now = Instant::now();
+        let mut taken = lock(&taken);
+        while taken.front().is_some_and(|at| now.duration_since(*at) >= per) {
+            taken.pop_front();
+        }
+        if taken.len() < limit {
+            taken.push_back(now);
+            return None;
+        }
+        let room_in = per.saturating_sub(now.duration_since(taken[0]));
+        let secs = room_in.as_secs() + u64::from(room_in.subsec_nanos() > 0);
+        Some(Fault::StatusRetryAfter(429, secs.max(1).to_string()))
+    }
+}
 
 struct KeyScript {
     queue: VecDeque<Fault>,
