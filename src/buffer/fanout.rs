@@ -266,15 +266,18 @@ impl SourceSender {
 
     /// Records input that never became an event (`input`, see [`dead_letters::input_letter`])
     /// in the dead letters of every sink fed now: it was bad for all of them. Returns how
-    /// many sinks it was recorded for; a store that cannot be written is logged (and
-    /// counted by the store).
+    /// many sinks it was recorded for, each counted as [`DeadLetterReason::Decode`]; a store
+    /// that cannot be written is logged (and counted by the store).
     pub async fn dead_letter_input(&self, webhook_id: &str, input: serde_json::Value, reason: &str) -> usize {
         let mut recorded = 0;
         for output in self.current().iter() {
             let Some(dead_letters) = &output.dead_letters else { continue };
             let letter = dead_letters::input_letter(&output.name, webhook_id, input.clone(), reason.to_string());
             match dead_letters.record(vec![letter]).await {
-                Ok(()) => recorded += 1,
+                Ok(()) => {
+                    output.stats.count_dead_letters(DeadLetterReason::Decode, 1);
+                    recorded += 1;
+                }
                 Err(error) => {
                     tracing::error!(sink = %output.name, %error, %reason, "the dead letters cannot be written: bad input lost")
                 }
