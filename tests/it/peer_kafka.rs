@@ -228,7 +228,11 @@ fn delivered(rx: &Faulty) -> Vec<Delivery> {
         .map(|hit| {
             let id = hit.field("id").unwrap_or_default();
             let (key, _) = id.rsplit_once('-').unwrap_or_else(|| panic!("an id KEY-N: {id}"));
-            Delivery { key: key.to_string(), n: event_number(hit), webhook_id: hit.webhook_id.clone().unwrap_or_default() }
+            Delivery {
+                key: key.to_string(),
+                n: event_number(hit),
+                webhook_id: hit.webhook_id.clone().unwrap_or_default(),
+            }
         })
         .collect()
 }
@@ -287,9 +291,8 @@ async fn a_killed_instance_s_partitions_are_taken_over() {
     for (partition, by) in &owners {
         assert_eq!(by.len(), 1, "partition {partition} delivered by one instance, not {by:?}");
     }
-    let owned_by = |name: &str| -> BTreeSet<i32> {
-        owners.iter().filter(|(_, by)| by.contains(name)).map(|(p, _)| *p).collect()
-    };
+    let owned_by =
+        |name: &str| -> BTreeSet<i32> { owners.iter().filter(|(_, by)| by.contains(name)).map(|(p, _)| *p).collect() };
     let (of_a, of_b) = (owned_by("a"), owned_by("b"));
     assert!(!of_a.is_empty() && !of_b.is_empty(), "both instances deliver: A {of_a:?}, B {of_b:?}");
 
@@ -342,8 +345,8 @@ async fn a_killed_instance_s_partitions_are_taken_over() {
     }
     let duplicates = check_at_least_once_in_order(&delivered(&rx), total);
     eprintln!(
-        "A owned {of_a:?}, B {of_b:?}; {} events in flight at A when killed, {} of A's events delivered by B, \
-         {duplicates} delivered twice",
+        "A owned {of_a:?}, B {of_b:?}; {} events in flight at A when killed (sent again by B, same webhook-id), \
+         {} of A's events delivered by B, {duplicates} delivered twice",
         in_flight.len(),
         taken_over.len()
     );
@@ -383,8 +386,25 @@ async fn a_down_receiver_pauses_consumption_and_nothing_is_lost() {
     check_at_least_once_in_order(&got, count);
 }
 
+/// `GET /metrics` of the API at `api` (bounded), its body.
+async fn scrape(api: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(api).await?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer =
+        tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("/metrics answers").expect("/metrics");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+}
+
 /// Messages that are not JSON or not incident events are dead-lettered with their topic,
-/// partition and offset, and committed past; the others go through.
+/// partition and offset, counted in `webhook_sink_events_dead_lettered_total` with reason
+/// `decode`, and committed past; the others go through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_are_dead_lettered_and_committed_past() {
     let Some(broker) = Broker::start().await else { return };
@@ -398,12 +418,20 @@ async fn bad_messages_are_dead_lettered_and_committed_past() {
 
     let rx = Receiver::http().await;
     let dir = Dir::new();
-    let file = pipeline(dir.0.path(), &broker.bootstrap(), "mixed", "picky", &rx.url("/hook"), "");
+    let api = free_addr();
+    let extra = format!("\n[api]\naddress = \"{api}\"\n");
+    let file = pipeline(dir.0.path(), &broker.bootstrap(), "mixed", "picky", &rx.url("/hook"), &extra);
     let mut binary = Binary::start(&["run"], &file);
     let got = wait_all(&rx, 3, || binary.log()).await;
     assert_eq!(check_at_least_once_in_order(&got, 3), 0);
     binary.wait_log_times("kafka message dead-lettered", 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Counted per sink with reason `decode`, and under no other reason.
+    let metrics = scrape(api).await;
+    let dead: Vec<&str> =
+        metrics.lines().filter(|l| l.starts_with("webhook_sink_events_dead_lettered_total{")).collect();
+    assert!(dead.contains(&r#"webhook_sink_events_dead_lettered_total{sink="hook",reason="decode"} 2"#), "{metrics}");
+    assert_eq!(dead.iter().filter(|l| !l.ends_with(" 0")).count(), 1, "{dead:?}");
     binary.signal("TERM");
     assert!(binary.exit_within(Duration::from_secs(20)).await.is_some_and(|s| s.success()), "{}", binary.log());
     assert_eq!(committed(&broker.bootstrap(), "picky", "mixed", 1), vec![last + 1], "{}", binary.log());

@@ -105,7 +105,8 @@ impl Broker {
         let (port, controller) = (free_port(), free_port());
         let data = dir.path().join("data");
         let properties = dir.path().join("server.properties");
-        let secured = certs.map(|_| SecuredPorts { sasl_plaintext: free_port(), ssl: free_port(), sasl_ssl: free_port() });
+        let secured =
+            certs.map(|_| SecuredPorts { sasl_plaintext: free_port(), ssl: free_port(), sasl_ssl: free_port() });
         let (mut listeners, mut advertised, mut protocols) = (
             format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
             format!("PLAINTEXT://127.0.0.1:{port}"),
@@ -114,7 +115,9 @@ impl Broker {
         let mut security = String::new();
         if let (Some(certs), Some(ports)) = (certs, secured) {
             let SecuredPorts { sasl_plaintext, ssl, sasl_ssl } = ports;
-            let more = format!("SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl}");
+            let more = format!(
+                "SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl}"
+            );
             listeners = format!("{listeners},{more}");
             advertised = format!("{advertised},{more}");
             protocols.push_str(",SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL");
