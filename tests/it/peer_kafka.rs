@@ -312,10 +312,12 @@ async fn a_killed_instance_s_partitions_are_taken_over() {
     }
     let in_flight = held_by_a(&rx);
     let log_before_kill = b.log().len();
+    let killed = Instant::now();
     a.child.0.kill().unwrap();
     assert!(a.exit_within(Duration::from_secs(10)).await.is_some(), "A killed");
     let total = 2 * per_phase;
     wait_delivered(&rx, total, || b.log()).await;
+    let taken = killed.elapsed();
 
     // B was assigned A's partitions after the kill, and delivered all their new events.
     let after = &b.log()[log_before_kill..];
@@ -346,7 +348,7 @@ async fn a_killed_instance_s_partitions_are_taken_over() {
     let duplicates = check_at_least_once_in_order(&delivered(&rx), total);
     eprintln!(
         "A owned {of_a:?}, B {of_b:?}; {} events in flight at A when killed (sent again by B, same webhook-id), \
-         {} of A's events delivered by B, {duplicates} delivered twice",
+         {} of A's events delivered by B, {duplicates} delivered twice; all delivered {taken:?} after the kill",
         in_flight.len(),
         taken_over.len()
     );
