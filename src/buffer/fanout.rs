@@ -565,6 +565,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bad_input_is_dead_lettered_and_counted_as_decode_for_every_sink_with_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letters = Arc::new(DeadLetters::new(dir.path()));
+        let (a, b, c) = (buffer(10), buffer(10), buffer(10));
+        let sender = SourceSender::new(vec![
+            input("a", &a, WhenFull::Reject, Some(dead_letters.clone())),
+            input("b", &b, WhenFull::Reject, Some(dead_letters.clone())),
+            input("c", &c, WhenFull::Reject, None),
+        ]);
+        let recorded = sender.dead_letter_input("msg_x", serde_json::json!({"payload": "not json"}), "bad").await;
+        assert_eq!(recorded, 2);
+        let decode = DeadLetterReason::ALL.iter().position(|r| *r == DeadLetterReason::Decode).unwrap();
+        for (i, expected) in [1, 1, 0].into_iter().enumerate() {
+            let stats = &sender.current()[i].stats;
+            assert_eq!(SinkStats::get(&stats.dead_lettered_by[decode]), expected);
+            assert_eq!(SinkStats::get(&stats.dead_lettered), expected);
+            assert_eq!(SinkStats::get(&stats.accepted), 0, "it never was an event");
+        }
+        assert_eq!(DeadLetterReason::Decode.label(), "decode");
+    }
+
+    #[tokio::test]
     async fn a_full_sink_dead_letters_its_copies_while_the_others_take_the_batch() {
         let dir = tempfile::tempdir().unwrap();
         let dead_letters = Arc::new(DeadLetters::new(dir.path()));
