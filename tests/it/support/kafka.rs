@@ -19,12 +19,20 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use super::certs::TestCerts;
-use super::peer::{free_port, require, KillOnDrop};
+use super::peer::{require, KillOnDrop};
 
 /// The user the secured listeners know.
 pub const SASL_USER: &str = "alice";
 /// Its password (for `PLAIN` and `SCRAM-SHA-512`); tests check it never reaches a log.
 pub const SASL_PASSWORD: &str = "kafka-S3cret-pw-7781";
+
+/// `n` free loopback ports, all different: each is held until all are chosen (ports taken
+/// one by one and released may repeat).
+fn distinct_free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    held.iter().map(|l| l.local_addr().expect("a bound address").port()).collect()
+}
 
 /// Ports of the listeners [`Broker::start_secured`] adds.
 #[derive(Debug, Clone, Copy)]
@@ -102,11 +110,12 @@ impl Broker {
     async fn start_with(certs: Option<&TestCerts>) -> Option<Broker> {
         let libs = require_kafka()?;
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (port, controller) = (free_port(), free_port());
+        // Distinct ports (Kafka refuses two listeners on one), held together while chosen.
+        let ports = distinct_free_ports(5);
+        let (port, controller) = (ports[0], ports[1]);
         let data = dir.path().join("data");
         let properties = dir.path().join("server.properties");
-        let secured =
-            certs.map(|_| SecuredPorts { sasl_plaintext: free_port(), ssl: free_port(), sasl_ssl: free_port() });
+        let secured = certs.map(|_| SecuredPorts { sasl_plaintext: ports[2], ssl: ports[3], sasl_ssl: ports[4] });
         let (mut listeners, mut advertised, mut protocols) = (
             format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
             format!("PLAINTEXT://127.0.0.1:{port}"),
