@@ -25,16 +25,21 @@ pub enum DeadLetterReason {
     /// The sink's disk buffer could not store the events (a full disk;
     /// `buffer.when_full = "dead_letter"`).
     Storage,
+    /// Input that could not be decoded into events (a `kafka` message that is not JSON or
+    /// not an incident event, or too large for a sink's buffer); counted for every sink the
+    /// source feeds.
+    Decode,
 }
 
 impl DeadLetterReason {
     /// Every reason, in label order.
-    pub const ALL: [DeadLetterReason; 5] = [
+    pub const ALL: [DeadLetterReason; 6] = [
         DeadLetterReason::Status,
         DeadLetterReason::RetriesExhausted,
         DeadLetterReason::Render,
         DeadLetterReason::BufferFull,
         DeadLetterReason::Storage,
+        DeadLetterReason::Decode,
     ];
 
     /// The label value.
@@ -45,6 +50,7 @@ impl DeadLetterReason {
             DeadLetterReason::Render => "render",
             DeadLetterReason::BufferFull => "buffer_full",
             DeadLetterReason::Storage => "storage",
+            DeadLetterReason::Decode => "decode",
         }
     }
 }
@@ -140,7 +146,7 @@ pub struct SinkStats {
     /// Attempts that were retried.
     pub retries: AtomicU64,
     /// Dead letters stored, by reason (indexed like [`DeadLetterReason::ALL`]).
-    pub dead_lettered_by: [AtomicU64; 5],
+    pub dead_lettered_by: [AtomicU64; DeadLetterReason::ALL.len()],
     /// Answers of the endpoint by status, and attempts with no answer.
     pub responses: StatusCounts,
     /// Seconds from entering the sink's buffer to the final answer (delivered or given up).

@@ -266,15 +266,18 @@ impl SourceSender {
 
     /// Records input that never became an event (`input`, see [`dead_letters::input_letter`])
     /// in the dead letters of every sink fed now: it was bad for all of them. Returns how
-    /// many sinks it was recorded for; a store that cannot be written is logged (and
-    /// counted by the store).
+    /// many sinks it was recorded for, each counted as [`DeadLetterReason::Decode`]; a store
+    /// that cannot be written is logged (and counted by the store).
     pub async fn dead_letter_input(&self, webhook_id: &str, input: serde_json::Value, reason: &str) -> usize {
         let mut recorded = 0;
         for output in self.current().iter() {
             let Some(dead_letters) = &output.dead_letters else { continue };
             let letter = dead_letters::input_letter(&output.name, webhook_id, input.clone(), reason.to_string());
             match dead_letters.record(vec![letter]).await {
-                Ok(()) => recorded += 1,
+                Ok(()) => {
+                    output.stats.count_dead_letters(DeadLetterReason::Decode, 1);
+                    recorded += 1;
+                }
                 Err(error) => {
                     tracing::error!(sink = %output.name, %error, %reason, "the dead letters cannot be written: bad input lost")
                 }
@@ -559,6 +562,28 @@ mod tests {
         sender.try_send(batch(1), None).await.unwrap();
         assert!(matches!(sender.try_send(batch(1), None).await, Err(SendError::Full { .. })));
         assert_eq!(roomy.usage(), (1, 10));
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_dead_lettered_and_counted_as_decode_for_every_sink_with_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letters = Arc::new(DeadLetters::new(dir.path()));
+        let (a, b, c) = (buffer(10), buffer(10), buffer(10));
+        let sender = SourceSender::new(vec![
+            input("a", &a, WhenFull::Reject, Some(dead_letters.clone())),
+            input("b", &b, WhenFull::Reject, Some(dead_letters.clone())),
+            input("c", &c, WhenFull::Reject, None),
+        ]);
+        let recorded = sender.dead_letter_input("msg_x", serde_json::json!({"payload": "not json"}), "bad").await;
+        assert_eq!(recorded, 2);
+        let decode = DeadLetterReason::ALL.iter().position(|r| *r == DeadLetterReason::Decode).unwrap();
+        for (i, expected) in [1, 1, 0].into_iter().enumerate() {
+            let stats = &sender.current()[i].stats;
+            assert_eq!(SinkStats::get(&stats.dead_lettered_by[decode]), expected);
+            assert_eq!(SinkStats::get(&stats.dead_lettered), expected);
+            assert_eq!(SinkStats::get(&stats.accepted), 0, "it never was an event");
+        }
+        assert_eq!(DeadLetterReason::Decode.label(), "decode");
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use futures::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
@@ -79,7 +79,24 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(source = %self.source, %error, "kafka: {reason}");
+        let source = &self.source;
+        // librdkafka keeps reconnecting; these two need the operator, so they say which
+        // keys to look at. Neither librdkafka's reason nor ours carries a secret.
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => error!(
+                source = %source,
+                %reason,
+                "kafka source `{source}`: SASL authentication to the brokers failed; check `sasl.mechanism`, \
+                 `sasl.username` and `sasl.password`"
+            ),
+            Some(RDKafkaErrorCode::SSL) => error!(
+                source = %source,
+                %reason,
+                "kafka source `{source}`: TLS to the brokers failed; check `tls.ca_file` against the brokers' \
+                 certificates (and `tls.crt_file`/`tls.key_file` if they ask for one)"
+            ),
+            _ => warn!(source = %source, %error, "kafka: {reason}"),
+        }
     }
 }
 

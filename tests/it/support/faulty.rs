@@ -86,6 +86,19 @@ pub struct RequestInfo {
     /// How many requests with this `webhook-id` arrived so far, this one included (1 for
     /// the first attempt); 1 when there is no `webhook-id`.
     pub attempt: u32,
+    /// Lowercase names, raw values, in arrival order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestInfo {
+    /// The first value of header `name`, as text.
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        header_value(&self.headers, name)
+    }
+}
+
+fn header_value(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
 }
 
 /// One request as the receiver saw it.
@@ -123,10 +136,7 @@ impl Hit {
 
     /// The first value of header `name`, as text.
     pub fn header_str(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        header_value(&self.headers, name)
     }
 
     /// Field `name` of the JSON body, as text (strings as they are, other values as JSON).
@@ -505,7 +515,14 @@ async fn handle(
             }
             None => 1,
         };
-        let info = RequestInfo { seq, key: key.clone(), json: json.clone(), webhook_id: webhook_id.clone(), attempt };
+        let info = RequestInfo {
+            seq,
+            key: key.clone(),
+            json: json.clone(),
+            webhook_id: webhook_id.clone(),
+            attempt,
+            headers: headers.clone(),
+        };
         let fault = lock(&shared.script).pick(&info);
         let index = (record.hits.len() < MAX_HITS).then(|| {
             record.hits.push(Hit {

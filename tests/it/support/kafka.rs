@@ -2,6 +2,12 @@
 //! Kafka tests, started by the test on free loopback ports with a small JVM heap, in a
 //! temporary folder, and killed when dropped. The broker's jars are fetched once by
 //! `scripts/fetch-kafka.sh` (which `.ci/run` calls) into the cache folder read here.
+//!
+//! [`Broker::start_secured`] adds three listeners for the security tests, next to the
+//! plaintext one the tests produce through: `SASL_PLAINTEXT` (mechanisms `PLAIN` and
+//! `SCRAM-SHA-512`; the SCRAM credential is written into the storage at format time, as
+//! KRaft wants it), `SSL` and `SASL_SSL` (`PLAIN`), with a server certificate for
+//! `127.0.0.1` signed by a throwaway CA (PEM key store: no keytool).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,7 +18,29 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use super::peer::{free_port, require, KillOnDrop};
+use super::certs::TestCerts;
+use super::peer::{require, KillOnDrop};
+
+/// The user the secured listeners know.
+pub const SASL_USER: &str = "alice";
+/// Its password (for `PLAIN` and `SCRAM-SHA-512`); tests check it never reaches a log.
+pub const SASL_PASSWORD: &str = "kafka-S3cret-pw-7781";
+
+/// `n` free loopback ports, all different: each is held until all are chosen (ports taken
+/// one by one and released may repeat).
+fn distinct_free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    held.iter().map(|l| l.local_addr().expect("a bound address").port()).collect()
+}
+
+/// Ports of the listeners [`Broker::start_secured`] adds.
+#[derive(Debug, Clone, Copy)]
+struct SecuredPorts {
+    sasl_plaintext: u16,
+    ssl: u16,
+    sasl_ssl: u16,
+}
 
 /// The Kafka version `scripts/fetch-kafka.sh` fetches by default.
 pub const KAFKA_VERSION: &str = "4.4.0";
@@ -62,28 +90,82 @@ pub struct Broker {
     /// Storage, config and log.
     dir: tempfile::TempDir,
     port: u16,
+    /// The secured listeners, if started with them.
+    secured: Option<SecuredPorts>,
 }
 
 impl Broker {
     /// Formats a storage folder and starts the broker, waiting (bounded) until it takes
     /// connections. `None` when the broker is not installed (see [`require_kafka`]).
     pub async fn start() -> Option<Broker> {
+        Broker::start_with(None).await
+    }
+
+    /// [`Broker::start`], plus the `SASL_PLAINTEXT`, `SSL` and `SASL_SSL` listeners (see
+    /// the module's doc), the server certificate from `certs`.
+    pub async fn start_secured(certs: &TestCerts) -> Option<Broker> {
+        Broker::start_with(Some(certs)).await
+    }
+
+    async fn start_with(certs: Option<&TestCerts>) -> Option<Broker> {
         let libs = require_kafka()?;
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (port, controller) = (free_port(), free_port());
+        // Distinct ports (Kafka refuses two listeners on one), held together while chosen.
+        let ports = distinct_free_ports(5);
+        let (port, controller) = (ports[0], ports[1]);
         let data = dir.path().join("data");
         let properties = dir.path().join("server.properties");
+        let secured = certs.map(|_| SecuredPorts { sasl_plaintext: ports[2], ssl: ports[3], sasl_ssl: ports[4] });
+        let (mut listeners, mut advertised, mut protocols) = (
+            format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+            format!("PLAINTEXT://127.0.0.1:{port}"),
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_string(),
+        );
+        let mut security = String::new();
+        if let (Some(certs), Some(ports)) = (certs, secured) {
+            let SecuredPorts { sasl_plaintext, ssl, sasl_ssl } = ports;
+            let more = format!(
+                "SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl}"
+            );
+            listeners = format!("{listeners},{more}");
+            advertised = format!("{advertised},{more}");
+            protocols.push_str(",SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL");
+            // PEM key store: the private key (PKCS#8, not encrypted, so no key password)
+            // followed by the certificate.
+            let keystore = dir.path().join("broker-keystore.pem");
+            std::fs::write(&keystore, format!("{}{}", certs.key_pem, certs.cert_pem)).expect("write the key store");
+            let plain = format!(
+                "org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USER}=\"{SASL_PASSWORD}\";"
+            );
+            let scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+            security = format!(
+                "ssl.keystore.type=PEM\n\
+                 ssl.keystore.location={keystore}\n\
+                 ssl.truststore.type=PEM\n\
+                 ssl.truststore.location={ca}\n\
+                 ssl.client.auth=none\n\
+                 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512\n\
+                 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512\n\
+                 listener.name.sasl_plaintext.plain.sasl.jaas.config={plain}\n\
+                 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram}\n\
+                 listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN\n\
+                 listener.name.sasl_ssl.plain.sasl.jaas.config={plain}\n",
+                keystore = keystore.display(),
+                ca = certs.ca_path.display(),
+            );
+        }
         std::fs::write(
             &properties,
             format!(
                 "process.roles=broker,controller\n\
                  node.id=1\n\
                  controller.quorum.voters=1@127.0.0.1:{controller}\n\
-                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 listeners={listeners}\n\
+                 advertised.listeners={advertised}\n\
                  controller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 listener.security.protocol.map={protocols}\n\
                  inter.broker.listener.name=PLAINTEXT\n\
+                 {security}\
                  log.dirs={}\n\
                  num.partitions=4\n\
                  offsets.topic.replication.factor=1\n\
@@ -122,11 +204,13 @@ impl Broker {
                 .arg(main);
             command
         };
-        let format = java("kafka.tools.StorageTool")
-            .args(["format", "--ignore-formatted", "-t", "webhook-sink-tests-0001", "-c"])
-            .arg(&properties)
-            .output()
-            .expect("run kafka.tools.StorageTool");
+        let mut format = java("kafka.tools.StorageTool");
+        format.args(["format", "--ignore-formatted", "-t", "webhook-sink-tests-0001", "-c"]).arg(&properties);
+        if secured.is_some() {
+            // KRaft keeps SCRAM credentials in the metadata log: written at format time.
+            format.arg("--add-scram").arg(format!("SCRAM-SHA-512=[name={SASL_USER},password={SASL_PASSWORD}]"));
+        }
+        let format = format.output().expect("run kafka.tools.StorageTool");
         assert!(
             format.status.success(),
             "kafka.tools.StorageTool format failed: {}{}",
@@ -137,7 +221,7 @@ impl Broker {
         let err = out.try_clone().expect("clone a file handle");
         let process =
             KillOnDrop::spawn(java("kafka.Kafka").arg(&properties).stdout(Stdio::from(out)).stderr(Stdio::from(err)));
-        let broker = Broker { process: Some(process), dir, port };
+        let broker = Broker { process: Some(process), dir, port, secured };
         broker.wait_ready().await;
         Some(broker)
     }
@@ -145,6 +229,25 @@ impl Broker {
     /// `host:port` of the broker's listener.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `host:port` of the `SASL_PLAINTEXT` listener (started with [`Broker::start_secured`]).
+    pub fn sasl_plaintext_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.secured().sasl_plaintext)
+    }
+
+    /// `host:port` of the `SSL` listener (started with [`Broker::start_secured`]).
+    pub fn ssl_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.secured().ssl)
+    }
+
+    /// `host:port` of the `SASL_SSL` listener (started with [`Broker::start_secured`]).
+    pub fn sasl_ssl_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.secured().sasl_ssl)
+    }
+
+    fn secured(&self) -> SecuredPorts {
+        self.secured.expect("a broker started with Broker::start_secured")
     }
 
     /// The broker's log so far (for assertion messages).
