@@ -15,10 +15,10 @@
 //! - A message that does not decode is dead-lettered for every sink the source feeds, with
 //!   its topic, partition and offset, and committed past.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::client::ClientContext;
@@ -57,6 +57,45 @@ pub struct Settings {
 struct KafkaContext {
     source: String,
     offsets: Arc<Mutex<Offsets>>,
+    repeats: Repeats,
+}
+
+/// How long the same warning or error from librdkafka is not logged again.
+const REPEAT_QUIET: Duration = Duration::from_secs(30);
+
+/// Keeps librdkafka's repeated lines from flooding the log: it retries a broker that
+/// refuses the credentials or the certificate about every 50 ms, and says so each time
+/// (an error, a log line and "all brokers down", in turn). Each line is logged once per
+/// [`REPEAT_QUIET`], with how many were left out. Hand-written: tracing has no rate limit
+/// of its own, and this is a few lines.
+#[derive(Default)]
+struct Repeats {
+    /// Line → when it was last logged, and how many were left out since.
+    lines: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+/// Distinct lines remembered at most (then the memory starts over).
+const REPEAT_LINES: usize = 64;
+
+impl Repeats {
+    /// `Some(left out since the last time)` when `line` is to be logged now.
+    fn admit(&self, line: &str) -> Option<u64> {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some((at, skipped)) = lines.get_mut(line) {
+            if now.duration_since(*at) < REPEAT_QUIET {
+                *skipped += 1;
+                return None;
+            }
+            *at = now;
+            return Some(std::mem::take(skipped));
+        }
+        if lines.len() >= REPEAT_LINES {
+            lines.clear();
+        }
+        lines.insert(line.to_string(), (now, 0));
+        Some(0)
+    }
 }
 
 fn lock(offsets: &Mutex<Offsets>) -> MutexGuard<'_, Offsets> {
@@ -68,9 +107,15 @@ impl ClientContext for KafkaContext {
         let source = &self.source;
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                error!(source = %source, facility, "librdkafka: {message}")
+                if let Some(repeated) = self.repeats.admit(message) {
+                    error!(source = %source, facility, repeated, "librdkafka: {message}")
+                }
             }
-            RDKafkaLogLevel::Warning => warn!(source = %source, facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => {
+                if let Some(repeated) = self.repeats.admit(message) {
+                    warn!(source = %source, facility, repeated, "librdkafka: {message}")
+                }
+            }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 info!(source = %source, facility, "librdkafka: {message}")
             }
@@ -80,22 +125,25 @@ impl ClientContext for KafkaContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let source = &self.source;
+        let Some(repeated) = self.repeats.admit(reason) else { return };
         // librdkafka keeps reconnecting; these two need the operator, so they say which
         // keys to look at. Neither librdkafka's reason nor ours carries a secret.
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => error!(
                 source = %source,
                 %reason,
+                repeated,
                 "kafka source `{source}`: SASL authentication to the brokers failed; check `sasl.mechanism`, \
                  `sasl.username` and `sasl.password`"
             ),
             Some(RDKafkaErrorCode::SSL) => error!(
                 source = %source,
                 %reason,
+                repeated,
                 "kafka source `{source}`: TLS to the brokers failed; check `tls.ca_file` against the brokers' \
                  certificates (and `tls.crt_file`/`tls.key_file` if they ask for one)"
             ),
-            _ => warn!(source = %source, %error, "kafka: {reason}"),
+            _ => warn!(source = %source, %error, repeated, "kafka: {reason}"),
         }
     }
 }
@@ -175,7 +223,7 @@ impl KafkaConsumer {
     /// connects in the background). Errors are librdkafka's, about the settings.
     pub fn new(name: &str, client: &ClientConfig, topics: &[String]) -> Result<KafkaConsumer, KafkaError> {
         let offsets = Arc::new(Mutex::new(Offsets::default()));
-        let context = KafkaContext { source: name.to_string(), offsets: offsets.clone() };
+        let context = KafkaContext { source: name.to_string(), offsets: offsets.clone(), repeats: Repeats::default() };
         let consumer: StreamConsumer<KafkaContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -510,5 +558,27 @@ impl Running {
         if let Ok(name) = closed {
             info!(source = %name, "kafka source stopped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_line_is_logged_once_per_quiet_period() {
+        let repeats = Repeats::default();
+        assert_eq!(repeats.admit("broker down"), Some(0));
+        assert_eq!(repeats.admit("broker down"), None);
+        assert_eq!(repeats.admit("broker down"), None);
+        // Another line is logged at once, and lines taking turns are each held back.
+        assert_eq!(repeats.admit("auth failed"), Some(0));
+        assert_eq!(repeats.admit("broker down"), None);
+        assert_eq!(repeats.admit("auth failed"), None);
+        // Past the quiet period a line comes back, saying how many were left out.
+        if let Some((at, _)) = repeats.lines.lock().unwrap().get_mut("auth failed") {
+            *at -= REPEAT_QUIET;
+        }
+        assert_eq!(repeats.admit("auth failed"), Some(1));
     }
 }
