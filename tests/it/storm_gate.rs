@@ -142,12 +142,14 @@ fn share(part: usize, whole: usize) -> f64 {
 /// issue's example is 1 request per second (a chat webhook); 20 per second is that limit
 /// scaled so that 200 events take about 11 s instead of 220 s. (The pause cannot be
 /// scaled down instead: `Retry-After` is whole seconds.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_storm_of_200_events_reaches_a_rate_limited_endpoint_whole_in_order_with_few_429s() {
+/// Posts the storm to a sink with `settings` in front of an endpoint taking 20 requests in
+/// any second (429 + `Retry-After: 1` beyond); waits until all 200 events are delivered
+/// and the endpoint is quiet; checks they arrived whole and in order, and prints the
+/// requests and the 429s. Returns the running pipeline, every request, and the 429s.
+async fn storm_to_a_limited_endpoint(settings: &str, what: &str) -> (Running, Vec<Hit>, usize) {
     let rx = Faulty::start().await;
     rx.set_rule(rate_limit(20, Duration::from_secs(1)));
-    let limit = "request.rate_limit_num = 20\nrequest.rate_limit_duration_secs = 1.1";
-    let running = start(&sink("chat", &rx.url("/hook"), limit)).await;
+    let running = start(&sink("chat", &rx.url("/hook"), settings)).await;
     let started = Instant::now();
     post(&running, &storm(ALERTS, PER_ALERT)).await;
     rx.wait_delivered(200, STORM_WAIT).await;
@@ -155,10 +157,18 @@ async fn a_storm_of_200_events_reaches_a_rate_limited_endpoint_whole_in_order_wi
     let hits = rx.wait_quiet(Duration::from_millis(300), WAIT).await;
     let refused = check_whole_and_in_order(&hits, ALERTS, PER_ALERT);
     eprintln!(
-        "storm with request.rate_limit_num = 20 per 1.1 s: {} requests, {refused} answered 429 ({:.1}%), 200 delivered in {took:.1?}",
+        "storm {what}: {} requests, {refused} answered 429 ({:.1}%), 200 delivered in {took:.1?}",
         hits.len(),
         share(refused, hits.len())
     );
+    (running, hits, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_200_events_reaches_a_rate_limited_endpoint_whole_in_order_with_few_429s() {
+    let limit = "request.rate_limit_num = 20\nrequest.rate_limit_duration_secs = 1.1";
+    let (running, hits, refused) =
+        storm_to_a_limited_endpoint(limit, "with request.rate_limit_num = 20 per 1.1 s").await;
     // The goal is under 2%; the bound is looser so that a loaded machine's jitter does
     // not fail the test.
     assert!(share(refused, hits.len()) <= 5.0, "{refused} of {} requests answered 429", hits.len());
@@ -171,20 +181,8 @@ async fn a_storm_of_200_events_reaches_a_rate_limited_endpoint_whole_in_order_wi
 /// though with many more 429s (printed): the rate limit is what avoids them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_rate_limit_each_429_pauses_the_whole_sink_and_the_storm_still_arrives_whole() {
-    let rx = Faulty::start().await;
-    rx.set_rule(rate_limit(20, Duration::from_secs(1)));
-    let running = start(&sink("chat", &rx.url("/hook"), "")).await;
-    let started = Instant::now();
-    post(&running, &storm(ALERTS, PER_ALERT)).await;
-    rx.wait_delivered(200, STORM_WAIT).await;
-    let took = started.elapsed();
-    let hits = rx.wait_quiet(Duration::from_millis(300), WAIT).await;
-    let refused = check_whole_and_in_order(&hits, ALERTS, PER_ALERT);
-    eprintln!(
-        "storm without a rate limit (Retry-After pause only): {} requests, {refused} answered 429 ({:.1}%), 200 delivered in {took:.1?}",
-        hits.len(),
-        share(refused, hits.len())
-    );
+    let (_running, hits, refused) =
+        storm_to_a_limited_endpoint("", "without a rate limit (Retry-After pause only)").await;
     assert!(refused > 0, "the endpoint's limit was reached");
     // After each 429 (Retry-After: 1), no new request until the second is over: only the
     // requests already on their way (at most `request.concurrency`, 16) arrive in the

@@ -64,6 +64,13 @@ struct GaveUp {
     outcome: Outcome,
 }
 
+impl GaveUp {
+    /// A body that cannot be made: rejected without an attempt.
+    fn unrenderable(reason: String) -> GaveUp {
+        GaveUp { kind: DeadLetterReason::Render, reason, last_status: None, attempts: 0, outcome: Outcome::Rejected }
+    }
+}
+
 impl WebhookSink {
     /// Handles one event: filter, wait for its alert's turn, render, deliver, report.
     async fn process(&self, event: Event) {
@@ -97,13 +104,7 @@ impl WebhookSink {
             Err(error) => {
                 SinkStats::incr(&stats.render_failed);
                 warn!(sink = %self.name, id = incident.id.as_deref(), event_type = %incident.event_type, %error, "cannot render webhook body");
-                let gave_up = GaveUp {
-                    kind: DeadLetterReason::Render,
-                    reason: format!("cannot render the body: {error}"),
-                    last_status: None,
-                    attempts: 0,
-                    outcome: Outcome::Rejected,
-                };
+                let gave_up = GaveUp::unrenderable(format!("cannot render the body: {error}"));
                 self.dead_letter(vec![event], gave_up, None).await;
                 return;
             }
@@ -156,13 +157,7 @@ impl WebhookSink {
             Err(error) => {
                 SinkStats::add(&stats.render_failed, events.len() as u64);
                 warn!(sink = %self.name, %webhook_id, events = events.len(), %error, "cannot render the digest body");
-                let gave_up = GaveUp {
-                    kind: DeadLetterReason::Render,
-                    reason: format!("cannot render the digest body: {error}"),
-                    last_status: None,
-                    attempts: 0,
-                    outcome: Outcome::Rejected,
-                };
+                let gave_up = GaveUp::unrenderable(format!("cannot render the digest body: {error}"));
                 self.dead_letter(events, gave_up, Some(webhook_id)).await;
                 return;
             }
