@@ -26,6 +26,8 @@
 #   HYPER_THREADS [0] tokio worker threads of the hyper loop; 0 = tokio's default (one per
 #                     core), 1 = a current-thread runtime
 #   CURVE [0]         1 = after the rounds, sweep concurrency and template size (bench/README.md)
+#   STORM [0]         1 = after the report, the alert-storm scenario (bench/storm.py, ~3 min):
+#                     10,000 events to a 1 request/s receiver, with and without digests
 #   N_CURVE [50000]   events per webhook-sink run of the sweep
 #   CURVE_CONC ["1 8 32 128 256"]  request.concurrency (and hyper/wrk in-flight) points
 #   CURVE_RUNS [1]    repetitions of the whole sweep (cells are medians)
@@ -66,6 +68,7 @@ CEILING=${CEILING:-1}
 PEER=${PEER:-1}
 HYPER_THREADS=${HYPER_THREADS:-0}
 CURVE=${CURVE:-0}
+STORM=${STORM:-0}
 N_CURVE=${N_CURVE:-50000}
 CURVE_CONC=${CURVE_CONC:-1 8 32 128 256}
 CURVE_RUNS=${CURVE_RUNS:-1}
@@ -683,6 +686,10 @@ SETTINGS="$VERSIONS; N=$N events, BATCH=$BATCH, CONC=$CONC, client connections=$
 [[ $CURVE == 1 ]] && SETTINGS+="; sweep: N_CURVE=$N_CURVE events, concurrency $CURVE_CONC, $CURVE_RUNS run(s) per point"
 "${PY[@]}" report "$RESULTS" --machine "$MACHINE" --cmd "$COMMAND" --settings "$SETTINGS" \
     --note "$NOTE" --conc "$CONC"
+if [[ $STORM == 1 ]]; then
+    # At one request per second the CPU is not what limits: the same binary as above.
+    python3 "$HERE/storm.py" --bin "$BIN" || exit 1
+fi
 if grep -q '"error"' "$RESULTS"; then
     exit 1
 fi
