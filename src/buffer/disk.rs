@@ -156,7 +156,8 @@ impl DiskBuffer {
         self.queue.len()
     }
 
-    /// Stores events durably (returns once they are fsync'd).
+    /// Stores events durably (returns once they are fsync'd, in a commit that concurrent pushes
+    /// may share).
     pub async fn push(&self, events: Vec<Event>) -> Result<(), BufferError> {
         if self.state.lock().unwrap_or_else(|p| p.into_inner()).closed {
             return Err(BufferError::Closed);
@@ -170,12 +171,11 @@ impl DiskBuffer {
             finalizers.push(std::mem::take(&mut event.finalizer));
         }
         let queue = self.queue.clone();
-        let seqs = tokio::task::spawn_blocking(move || {
-            let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-            queue.append(&slices)
-        })
-        .await
-        .map_err(|e| StorageError::Io { path: self.queue.path().to_path_buf(), message: e.to_string() })??;
+        // Pushes made while another one's commit is in progress share the next commit (and
+        // its fsync); each returns only once the commit holding its records is durable.
+        let seqs = tokio::task::spawn_blocking(move || queue.append(records))
+            .await
+            .map_err(|e| StorageError::Io { path: self.queue.path().to_path_buf(), message: e.to_string() })??;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for (seq, finalizer) in seqs.into_iter().zip(finalizers) {
             state.waiting.insert(seq, finalizer);

@@ -79,8 +79,7 @@ fn crash_child() {
                     break;
                 }
                 let batch: Vec<Vec<u8>> = (0..1 + n % 3).map(|k| payload(round, i + k)).collect();
-                let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-                let seqs = queue.append(&refs).unwrap();
+                let seqs = queue.append(batch).unwrap();
                 for seq in seqs {
                     ack(format!("A {seq} {i}"));
                     live.push(seq);
