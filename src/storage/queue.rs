@@ -374,6 +374,16 @@ impl DiskQueue {
         Ok(())
     }
 
+    /// The sequence number the next appended record gets.
+    pub fn next_seq(&self) -> Result<u64, StorageError> {
+        self.ensure_open()?;
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.io(e))?;
+            let meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            Ok(meta.get(NEXT_SEQ).map_err(|e| self.io(e))?.map_or(FIRST_SEQ, |v| v.value()))
+        })
+    }
+
     /// Records stored.
     pub fn len(&self) -> u64 {
         self.len.load(Ordering::Relaxed)
