@@ -15,6 +15,7 @@
 //! synchronous store into shared commits. The state is one mutex and one condition variable.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::StorageError;
@@ -47,6 +48,8 @@ pub struct GroupCommit {
     /// Signalled when a commit ends (its batches answered, no commit in progress).
     ended: Condvar,
     limit: GroupLimit,
+    /// The file the commits go to, for the errors made here.
+    path: PathBuf,
 }
 
 #[derive(Debug, Default)]
@@ -69,9 +72,9 @@ pub struct Lead<'a> {
 }
 
 impl GroupCommit {
-    /// No batch queued, no commit in progress.
-    pub fn new(limit: GroupLimit) -> GroupCommit {
-        GroupCommit { state: Mutex::default(), ended: Condvar::new(), limit }
+    /// No batch queued, no commit in progress; the commits go to `path`.
+    pub fn new(limit: GroupLimit, path: PathBuf) -> GroupCommit {
+        GroupCommit { state: Mutex::default(), ended: Condvar::new(), limit, path }
     }
 
     /// Queues `batch` for the next commit. Batches get their sequence numbers in the order
@@ -104,6 +107,10 @@ impl GroupCommit {
     #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.lock().queued.len()
+    }
+
+    fn abandoned(&self) -> StorageError {
+        StorageError::io(&self.path, "the commit of this batch was abandoned")
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -145,8 +152,12 @@ impl Lead<'_> {
         let mut state = self.group.lock();
         match result {
             Ok(seqs) => {
-                for (ticket, seqs) in tickets.into_iter().zip(seqs) {
-                    state.answers.insert(ticket, Ok(seqs));
+                let mut seqs = seqs.into_iter();
+                for ticket in tickets {
+                    // One list per batch taken; should one be missing, its batch fails
+                    // rather than waiting forever.
+                    let answer = seqs.next().ok_or_else(|| self.group.abandoned());
+                    state.answers.insert(ticket, answer);
                 }
             }
             Err(error) => {
@@ -163,11 +174,7 @@ impl Drop for Lead<'_> {
     fn drop(&mut self) {
         let mut state = self.group.lock();
         for ticket in self.tickets.drain(..) {
-            let error = StorageError::Io {
-                path: Default::default(),
-                message: "the commit of this batch was abandoned".into(),
-            };
-            state.answers.insert(ticket, Err(error));
+            state.answers.insert(ticket, Err(self.group.abandoned()));
         }
         state.committing = false;
         drop(state);
@@ -197,7 +204,7 @@ mod tests {
 
     #[test]
     fn the_leader_takes_every_queued_batch_in_order_and_answers_each() {
-        let group = GroupCommit::new(ROOMY);
+        let group = GroupCommit::new(ROOMY, "q".into());
         let a = group.enqueue(vec![b"a".to_vec()]);
         let b = group.enqueue(vec![b"b1".to_vec(), b"b2".to_vec()]);
         let c = group.enqueue(vec![b"c".to_vec()]);
@@ -215,7 +222,7 @@ mod tests {
 
     #[test]
     fn an_error_reaches_every_batch_of_the_group_and_only_those() {
-        let group = GroupCommit::new(GroupLimit { records: 2, bytes: 1 << 20 });
+        let group = GroupCommit::new(GroupLimit { records: 2, bytes: 1 << 20 }, "q".into());
         let a = group.enqueue(vec![b"a".to_vec()]);
         let b = group.enqueue(vec![b"b".to_vec()]);
         let c = group.enqueue(vec![b"c".to_vec()]);
@@ -235,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_group_stops_at_its_limits_but_always_takes_one_batch() {
-        let group = GroupCommit::new(GroupLimit { records: 3, bytes: 10 });
+        let group = GroupCommit::new(GroupLimit { records: 3, bytes: 10 }, "q".into());
         let big = group.enqueue(vec![vec![0; 50]]);
         let two = group.enqueue(vec![vec![0; 4], vec![0; 4]]);
         let three = group.enqueue(vec![vec![0; 4]]);
@@ -259,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_leader_dropped_without_answering_fails_its_batches_and_ends_the_commit() {
-        let group = GroupCommit::new(ROOMY);
+        let group = GroupCommit::new(ROOMY, "q".into());
         let a = group.enqueue(vec![b"a".to_vec()]);
         let mut leader = lead(&group, a);
         leader.take();
@@ -272,8 +279,20 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_left_without_sequence_numbers_fails_instead_of_waiting() {
+        let group = GroupCommit::new(ROOMY, "q".into());
+        let a = group.enqueue(vec![b"a".to_vec()]);
+        let b = group.enqueue(vec![b"b".to_vec()]);
+        let mut leader = lead(&group, a);
+        assert_eq!(leader.take().len(), 2);
+        leader.answer(Ok(vec![vec![1]]));
+        assert_eq!(answered(&group, a).unwrap(), vec![1]);
+        assert_eq!(answered(&group, b).unwrap_err().to_string(), "q: the commit of this batch was abandoned");
+    }
+
+    #[test]
     fn waiters_block_while_a_commit_is_in_progress() {
-        let group = GroupCommit::new(ROOMY);
+        let group = GroupCommit::new(ROOMY, "q".into());
         let a = group.enqueue(vec![b"a".to_vec()]);
         let mut leader = lead(&group, a);
         leader.take();

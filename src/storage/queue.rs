@@ -117,7 +117,7 @@ impl DiskQueue {
             len: AtomicU64::new(len),
             bytes: AtomicU64::new(bytes),
             writer: Mutex::new(WriterState { last_durable: Instant::now(), pending: false }),
-            appends: GroupCommit::new(GROUP_LIMIT),
+            appends: GroupCommit::new(GROUP_LIMIT, path.to_path_buf()),
             append_commits: AtomicU64::new(0),
         })
     }
