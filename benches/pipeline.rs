@@ -1,11 +1,13 @@
 //! Micro-benchmarks of the CPU work per event: decoding a body, filtering, rendering the
 //! body template, building the request, and the three together; `dedupe`, the window's
-//! check and remember per event; and (`buffer_fill`) the cost of one push and one pop on a
-//! sink buffer that already holds 0 to 100,000 events.
+//! check and remember per event; (`buffer_fill`) the cost of one push and one pop on a
+//! sink buffer that already holds 0 to 100,000 events; and (`disk_concurrent_push`) how many
+//! events a disk buffer takes in when 1 to 16 sources push batches at once (the group commit).
 //!
 //! ```text
 //! cargo bench --bench pipeline
 //! cargo bench --bench pipeline -- buffer_fill
+//! cargo bench --bench pipeline -- disk_concurrent_push
 //! ```
 
 use std::hint::black_box;
@@ -332,6 +334,65 @@ fn buffer_fill(c: &mut Criterion) {
     group.finish();
 }
 
+/// Sources pushing into one disk buffer at once in `disk_concurrent_push`.
+const PUSHERS: [usize; 3] = [1, 4, 16];
+
+/// Events per second a disk buffer takes in when `pushers` sources each push a batch of
+/// [`BATCH`] events at the same time. Pushes that arrive while a commit is in progress share
+/// the next one (the group commit), so the rate should grow with the pushers rather than
+/// stay at one fsync per batch. The pushed events are popped and reported delivered after
+/// each iteration, untimed, so that the buffer stays short.
+fn disk_concurrent_push(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    let json = serde_json::to_vec(&event_json(1)).expect("serializable");
+    let event = Event::new(firing_event(), json.len());
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = BufferConfig {
+        kind: BufferType::Disk,
+        max_events: Some(1 << 20),
+        max_bytes: Some(1 << 40),
+        ..Default::default()
+    };
+    let buffer = config.open(dir.path(), "concurrent").expect("open the buffer");
+
+    let mut group = c.benchmark_group("disk_concurrent_push");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(3));
+    for pushers in PUSHERS {
+        group.throughput(Throughput::Elements((pushers * BATCH) as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(pushers), &pushers, |b, &pushers| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let batches: Vec<_> = (0..pushers)
+                            .map(|_| {
+                                let reservation =
+                                    buffer.try_reserve(BATCH, (BATCH * event.size) as u64).expect("room for the batch");
+                                (reservation, (0..BATCH).map(|_| event.copy()).collect::<Vec<_>>())
+                            })
+                            .collect();
+                        let started = Instant::now();
+                        let pushes = batches.into_iter().map(|(reservation, batch)| buffer.push(reservation, batch));
+                        for pushed in futures::future::join_all(pushes).await {
+                            pushed.expect("push");
+                        }
+                        spent += started.elapsed();
+                        for _ in 0..pushers * BATCH {
+                            buffer.pop().await.expect("an event").finish(Outcome::Delivered);
+                        }
+                    }
+                    spent
+                })
+            })
+        });
+    }
+    group.finish();
+    buffer.close();
+}
+
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(50)
 }
@@ -344,6 +405,6 @@ criterion_group! {
 criterion_group! {
     name = buffers;
     config = config();
-    targets = buffer_fill
+    targets = buffer_fill, disk_concurrent_push
 }
 criterion_main!(benches, buffers);

@@ -58,11 +58,16 @@ struct RecordRef<'a> {
 pub struct DiskBuffer {
     queue: Arc<DiskQueue>,
     counters: Arc<Counters>,
-    state: Mutex<State>,
-    items: Notify,
+    state: Arc<Mutex<State>>,
+    items: Arc<Notify>,
     removals: Arc<Removals>,
     /// Where corrupt records go: the sink's name and the pipeline's dead letters.
     quarantine: Mutex<Option<(String, Arc<DeadLetters>)>>,
+    /// Records numbered from this on were pushed since the buffer was opened. Each is handed
+    /// out only once its push has registered its finalizers in `State::waiting`: a commit is
+    /// visible to readers a moment before its pushes are answered (and, with a group commit,
+    /// other pushes of the same commit may be answered and notify first).
+    pushed_from: u64,
 }
 
 #[derive(Debug, Default)]
@@ -124,13 +129,15 @@ impl DiskBuffer {
         let counters = Arc::new(Counters::new(limits));
         counters.force_take(queue.len() as usize, queue.bytes());
         let removals = Arc::new(Removals { queue: queue.clone(), pending: Mutex::default() });
+        let pushed_from = queue.next_seq()?;
         Ok(DiskBuffer {
             queue,
             counters,
-            state: Mutex::default(),
-            items: Notify::new(),
+            state: Arc::default(),
+            items: Arc::new(Notify::new()),
             removals,
             quarantine: Mutex::new(None),
+            pushed_from,
         })
     }
 
@@ -156,7 +163,8 @@ impl DiskBuffer {
         self.queue.len()
     }
 
-    /// Stores events durably (returns once they are fsync'd).
+    /// Stores events durably (returns once they are fsync'd, in a commit that concurrent pushes
+    /// may share).
     pub async fn push(&self, events: Vec<Event>) -> Result<(), BufferError> {
         if self.state.lock().unwrap_or_else(|p| p.into_inner()).closed {
             return Err(BufferError::Closed);
@@ -169,19 +177,23 @@ impl DiskBuffer {
             records.push(serde_json::to_vec(&record).unwrap_or_default());
             finalizers.push(std::mem::take(&mut event.finalizer));
         }
-        let queue = self.queue.clone();
-        let seqs = tokio::task::spawn_blocking(move || {
-            let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-            queue.append(&slices)
+        let (queue, state, items) = (self.queue.clone(), self.state.clone(), self.items.clone());
+        tokio::task::spawn_blocking(move || {
+            // Pushes made while another one's commit is in progress share the next commit (and
+            // its fsync); each returns only once the commit holding its records is durable.
+            let seqs = queue.append(records)?;
+            // Registered here rather than after the `await`: should this push's future be
+            // dropped meanwhile (its client went away), the records are still handed out.
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            for (seq, finalizer) in seqs.into_iter().zip(finalizers) {
+                state.waiting.insert(seq, finalizer);
+            }
+            drop(state);
+            items.notify_waiters();
+            Ok::<(), StorageError>(())
         })
         .await
         .map_err(|e| StorageError::Io { path: self.queue.path().to_path_buf(), message: e.to_string() })??;
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        for (seq, finalizer) in seqs.into_iter().zip(finalizers) {
-            state.waiting.insert(seq, finalizer);
-        }
-        drop(state);
-        self.items.notify_waiters();
         Ok(())
     }
 
@@ -208,6 +220,8 @@ impl DiskBuffer {
                     }
                     continue;
                 }
+                // Nothing stored after the cursor, or only records whose push has not yet
+                // registered its finalizers: that push notifies once it has.
                 Ok((None, _)) => {}
                 Err(error) => {
                     warn!(%error, "disk buffer could not read; retrying in 1 s");
@@ -244,14 +258,24 @@ impl DiskBuffer {
         event
     }
 
-    /// The records after `cursor`: the last sequence number read (None: nothing there) and
-    /// the events that decoded. Those that did not are quarantined.
+    /// The records after `cursor` that are ready to hand out: the last sequence number read
+    /// (None: nothing ready) and the events that decoded. Those that did not are quarantined.
+    /// Reading stops before the first record pushed since the buffer opened whose push has
+    /// not registered its finalizers yet (see `pushed_from`).
     async fn fetch(&self, cursor: Option<u64>) -> Result<(Option<u64>, Vec<(u64, Event)>), StorageError> {
         let queue = self.queue.clone();
         let path = self.queue.path().to_path_buf();
-        let raw = tokio::task::spawn_blocking(move || queue.read_after(cursor, PREFETCH))
+        let mut raw = tokio::task::spawn_blocking(move || queue.read_after(cursor, PREFETCH))
             .await
             .map_err(|e| StorageError::Io { path: path.clone(), message: e.to_string() })??;
+        {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let unregistered =
+                raw.iter().position(|(seq, _)| *seq >= self.pushed_from && !state.waiting.contains_key(seq));
+            if let Some(at) = unregistered {
+                raw.truncate(at);
+            }
+        }
         let last = raw.last().map(|(seq, _)| *seq);
         let mut events = Vec::with_capacity(raw.len());
         let mut corrupt = Vec::new();
@@ -333,5 +357,114 @@ impl DiskBuffer {
 impl Drop for DiskBuffer {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, IncidentEvent};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const LIMITS: Limits = Limits { events: 100_000, bytes: 1 << 30 };
+
+    fn event(n: usize) -> Event {
+        Event::new(IncidentEvent::new(EventKind::Created), 100 + n)
+    }
+
+    fn record(event: &Event) -> Vec<u8> {
+        serde_json::to_vec(&RecordRef { id: &event.id, size: event.size, event: &event.incident }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pushed_record_is_handed_out_only_once_its_finalizers_are_registered() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = DiskBuffer::open(&dir.path().join("q.redb"), LIMITS).unwrap();
+        // A record committed by a push that has not registered its finalizers yet, as
+        // happens between a (group) commit and the push being answered.
+        let stored = event(1);
+        let seqs = buffer.queue.append(vec![record(&stored)]).unwrap();
+        assert_eq!(seqs, vec![buffer.pushed_from]);
+        let (last, ready) = buffer.fetch(None).await.unwrap();
+        assert_eq!((last, ready.len()), (None, 0));
+
+        let reported = Arc::new(AtomicUsize::new(0));
+        let mut finalizer = Finalizer::default();
+        let counter = reported.clone();
+        finalizer.push(move |outcome| {
+            assert_eq!(outcome, Outcome::Delivered);
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        buffer.state.lock().unwrap().waiting.insert(seqs[0], finalizer);
+        buffer.items.notify_waiters();
+        let popped = tokio::time::timeout(Duration::from_secs(10), buffer.pop()).await.unwrap().unwrap();
+        assert_eq!(popped.id, stored.id);
+        popped.finish(Outcome::Delivered);
+        assert_eq!(reported.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn records_from_before_the_open_need_no_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let stored = event(2);
+        DiskQueue::open(&path).unwrap().append(vec![record(&stored)]).unwrap();
+        let buffer = DiskBuffer::open(&path, LIMITS).unwrap();
+        assert_eq!(buffer.pushed_from, 2);
+        let popped = tokio::time::timeout(Duration::from_secs(10), buffer.pop()).await.unwrap().unwrap();
+        assert_eq!((popped.id.clone(), popped.size), (stored.id.clone(), stored.size));
+        popped.finish(Outcome::Delivered);
+    }
+
+    /// Concurrent pushes share commits; every event popped still carries its push's
+    /// finalizer, whichever push of a commit was answered first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pushes_keep_every_finalizer() {
+        const PUSHERS: usize = 8;
+        const BATCHES: usize = 10;
+        const EVENTS: usize = 5;
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = Arc::new(DiskBuffer::open(&dir.path().join("q.redb"), LIMITS).unwrap());
+        let delivered = Arc::new(AtomicUsize::new(0));
+        let total = PUSHERS * BATCHES * EVENTS;
+
+        let popper = {
+            let buffer = buffer.clone();
+            tokio::spawn(async move {
+                for _ in 0..total {
+                    let event = buffer.pop().await.expect("the buffer is not closed");
+                    event.finish(Outcome::Delivered);
+                }
+            })
+        };
+        let pushers: Vec<_> = (0..PUSHERS)
+            .map(|p| {
+                let (buffer, delivered) = (buffer.clone(), delivered.clone());
+                tokio::spawn(async move {
+                    for b in 0..BATCHES {
+                        let events = (0..EVENTS)
+                            .map(|e| {
+                                let mut event = event(p * 1000 + b * 10 + e);
+                                let delivered = delivered.clone();
+                                event.finalizer.push(move |outcome| {
+                                    if outcome == Outcome::Delivered {
+                                        delivered.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                });
+                                event
+                            })
+                            .collect();
+                        buffer.push(events).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for pusher in pushers {
+            tokio::time::timeout(Duration::from_secs(60), pusher).await.unwrap().unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(60), popper).await.unwrap().unwrap();
+        assert_eq!(delivered.load(Ordering::Relaxed), total);
+        assert!(buffer.state.lock().unwrap().waiting.is_empty());
     }
 }

@@ -13,10 +13,12 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
 pub mod dead_letters;
+mod group_commit;
 pub mod queue;
 
-/// What went wrong with a store on disk.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong with a store on disk. Clone, because one failed group commit answers
+/// every batch in it with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The file is in use by another process (e.g. `webhook-sink run` holds it).
     #[error("{path}: in use by another webhook-sink process")]

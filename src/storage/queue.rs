@@ -4,8 +4,11 @@
 //! the record's bytes; table `meta` holds `next_seq`, updated in the same transaction as the
 //! appends it numbers.
 //!
-//! Durability: [`DiskQueue::append`] commits with [`redb::Durability::Immediate`] (one fsync per
-//! call, whatever the batch size), so an acknowledged record survives a crash.
+//! Durability: [`DiskQueue::append`] returns once its records are committed with
+//! [`redb::Durability::Immediate`] (fsync'd), so an acknowledged record survives a crash.
+//! Appends made while a commit is in progress are gathered into the next one (a group commit,
+//! see [`super::group_commit`]): concurrent appenders share one transaction and one fsync, each
+//! answered only once that transaction is durable, and a failed commit fails every append in it.
 //! [`DiskQueue::remove`] commits with [`redb::Durability::None`] (no fsync): a removal becomes
 //! durable with the next durable commit, which is the next append, a removal made at least
 //! [`REMOVAL_FLUSH_INTERVAL`] after the last durable commit, [`DiskQueue::flush`], or dropping
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::group_commit::{Batch, GroupCommit, GroupLimit, Turn};
 use super::{open_database, StorageError};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
@@ -48,6 +52,11 @@ pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 /// throughput (`bench/load.sh`, N=100000).
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
+/// The most one group commit writes (see [`super::group_commit`]): bounds the transaction's
+/// dirty pages, which redb holds in memory until the commit. A source batch of the default
+/// 200 events of about 1 KB is 200 KB, so a group holds about twenty of them.
+const GROUP_LIMIT: GroupLimit = GroupLimit { records: 16 * 1024, bytes: 4 * 1024 * 1024 };
+
 /// A file at least this large, and more than [`COMPACT_RATIO`] times the bytes it holds, is
 /// compacted when opened (by itself, redb only gives back the free space at the end of the file,
 /// so a backlog that drained out of order can leave a large file behind).
@@ -68,6 +77,10 @@ pub struct DiskQueue {
     /// Serialises the write transactions with the updates of `len` and `bytes` (so that they never
     /// go transiently negative), and holds the state of the non-durable removals.
     writer: Mutex<WriterState>,
+    /// Appends waiting for the next commit, and who leads it.
+    appends: GroupCommit,
+    /// Durable commits of appends made so far (each holds one or more appends).
+    append_commits: AtomicU64,
 }
 
 struct WriterState {
@@ -104,6 +117,8 @@ impl DiskQueue {
             len: AtomicU64::new(len),
             bytes: AtomicU64::new(bytes),
             writer: Mutex::new(WriterState { last_durable: Instant::now(), pending: false }),
+            appends: GroupCommit::new(GROUP_LIMIT, path.to_path_buf()),
+            append_commits: AtomicU64::new(0),
         })
     }
 
@@ -204,40 +219,70 @@ impl DiskQueue {
         result
     }
 
-    /// Appends records in one transaction that is durable (fsync'd) when this returns.
-    /// Returns their sequence numbers, increasing, never reused (also across reopen).
-    pub fn append(&self, records: &[&[u8]]) -> Result<Vec<u64>, StorageError> {
+    /// Appends records, durably: returns once the transaction that holds them is committed
+    /// and fsync'd. Their sequence numbers increase in the order of the calls, are never
+    /// reused (also across reopen), and are returned in the order of `records`.
+    ///
+    /// Calls made while another append's commit is in progress share the next transaction
+    /// (a group commit); if it fails, every call in it gets the error.
+    pub fn append(&self, records: Batch) -> Result<Vec<u64>, StorageError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        self.ensure_open()?;
-        let mut writer = self.lock_writer();
-        let (seqs, added) = self.with_db(|db| {
+        let ticket = self.appends.enqueue(records);
+        loop {
+            match self.appends.wait(ticket) {
+                Turn::Answered(answer) => return answer,
+                Turn::Lead(mut lead) => {
+                    // Reopening takes the writer lock: before it is held here.
+                    let opened = self.ensure_open();
+                    let mut writer = self.lock_writer();
+                    // Taken only now, so that appends that came while the lock was busy join.
+                    let group = lead.take();
+                    let result = opened.and_then(|()| self.commit_appends(&mut writer, &group));
+                    drop(writer);
+                    lead.answer(result);
+                }
+            }
+        }
+    }
+
+    /// Writes `group` in one durable transaction: each batch's sequence numbers, or the
+    /// error that failed them all.
+    fn commit_appends(&self, writer: &mut WriterState, group: &[Batch]) -> Result<Vec<Vec<u64>>, StorageError> {
+        let (seqs, added, count) = self.with_db(|db| {
             let txn = db.begin_write().map_err(|e| self.io(e))?;
-            let mut seqs = Vec::with_capacity(records.len());
+            let mut seqs = Vec::with_capacity(group.len());
             let mut added = 0u64;
+            let mut count = 0u64;
             {
                 let mut table = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
                 let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
                 let mut next = meta.get(NEXT_SEQ).map_err(|e| self.io(e))?.map_or(FIRST_SEQ, |v| v.value());
-                for record in records {
-                    table.insert(next, *record).map_err(|e| self.io(e))?;
-                    seqs.push(next);
-                    added += record.len() as u64;
-                    next = next
-                        .checked_add(1)
-                        .ok_or_else(|| self.io("sequence numbers exhausted (u64::MAX records appended)"))?;
+                for batch in group {
+                    let mut batch_seqs = Vec::with_capacity(batch.len());
+                    for record in batch {
+                        table.insert(next, record.as_slice()).map_err(|e| self.io(e))?;
+                        batch_seqs.push(next);
+                        added += record.len() as u64;
+                        next = next
+                            .checked_add(1)
+                            .ok_or_else(|| self.io("sequence numbers exhausted (u64::MAX records appended)"))?;
+                    }
+                    count += batch_seqs.len() as u64;
+                    seqs.push(batch_seqs);
                 }
                 meta.insert(NEXT_SEQ, next).map_err(|e| self.io(e))?;
             }
             // Immediate durability (redb's default): fsync'd when commit returns, together with
             // any earlier non-durable removal.
             txn.commit().map_err(|e| self.io(e))?;
-            Ok((seqs, added))
+            Ok((seqs, added, count))
         })?;
+        self.append_commits.fetch_add(1, Ordering::Relaxed);
         writer.last_durable = Instant::now();
         writer.pending = false;
-        self.len.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        self.len.fetch_add(count, Ordering::Relaxed);
         self.bytes.fetch_add(added, Ordering::Relaxed);
         Ok(seqs)
     }
@@ -329,6 +374,16 @@ impl DiskQueue {
         Ok(())
     }
 
+    /// The sequence number the next appended record gets.
+    pub fn next_seq(&self) -> Result<u64, StorageError> {
+        self.ensure_open()?;
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.io(e))?;
+            let meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            Ok(meta.get(NEXT_SEQ).map_err(|e| self.io(e))?.map_or(FIRST_SEQ, |v| v.value()))
+        })
+    }
+
     /// Records stored.
     pub fn len(&self) -> u64 {
         self.len.load(Ordering::Relaxed)
@@ -343,6 +398,13 @@ impl DiskQueue {
     #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Durable commits of appends made since the queue was opened (fewer than the appends
+    /// when concurrent ones shared a commit).
+    #[cfg(test)]
+    fn append_commits(&self) -> u64 {
+        self.append_commits.load(Ordering::Relaxed)
     }
 
     /// The file of this queue.
@@ -392,6 +454,10 @@ mod tests {
         assert_send_sync::<DiskQueue>();
     }
 
+    fn owned(records: &[&[u8]]) -> Batch {
+        records.iter().map(|r| r.to_vec()).collect()
+    }
+
     fn records(queue: &DiskQueue) -> Vec<(u64, Vec<u8>)> {
         queue.read_after(None, usize::MAX).unwrap()
     }
@@ -403,11 +469,11 @@ mod tests {
         let queue = DiskQueue::open(&path).unwrap();
         assert_eq!(queue.path(), path);
         assert!(queue.is_empty());
-        assert_eq!(queue.append(&[]).unwrap(), Vec::<u64>::new());
+        assert_eq!(queue.append(owned(&[])).unwrap(), Vec::<u64>::new());
 
-        let seqs = queue.append(&[b"one", b"two", b""]).unwrap();
+        let seqs = queue.append(owned(&[b"one", b"two", b""])).unwrap();
         assert_eq!(seqs, vec![1, 2, 3]);
-        assert_eq!(queue.append(&[b"four"]).unwrap(), vec![4]);
+        assert_eq!(queue.append(owned(&[b"four"])).unwrap(), vec![4]);
         assert_eq!((queue.len(), queue.bytes()), (4, 10));
         assert!(!queue.is_empty());
 
@@ -426,7 +492,7 @@ mod tests {
     fn remove_updates_counts_and_ignores_unknown() {
         let dir = tempfile::tempdir().unwrap();
         let queue = DiskQueue::open(&dir.path().join("q.redb")).unwrap();
-        queue.append(&[b"aa", b"bbb", b"c"]).unwrap();
+        queue.append(owned(&[b"aa", b"bbb", b"c"])).unwrap();
         queue.remove(&[]).unwrap();
         queue.remove(&[2, 2, 99]).unwrap();
         assert_eq!((queue.len(), queue.bytes()), (2, 3));
@@ -445,7 +511,7 @@ mod tests {
         let path = dir.path().join("q.redb");
         {
             let queue = DiskQueue::open(&path).unwrap();
-            queue.append(&[b"x", b"yy", b"zzz"]).unwrap();
+            queue.append(owned(&[b"x", b"yy", b"zzz"])).unwrap();
             queue.remove(&[1]).unwrap();
         }
         {
@@ -456,7 +522,7 @@ mod tests {
         }
         let queue = DiskQueue::open(&path).unwrap();
         assert!(queue.is_empty());
-        assert_eq!(queue.append(&[b"w"]).unwrap(), vec![4]);
+        assert_eq!(queue.append(owned(&[b"w"])).unwrap(), vec![4]);
     }
 
     #[test]
@@ -468,7 +534,7 @@ mod tests {
         {
             let queue = DiskQueue::open_compacting_from(&path, MIN).unwrap();
             let batch: Vec<&[u8]> = (0..24).map(|_| big.as_slice()).collect();
-            let seqs = queue.append(&batch).unwrap();
+            let seqs = queue.append(owned(&batch)).unwrap();
             // Keep the last record, so that the end of the file stays in use.
             queue.remove(&seqs[..23]).unwrap();
         }
@@ -479,7 +545,7 @@ mod tests {
         assert!(after < before / 2, "{before} -> {after}");
         assert_eq!((queue.len(), queue.bytes()), (1, big.len() as u64));
         assert_eq!(records(&queue), vec![(24, big)]);
-        assert_eq!(queue.append(&[b"next"]).unwrap(), vec![25]);
+        assert_eq!(queue.append(owned(&[b"next"])).unwrap(), vec![25]);
     }
 
     #[test]
@@ -511,6 +577,125 @@ mod tests {
         }
     }
 
+    /// Waits (at most 10 s) until `n` appends are queued for the next commit.
+    fn wait_queued(queue: &DiskQueue, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queue.appends.queued() < n {
+            assert!(Instant::now() < deadline, "{n} appends never got queued");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn appends_made_during_a_commit_share_the_next_one_in_arrival_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = DiskQueue::open(&dir.path().join("q.redb")).unwrap();
+        assert_eq!(queue.append(owned(&[b"first"])).unwrap(), vec![1]);
+        assert_eq!(queue.append_commits(), 1);
+
+        // Holding the writer lock stands for a commit in progress: the appends below queue up
+        // behind it, and the one that leads the next commit waits for the lock.
+        let writer = queue.lock_writer();
+        std::thread::scope(|scope| {
+            let mut appenders = Vec::new();
+            for i in 0..4u8 {
+                let queue = &queue;
+                appenders.push(scope.spawn(move || queue.append(vec![vec![i; 1], vec![i; 2]])));
+                // One at a time, so that the arrival order is known.
+                wait_queued(queue, usize::from(i) + 1);
+            }
+            // Not answered, and nothing of theirs stored, while their commit cannot happen.
+            assert!(appenders.iter().all(|a| !a.is_finished()));
+            assert_eq!((queue.len(), queue.append_commits()), (1, 1));
+            drop(writer);
+            let seqs: Vec<Vec<u64>> = appenders.into_iter().map(|a| a.join().unwrap().unwrap()).collect();
+            assert_eq!(seqs, vec![vec![2, 3], vec![4, 5], vec![6, 7], vec![8, 9]]);
+        });
+        // Four appends, one commit; each was answered after it returned.
+        assert_eq!(queue.append_commits(), 2);
+        assert_eq!((queue.len(), queue.bytes()), (9, 5 + 4 * 3));
+        let stored: Vec<Vec<u8>> = records(&queue).into_iter().map(|(_, r)| r).collect();
+        let mut expected = vec![b"first".to_vec()];
+        for i in 0..4u8 {
+            expected.extend([vec![i; 1], vec![i; 2]]);
+        }
+        assert_eq!(stored, expected);
+    }
+
+    #[test]
+    fn a_failed_group_commit_fails_every_append_in_it_and_stores_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = DiskQueue::open(&dir.path().join("q.redb")).unwrap();
+        assert_eq!(queue.append(owned(&[b"kept"])).unwrap(), vec![1]);
+        // Two sequence numbers left: the third record of the group cannot be numbered, which
+        // fails the whole transaction.
+        queue
+            .with_db(|db| {
+                let txn = db.begin_write().map_err(|e| queue.io(e))?;
+                txn.open_table(META).map_err(|e| queue.io(e))?.insert(NEXT_SEQ, u64::MAX - 2).map_err(|e| queue.io(e))?;
+                txn.commit().map_err(|e| queue.io(e))
+            })
+            .unwrap();
+
+        let writer = queue.lock_writer();
+        let answers = std::thread::scope(|scope| {
+            let mut appenders = Vec::new();
+            for i in 0..3u8 {
+                let queue = &queue;
+                appenders.push(scope.spawn(move || queue.append(vec![vec![i]])));
+                wait_queued(queue, usize::from(i) + 1);
+            }
+            drop(writer);
+            appenders.into_iter().map(|a| a.join().unwrap()).collect::<Vec<_>>()
+        });
+        assert_eq!(answers.len(), 3);
+        for answer in answers {
+            let error = answer.unwrap_err();
+            assert!(error.to_string().contains("sequence numbers exhausted"), "{error}");
+        }
+        // The first two would have fit alone; in the failed group, none was stored.
+        assert_eq!((queue.len(), queue.bytes(), queue.append_commits()), (1, 4, 1));
+        assert!(queue.failing());
+    }
+
+    #[test]
+    fn many_concurrent_appenders_get_increasing_unique_seqs() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = DiskQueue::open(&dir.path().join("q.redb")).unwrap();
+        let all: Vec<Vec<u64>> = std::thread::scope(|scope| {
+            let appenders: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let queue = &queue;
+                    scope.spawn(move || {
+                        (0..20u8).map(|n| queue.append(vec![vec![t, n], vec![t, n]]).unwrap()).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            appenders.into_iter().flat_map(|a| a.join().unwrap()).collect()
+        });
+        // Within one appender, later calls got later numbers; each call's numbers are
+        // consecutive (a batch is never split), and no number was given twice.
+        let mut seen = std::collections::BTreeSet::new();
+        for seqs in &all {
+            assert_eq!(seqs.len(), 2);
+            assert_eq!(seqs[1], seqs[0] + 1);
+            assert!(seen.insert(seqs[0]) && seen.insert(seqs[1]));
+        }
+        for per_thread in all.chunks(20) {
+            assert!(per_thread.windows(2).all(|w| w[0][1] < w[1][0]));
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), (1..=320).collect::<Vec<u64>>());
+        assert!(queue.append_commits() <= 160);
+        // Each record holds its appender and call: stored in the order the seqs say.
+        let stored = records(&queue);
+        for (seqs, chunk) in all.iter().zip(0..) {
+            let (t, n) = (chunk / 20, chunk % 20);
+            for seq in seqs {
+                assert_eq!(stored[(*seq - 1) as usize], (*seq, vec![t as u8, n as u8]));
+            }
+        }
+    }
+
     #[test]
     fn concurrent_appenders_and_removers_keep_counts_exact() {
         let dir = tempfile::tempdir().unwrap();
@@ -519,7 +704,7 @@ mod tests {
             for _ in 0..4 {
                 scope.spawn(|| {
                     for _ in 0..25 {
-                        let seqs = queue.append(&[b"abc", b"de"]).unwrap();
+                        let seqs = queue.append(owned(&[b"abc", b"de"])).unwrap();
                         queue.remove(&seqs[..1]).unwrap();
                     }
                 });
@@ -561,7 +746,7 @@ mod tests {
                 match op {
                     Op::Append(batch) => {
                         let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-                        let seqs = queue.append(&refs).unwrap();
+                        let seqs = queue.append(owned(&refs)).unwrap();
                         prop_assert_eq!(seqs.len(), batch.len());
                         for (seq, record) in seqs.into_iter().zip(batch) {
                             prop_assert!(seq > last_seq);

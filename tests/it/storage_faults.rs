@@ -223,7 +223,7 @@ async fn a_corrupt_disk_buffer_record_is_quarantined_and_the_sink_goes_on() {
     let garbage = b"\x00\xffnot a record{".to_vec();
     {
         let queue = DiskQueue::open(&data.join("buffers").join("hook.redb")).unwrap();
-        queue.append(&[&record("before"), &garbage, &record("after")]).unwrap();
+        queue.append(vec![record("before"), garbage.clone(), record("after")]).unwrap();
     }
     let receiver = Receiver::http().await;
     let source = free_addr();
