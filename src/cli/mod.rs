@@ -51,10 +51,11 @@ pub enum Command {
         /// The pipeline file (.toml, .yaml or .yml).
         #[arg(long, short)]
         config: PathBuf,
-        /// Worker threads of the async runtime. Default: one per CPU core. `1` runs the
-        /// whole pipeline on one thread (tokio's current-thread runtime): the least CPU per
-        /// event, and on a small host shared with other services about as many deliveries
-        /// (see the README's Performance section).
+        /// Worker threads of the async runtime. `1` runs the whole pipeline on one thread
+        /// (tokio's current-thread runtime): nothing is handed off between threads. Default:
+        /// one thread on a host with 2 cores or fewer (where it delivered 1.5 times as much
+        /// at 0.57 times the CPU per event), else one worker per core (see the README's
+        /// Performance section).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
         /// Reload the pipeline file when it changes (it is also reloaded on SIGHUP).
@@ -109,14 +110,26 @@ pub enum Command {
     Demo,
 }
 
+/// Cores at or below which `run` uses one thread by default: on 2 cores the multi-thread
+/// runtime's hand-offs between workers cost more than the second worker brings
+/// (docs/performance.md, round 4).
+const SMALL_HOST_CORES: usize = 2;
+
+/// Whether this host has [`SMALL_HOST_CORES`] or fewer (also when that cannot be told).
+fn small_host() -> bool {
+    std::thread::available_parallelism().map_or(true, |n| n.get() <= SMALL_HOST_CORES)
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     // One thread: tokio's current-thread scheduler, which needs no synchronisation between
-    // workers at all. Otherwise the multi-thread one, one worker per core by default.
+    // workers at all: asked for, or by default on a small host. Otherwise the multi-thread
+    // one, one worker per core by default.
     let mut builder = match &cli.command {
         Command::Run { threads: Some(1), .. } => tokio::runtime::Builder::new_current_thread(),
+        Command::Run { threads: None, .. } if small_host() => tokio::runtime::Builder::new_current_thread(),
         Command::Run { threads: Some(threads), .. } => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(usize::from(*threads));
