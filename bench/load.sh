@@ -26,6 +26,8 @@
 #   HYPER_THREADS [0] tokio worker threads of the hyper loop; 0 = tokio's default (one per
 #                     core), 1 = a current-thread runtime
 #   CURVE [0]         1 = after the rounds, sweep concurrency and template size (bench/README.md)
+#   LAT_RATE []       full load of the latency passes in events/s (half of it for the half
+#                     load pass); default: the median rate of this run's memory runs
 #   STORM [0]         1 = after the report, the alert-storm scenario (bench/storm.py, ~3 min):
 #                     10,000 events to a 1 request/s receiver, with and without digests
 #   N_CURVE [50000]   events per webhook-sink run of the sweep
@@ -630,8 +632,9 @@ for ((run = 1; run <= RUNS; run++)); do
         run_ours "$run" disk
     fi
     if [[ $LAT == 1 ]]; then
-        # Full load = the median deliveries/s of the memory runs so far.
-        full=$("${PY[@]}" median "$RESULTS" ours rate) || full=""
+        # Full load = the median deliveries/s of the memory runs so far (or LAT_RATE, to
+        # compare latency at one rate across binaries or runtimes).
+        full=${LAT_RATE:-$("${PY[@]}" median "$RESULTS" ours rate)} || full=""
         if [[ -n $full ]]; then
             half=$(python3 -c "print(round($full / 2, 1))")
             log "round $run/$RUNS: latency at full load ($full ev/s, ${LAT_SECS}s)"
