@@ -11,16 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::source_http_server::{start_with, Harness};
 use crate::support::{self, free_addr, Receiver};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
-use webhook_sink::buffer::{event_channel, EventReceiver};
-use webhook_sink::component::{SourceConfig, SourceContext};
-use webhook_sink::sources::http_server::HttpServerSourceConfig;
 
 const WAIT: Duration = Duration::from_secs(20);
 const MIB: usize = 1024 * 1024;
@@ -143,29 +140,6 @@ fn ndjson(size: usize) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------------------
 // In-process source
-
-struct Harness {
-    addr: SocketAddr,
-    rx: EventReceiver,
-    shutdown: CancellationToken,
-    source: JoinHandle<Result<(), ()>>,
-}
-
-async fn start(capacity: usize, edit: impl FnOnce(&mut HttpServerSourceConfig)) -> Harness {
-    let mut config = HttpServerSourceConfig::new(free_addr());
-    edit(&mut config);
-    let (out, rx) = event_channel(capacity);
-    let shutdown = CancellationToken::new();
-    let cx = SourceContext {
-        name: "web".into(),
-        out,
-        shutdown: shutdown.clone(),
-        stats: Default::default(),
-        listeners: Default::default(),
-    };
-    let source = config.build(cx).await.expect("the source builds");
-    Harness { addr: config.address, rx, shutdown, source: tokio::spawn(source) }
-}
 
 async fn stop(h: Harness) {
     h.shutdown.cancel();
@@ -322,7 +296,7 @@ async fn many_big_bodies_at_once_keep_memory_bounded() {
 /// Before: never answered.
 #[tokio::test]
 async fn a_stalled_or_trickling_body_is_answered_408_within_the_timeout() {
-    let mut h = start(64, |c| c.body_timeout_secs = 1.0).await;
+    let mut h = start_with(64, |c| c.body_timeout_secs = 1.0).await;
 
     let started = Instant::now();
     let mut stream = TcpStream::connect(h.addr).await.unwrap();
@@ -441,7 +415,7 @@ async fn slow_bodies_cannot_take_every_file_descriptor() {
 /// `/health` still answers; once a connection ends, its slot serves again.
 #[tokio::test]
 async fn connections_over_the_cap_get_503_and_health_still_answers() {
-    let mut h = start(64, |c| c.max_connections = 4).await;
+    let mut h = start_with(64, |c| c.max_connections = 4).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = TcpStream::connect(h.addr).await.unwrap();
@@ -472,7 +446,7 @@ async fn connections_over_the_cap_get_503_and_health_still_answers() {
 /// as it is sent; the others are taken, and what they held is given back.
 #[tokio::test]
 async fn bodies_over_the_in_flight_budget_get_503_not_buffered() {
-    let mut h = start(64, |c| {
+    let mut h = start_with(64, |c| {
         c.max_body_bytes = MIB;
         c.max_inflight_body_bytes = 2 * MIB as u64;
     })
@@ -551,7 +525,7 @@ async fn a_body_larger_than_a_sink_buffer_is_refused_whole_and_the_bound_holds()
 /// (413, before anything is taken), and one that fits is answered once delivered.
 #[tokio::test]
 async fn a_too_large_body_is_refused_with_acknowledgements_too() {
-    let mut h = start(10, |c| c.acknowledgements = true).await;
+    let mut h = start_with(10, |c| c.acknowledgements = true).await;
     let eleven: String = (0..11).map(|i| event_line(i, 10)).collect();
     let answer = post(h.addr, eleven.as_bytes(), WAIT).await;
     assert_eq!(answer.status, 413, "{answer:?}");

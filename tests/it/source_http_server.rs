@@ -19,14 +19,17 @@ use webhook_sink::sources::http_server::HttpServerSourceConfig;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Harness {
-    addr: SocketAddr,
-    rx: EventReceiver,
-    shutdown: CancellationToken,
-    source: JoinHandle<Result<(), ()>>,
+/// An `http_server` source running in-process, its events in `rx`.
+pub(crate) struct Harness {
+    pub(crate) addr: SocketAddr,
+    pub(crate) rx: EventReceiver,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) source: JoinHandle<Result<(), ()>>,
 }
 
-async fn start_with(capacity: usize, edit: impl FnOnce(&mut HttpServerSourceConfig)) -> Harness {
+/// Starts a source on a free loopback port, its config edited by `edit`, sending into a
+/// channel of `capacity` events.
+pub(crate) async fn start_with(capacity: usize, edit: impl FnOnce(&mut HttpServerSourceConfig)) -> Harness {
     let mut config = HttpServerSourceConfig::new(free_addr());
     edit(&mut config);
     let (out, rx) = event_channel(capacity);
