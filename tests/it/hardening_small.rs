@@ -162,6 +162,30 @@ async fn hostile_receiver() -> std::net::SocketAddr {
     addr
 }
 
+/// Runs `webhook-sink run` on `config` with `input` on stdin (a stdin source ends with
+/// it) and returns its stderr once it has exited (within 20 s).
+async fn run_with_input(config: &std::path::Path, input: &'static [u8]) -> String {
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    let guard = support::peer::KillOnDrop(child);
+    let output = tokio::task::spawn_blocking(move || {
+        let mut guard = guard;
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        stderr
+    });
+    tokio::time::timeout(Duration::from_secs(20), output).await.expect("run ends").unwrap()
+}
+
 fn has_controls(text: &str) -> bool {
     text.chars().any(|c| c.is_control() && c != '\n')
 }
@@ -186,25 +210,7 @@ async fn receiver_answers_are_escaped_in_cli_output_logs_and_dead_letters() {
     assert!(!has_controls(&stdout), "{stdout:?}");
 
     // `run` logs it and dead-letters the event (400 is not retried).
-    let mut child = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"{\"eventType\":\"alert-created\",\"id\":\"1\",\"alertKey\":\"k\"}\n").unwrap();
-    drop(stdin);
-    let guard = support::peer::KillOnDrop(child);
-    let output = tokio::task::spawn_blocking(move || {
-        let mut guard = guard;
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        stderr
-    });
-    let stderr = tokio::time::timeout(Duration::from_secs(20), output).await.expect("run ends").unwrap();
+    let stderr = run_with_input(&config, b"{\"eventType\":\"alert-created\",\"id\":\"1\",\"alertKey\":\"k\"}\n").await;
     assert!(stderr.contains("dead-lettered"), "{stderr}");
     assert!(!has_controls(&stderr), "{stderr:?}");
     assert!(!stderr.lines().any(|l| l.starts_with("WARN forged")), "{stderr}");
@@ -228,30 +234,12 @@ async fn keys_from_senders_cannot_forge_log_lines() {
             receiver.url("/x")
         ),
     );
-    let mut child = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(
-            b"{\"alerts\":[{\"status\":\"firing\",\"fingerprint\":\"f\",\"labels\":{\"a\\nERROR forged\\u001b[31m\":5}}]}\n\
+    let stderr = run_with_input(
+        &config,
+        b"{\"alerts\":[{\"status\":\"firing\",\"fingerprint\":\"f\",\"labels\":{\"a\\nERROR forged\\u001b[31m\":5}}]}\n\
               {\"alerts\":[{\"status\":\"on\\nERROR forged2\",\"fingerprint\":\"f\"}]}\n",
-        )
-        .unwrap();
-    drop(stdin);
-    let guard = support::peer::KillOnDrop(child);
-    let output = tokio::task::spawn_blocking(move || {
-        let mut guard = guard;
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(guard.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        stderr
-    });
-    let stderr = tokio::time::timeout(Duration::from_secs(20), output).await.expect("run ends").unwrap();
+    )
+    .await;
     assert_eq!(stderr.matches("rejected a line").count(), 2, "{stderr}");
     assert!(stderr.contains("a\\nERROR forged\\u{1b}[31m"), "escaped: {stderr}");
     assert!(!has_controls(&stderr), "{stderr:?}");
