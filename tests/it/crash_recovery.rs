@@ -11,7 +11,7 @@ use crate::support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use support::faulty::{Fault, Faulty, Hit};
 use support::free_addr;
+use support::peer::KillOnDrop;
 use webhook_sink::dead_letters::store_path;
 use webhook_sink::storage::dead_letters::{DeadLetter, DeadLetterStore};
 
@@ -35,7 +36,8 @@ fn bin() -> &'static str {
 
 /// A running `webhook-sink run`, its log in a file; killed (and reaped) when dropped.
 struct Proc {
-    child: Child,
+    /// Killed and reaped when the `Proc` is dropped.
+    child: KillOnDrop,
     log: PathBuf,
 }
 
@@ -50,7 +52,7 @@ impl Proc {
             .env("WEBHOOK_SINK_LOG", "info")
             .spawn()
             .expect("start webhook-sink");
-        Proc { child, log: log.to_path_buf() }
+        Proc { child: KillOnDrop(child), log: log.to_path_buf() }
     }
 
     fn log(&self) -> String {
@@ -59,20 +61,20 @@ impl Proc {
 
     /// SIGKILL (what `Child::kill` sends on Unix), then reap.
     fn kill_9(&mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
+        self.child.0.kill().expect("kill -9");
+        self.child.0.wait().expect("reap");
     }
 
     /// SIGTERM through `kill(1)` (`libc` is not a dependency).
     fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
+        let status = Command::new("kill").args(["-TERM", &self.child.0.id().to_string()]).status().expect("run kill");
         assert!(status.success(), "kill -TERM failed");
     }
 
     async fn wait_exit(&mut self) -> ExitStatus {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
                 return status;
             }
             assert!(tokio::time::Instant::now() < deadline, "webhook-sink did not exit; log:\n{}", self.log());
@@ -84,7 +86,7 @@ impl Proc {
     async fn wait_ready(&mut self, source: SocketAddr) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
                 panic!("webhook-sink exited ({status}) at start; log:\n{}", self.log());
             }
             if get_health(source).await {
@@ -93,15 +95,6 @@ impl Proc {
             assert!(tokio::time::Instant::now() < deadline, "the source never answered; log:\n{}", self.log());
             tokio::time::sleep(POLL).await;
         }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
     }
 }
 

@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::peer::KillOnDrop;
 use crate::support::{free_addr, Receiver};
 use webhook_sink::dead_letters::store_path;
 use webhook_sink::storage::dead_letters::{DeadLetter, DeadLetterStore, NewDeadLetter};
@@ -32,7 +33,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// A running `webhook-sink`; killed (and reaped) when dropped. Its stderr is collected on a
 /// thread of its own.
 struct Proc {
-    child: Child,
+    /// Killed and reaped when the `Proc` is dropped.
+    child: KillOnDrop,
     stderr: Arc<Mutex<Vec<u8>>>,
     stdout: Arc<Mutex<Vec<u8>>>,
 }
@@ -61,7 +63,7 @@ impl Proc {
             .expect("start webhook-sink");
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
-        Proc { child, stderr, stdout }
+        Proc { child: KillOnDrop(child), stderr, stdout }
     }
 
     fn stderr(&self) -> String {
@@ -76,7 +78,7 @@ impl Proc {
     async fn wait_stderr(&mut self, needle: &str) {
         let deadline = Instant::now() + WAIT;
         while !self.stderr().contains(needle) {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 assert!(self.stderr().contains(needle), "exited ({status}) before {needle:?}:\n{}", self.stderr());
                 return;
@@ -87,7 +89,7 @@ impl Proc {
     }
 
     fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill").args(["-TERM", &self.child.0.id().to_string()]).status().expect("kill");
         assert!(status.success());
     }
 
@@ -95,22 +97,13 @@ impl Proc {
     async fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return status;
             }
             assert!(Instant::now() < deadline, "webhook-sink did not exit within {WAIT:?}:\n{}", self.stderr());
             tokio::time::sleep(POLL).await;
         }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
     }
 }
 
