@@ -26,6 +26,8 @@
 #   HYPER_THREADS [0] tokio worker threads of the hyper loop; 0 = tokio's default (one per
 #                     core), 1 = a current-thread runtime
 #   CURVE [0]         1 = after the rounds, sweep concurrency and template size (bench/README.md)
+#   LAT_BUFFER [memory]  buffer.type of the latency passes (disk: a paced disk run, where
+#                     the sink keeps up instead of draining a backlog)
 #   LAT_RATE []       full load of the latency passes in events/s (half of it for the half
 #                     load pass); default: the median rate of this run's memory runs
 #   STORM [0]         1 = after the report, the alert-storm scenario (bench/storm.py, ~3 min):
@@ -61,6 +63,7 @@ ONE_THREAD=${ONE_THREAD:-1}
 DEAD_N=${DEAD_N:-100000}
 LAT=${LAT:-1}
 LAT_SECS=${LAT_SECS:-5}
+LAT_BUFFER=${LAT_BUFFER:-memory}
 WRK_SECS=${WRK_SECS:-5}
 WRK_THREADS=${WRK_THREADS:-2}
 PUSH_CONNS=${PUSH_CONNS:-2}
@@ -90,6 +93,10 @@ for var in N BATCH LAT_BATCH CONC RUNS LAT_SECS WRK_SECS WRK_THREADS PUSH_CONNS 
         exit 2
     fi
 done
+if [[ $LAT_BUFFER != memory && $LAT_BUFFER != disk ]]; then
+    echo "load.sh: LAT_BUFFER must be memory or disk, got '$LAT_BUFFER'" >&2
+    exit 2
+fi
 if ! [[ $HYPER_THREADS =~ ^[0-9]+$ ]]; then
     echo "load.sh: HYPER_THREADS must be a number (0 = tokio's default), got '$HYPER_THREADS'" >&2
     exit 2
@@ -111,6 +118,7 @@ fi
 COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK ONE_THREAD=$ONE_THREAD DEAD=$DEAD DEAD_N=$DEAD_N LAT=$LAT LAT_BATCH=$LAT_BATCH LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
 [[ $CEILING != 1 ]] && COMMAND+=" CEILING=$CEILING"
 [[ $PEER != 1 ]] && COMMAND+=" PEER=$PEER"
+[[ $LAT_BUFFER != memory ]] && COMMAND+=" LAT_BUFFER=$LAT_BUFFER"
 ((HYPER_THREADS)) && COMMAND+=" HYPER_THREADS=$HYPER_THREADS"
 [[ $CURVE == 1 ]] && COMMAND+=" CURVE=1 N_CURVE=$N_CURVE CURVE_CONC=\"$CURVE_CONC\" CURVE_RUNS=$CURVE_RUNS CURVE_WRK=$CURVE_WRK"
 COMMAND+=" bash bench/load.sh"
@@ -436,7 +444,7 @@ run_ours() { # RUN MODE [RATE]
             ;;
         disk) config=ours_disk buffer=disk ;;
         lat_full | lat_half)
-            config=$mode path=/lat
+            config=$mode path=/lat buffer=$LAT_BUFFER
             batch=$LAT_BATCH
             n=$(python3 -c "import math; print(max($batch, math.ceil($rate * $LAT_SECS / $batch) * $batch))")
             push_args=(--rate "$rate")

@@ -7,7 +7,7 @@
 //! the sink goes on with the records after it. If the dead letters cannot take it, it stays
 //! in the file, is skipped, and an error is logged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +26,11 @@ use crate::storage::StorageError;
 
 /// Records read from disk at a time.
 const PREFETCH: usize = 256;
+
+/// At most this many pushed events are also kept in memory ([`State::hot`]) …
+const HOT_EVENTS: usize = 1024;
+/// … and at most this many bytes of them (their `size`).
+const HOT_BYTES: u64 = 8 << 20;
 
 /// How long the first removal of a batch waits for others to join it before they are
 /// deleted together. Deletions become durable only every `REMOVAL_FLUSH_INTERVAL` (1 s)
@@ -77,7 +82,56 @@ struct State {
     prefetched: VecDeque<(u64, Event)>,
     /// Finalizers of stored events (end-to-end acknowledgements), until they are popped.
     waiting: HashMap<u64, Finalizer>,
+    /// The events of recent pushes, by sequence number, as they were pushed: handed out
+    /// from here instead of reading and decoding their records again, which was a third
+    /// of a disk buffer's cost when the sink keeps up (docs/performance.md, round 4). The
+    /// records are stored all the same, so nothing changes for a crash. Bounded by
+    /// [`HOT_EVENTS`] and [`HOT_BYTES`]; events pushed while it is full are read from the
+    /// file when their turn comes. Every key is above `cursor`.
+    hot: BTreeMap<u64, Event>,
+    /// The `size` of the events in `hot`.
+    hot_bytes: u64,
     closed: bool,
+}
+
+impl State {
+    /// Keeps a copy of the event just stored as record `seq`, if there is room and it was
+    /// not read from the file already.
+    fn keep_hot(&mut self, seq: u64, event: Event) {
+        let size = event.size as u64;
+        let room = self.hot.len() < HOT_EVENTS && self.hot_bytes + size <= HOT_BYTES;
+        if room && self.cursor.is_none_or(|cursor| seq > cursor) {
+            self.hot_bytes += size;
+            self.hot.insert(seq, event);
+        }
+    }
+
+    /// The next event to hand out, if it is in `hot`: the record right after `cursor`.
+    fn take_hot(&mut self) -> Option<(u64, Event)> {
+        let next = self.cursor?.checked_add(1)?;
+        let event = self.hot.remove(&next)?;
+        self.hot_bytes -= event.size as u64;
+        self.cursor = Some(next);
+        Some((next, event))
+    }
+
+    /// How many records to read after `cursor`: up to the first one in `hot`.
+    fn to_read(&self) -> usize {
+        match (self.cursor, self.hot.first_key_value()) {
+            (Some(cursor), Some((&first, _))) if first > cursor.saturating_add(1) => {
+                PREFETCH.min((first - cursor - 1) as usize)
+            }
+            (None, Some((&first, _))) if first > 1 => PREFETCH.min((first - 1) as usize),
+            _ => PREFETCH,
+        }
+    }
+
+    /// Forgets the copies of records up to `last`, which were read from the file.
+    fn read_up_to(&mut self, last: u64) {
+        let kept = self.hot.split_off(&last.saturating_add(1));
+        let dropped = std::mem::replace(&mut self.hot, kept);
+        self.hot_bytes -= dropped.values().map(|event| event.size as u64).sum::<u64>();
+    }
 }
 
 /// Deletes delivered records in batches, off the async threads.
@@ -130,10 +184,14 @@ impl DiskBuffer {
         counters.force_take(queue.len() as usize, queue.bytes());
         let removals = Arc::new(Removals { queue: queue.clone(), pending: Mutex::default() });
         let pushed_from = queue.next_seq()?;
+        // With nothing stored, the next record handed out is the first one pushed, so
+        // it can come from memory.
+        let cursor = if queue.len() == 0 { pushed_from.checked_sub(1) } else { None };
+        let state = State { cursor, ..State::default() };
         Ok(DiskBuffer {
             queue,
             counters,
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
             items: Arc::new(Notify::new()),
             removals,
             quarantine: Mutex::new(None),
@@ -171,11 +229,13 @@ impl DiskBuffer {
         }
         let mut finalizers = Vec::with_capacity(events.len());
         let mut records = Vec::with_capacity(events.len());
+        let mut copies = Vec::with_capacity(events.len());
         for mut event in events {
             let record = RecordRef { id: &event.id, size: event.size, event: &event.incident };
             // Serializing plain data into bytes cannot fail.
             records.push(serde_json::to_vec(&record).unwrap_or_default());
             finalizers.push(std::mem::take(&mut event.finalizer));
+            copies.push(event);
         }
         let (queue, state, items) = (self.queue.clone(), self.state.clone(), self.items.clone());
         tokio::task::spawn_blocking(move || {
@@ -185,8 +245,9 @@ impl DiskBuffer {
             // Registered here rather than after the `await`: should this push's future be
             // dropped meanwhile (its client went away), the records are still handed out.
             let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-            for (seq, finalizer) in seqs.into_iter().zip(finalizers) {
+            for ((seq, finalizer), copy) in seqs.into_iter().zip(finalizers).zip(copies) {
                 state.waiting.insert(seq, finalizer);
+                state.keep_hot(seq, copy);
             }
             drop(state);
             items.notify_waiters();
@@ -203,20 +264,24 @@ impl DiskBuffer {
             let notified = self.items.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let cursor = {
+            let (cursor, to_read) = {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some((seq, event)) = state.prefetched.pop_front() {
                     return Some(self.hand_out(&mut state, seq, event));
                 }
-                state.cursor
+                if let Some((seq, event)) = state.take_hot() {
+                    return Some(self.hand_out(&mut state, seq, event));
+                }
+                (state.cursor, state.to_read())
             };
-            match self.fetch(cursor).await {
+            match self.fetch(cursor, to_read).await {
                 Ok((Some(last), fetched)) => {
                     let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                     // Only forward: a concurrent fetch may have gone further.
                     if state.cursor.is_none_or(|c| c < last) {
                         state.cursor = Some(last);
                         state.prefetched.extend(fetched);
+                        state.read_up_to(last);
                     }
                     continue;
                 }
@@ -258,14 +323,14 @@ impl DiskBuffer {
         event
     }
 
-    /// The records after `cursor` that are ready to hand out: the last sequence number read
+    /// Up to `max` records after `cursor` that are ready to hand out: the last sequence number read
     /// (None: nothing ready) and the events that decoded. Those that did not are quarantined.
     /// Reading stops before the first record pushed since the buffer opened whose push has
     /// not registered its finalizers yet (see `pushed_from`).
-    async fn fetch(&self, cursor: Option<u64>) -> Result<(Option<u64>, Vec<(u64, Event)>), StorageError> {
+    async fn fetch(&self, cursor: Option<u64>, max: usize) -> Result<(Option<u64>, Vec<(u64, Event)>), StorageError> {
         let queue = self.queue.clone();
         let path = self.queue.path().to_path_buf();
-        let mut raw = tokio::task::spawn_blocking(move || queue.read_after(cursor, PREFETCH))
+        let mut raw = tokio::task::spawn_blocking(move || queue.read_after(cursor, max))
             .await
             .map_err(|e| StorageError::Io { path: path.clone(), message: e.to_string() })??;
         {
@@ -386,7 +451,7 @@ mod tests {
         let stored = event(1);
         let seqs = buffer.queue.append(vec![record(&stored)]).unwrap();
         assert_eq!(seqs, vec![buffer.pushed_from]);
-        let (last, ready) = buffer.fetch(None).await.unwrap();
+        let (last, ready) = buffer.fetch(None, PREFETCH).await.unwrap();
         assert_eq!((last, ready.len()), (None, 0));
 
         let reported = Arc::new(AtomicUsize::new(0));
@@ -402,6 +467,103 @@ mod tests {
         assert_eq!(popped.id, stored.id);
         popped.finish(Outcome::Delivered);
         assert_eq!(reported.load(Ordering::Relaxed), 1);
+    }
+
+    fn events(from: usize, n: usize) -> Vec<Event> {
+        (from..from + n).map(event).collect()
+    }
+
+    /// Pops `n` events, finishing each as delivered.
+    async fn pop_all(buffer: &DiskBuffer, n: usize) -> Vec<Event> {
+        let mut popped = Vec::with_capacity(n);
+        for _ in 0..n {
+            let event = tokio::time::timeout(Duration::from_secs(10), buffer.pop()).await.unwrap().unwrap();
+            popped.push(event);
+        }
+        popped
+    }
+
+    #[tokio::test]
+    async fn a_pushed_event_is_handed_out_from_memory_with_its_finalizer() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = DiskBuffer::open(&dir.path().join("q.redb"), LIMITS).unwrap();
+        let reported = Arc::new(AtomicUsize::new(0));
+        let mut pushed = events(0, 3);
+        for event in &mut pushed {
+            let counter = reported.clone();
+            event.finalizer.push(move |_| {
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        let incidents: Vec<_> = pushed.iter().map(|event| event.incident.clone()).collect();
+        buffer.push(pushed).await.unwrap();
+        assert_eq!(buffer.stored(), 3, "stored all the same");
+        let popped = pop_all(&buffer, 3).await;
+        for (event, incident) in popped.iter().zip(&incidents) {
+            // The very event pushed, not one decoded from its record.
+            assert!(Arc::ptr_eq(&event.incident, incident));
+        }
+        for event in popped {
+            event.finish(Outcome::Delivered);
+        }
+        assert_eq!(reported.load(Ordering::Relaxed), 3);
+        let state = buffer.state.lock().unwrap();
+        assert!(state.hot.is_empty() && state.hot_bytes == 0 && state.waiting.is_empty());
+    }
+
+    /// More than fit in memory: those pushed while it was full come from the file, and
+    /// everything is handed out once, in order.
+    #[tokio::test]
+    async fn events_beyond_the_memory_bound_are_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = DiskBuffer::open(&dir.path().join("q.redb"), LIMITS).unwrap();
+        let total = HOT_EVENTS * 2 + 100;
+        let pushed = events(0, total);
+        let ids: Vec<_> = pushed.iter().map(|event| event.id.clone()).collect();
+        let incidents: Vec<_> = pushed.iter().map(|event| event.incident.clone()).collect();
+        let mut pushed = pushed.into_iter();
+        for size in [HOT_EVENTS - 24, 600, total - HOT_EVENTS - 576] {
+            buffer.push(pushed.by_ref().take(size).collect()).await.unwrap();
+        }
+        assert_eq!(buffer.state.lock().unwrap().hot.len(), HOT_EVENTS);
+        // Half of the kept ones out: room again, so a new push is kept while older
+        // records wait in the file.
+        let mut popped = pop_all(&buffer, HOT_EVENTS / 2).await;
+        let late = events(total, 10);
+        let late_incidents: Vec<_> = late.iter().map(|event| event.incident.clone()).collect();
+        let mut expected = ids;
+        expected.extend(late.iter().map(|event| event.id.clone()));
+        buffer.push(late).await.unwrap();
+        popped.extend(pop_all(&buffer, total + 10 - HOT_EVENTS / 2).await);
+        let popped_ids: Vec<_> = popped.iter().map(|event| event.id.clone()).collect();
+        assert_eq!(popped_ids, expected);
+        let from_memory = popped[..total].iter().zip(&incidents).filter(|(e, i)| Arc::ptr_eq(&e.incident, i)).count();
+        assert_eq!(from_memory, HOT_EVENTS);
+        for (event, incident) in popped[total..].iter().zip(&late_incidents) {
+            assert!(Arc::ptr_eq(&event.incident, incident), "the late push came from memory");
+        }
+        for event in popped {
+            event.finish(Outcome::Delivered);
+        }
+        assert!(buffer.state.lock().unwrap().hot.is_empty());
+    }
+
+    #[tokio::test]
+    async fn records_from_before_the_open_go_out_before_new_pushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let stored = event(1);
+        DiskQueue::open(&path).unwrap().append(vec![record(&stored)]).unwrap();
+        let buffer = DiskBuffer::open(&path, LIMITS).unwrap();
+        let pushed = events(2, 2);
+        let mut expected = vec![stored.id.clone()];
+        expected.extend(pushed.iter().map(|event| event.id.clone()));
+        buffer.push(pushed).await.unwrap();
+        let popped = pop_all(&buffer, 3).await;
+        assert_eq!(popped.iter().map(|event| event.id.clone()).collect::<Vec<_>>(), expected);
+        for event in popped {
+            event.finish(Outcome::Delivered);
+        }
     }
 
     #[tokio::test]
