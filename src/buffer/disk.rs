@@ -186,7 +186,7 @@ impl DiskBuffer {
         let pushed_from = queue.next_seq()?;
         // With nothing stored, the next record handed out is the first one pushed, so
         // it can come from memory.
-        let cursor = if queue.len() == 0 { pushed_from.checked_sub(1) } else { None };
+        let cursor = if queue.is_empty() { pushed_from.checked_sub(1) } else { None };
         let state = State { cursor, ..State::default() };
         Ok(DiskBuffer {
             queue,
