@@ -133,7 +133,10 @@ def cmd_gen(args):
 # Without --rate the batches go out back to back (throughput runs). With --rate R
 # batch k is due at t0 + k*BATCH/R (open loop) and its events carry that due time as
 # `sentAt`, so a sender that falls behind does not hide the delay (no coordinated
-# omission). Without --rate, `sentAt` is the actual send time.
+# omission). Without --rate, `sentAt` is the actual send time. With --sends FILE, the
+# time each batch was actually handed to the connection (its first attempt) is written
+# there as JSON, for `count --sends`: latency from ingest, without the client's own
+# lateness (Python's threads may wait up to 5 ms for the interpreter lock).
 def cmd_push(args):
     m = re.match(r"http://([^/:]+):(\d+)(/.*)", args.url)
     host, port, path = m.group(1), int(m.group(2)), m.group(3)
@@ -142,6 +145,7 @@ def cmd_push(args):
     interval = batch / args.rate if args.rate else 0.0
     deadline = time.monotonic() + args.timeout
     stats = {"retries_503": 0, "reconnects": 0, "late_s_max": 0.0, "errors": []}
+    sends = [None] * nbatches
     lock = threading.Lock()
     t0_wall = time.time() + 0.2
     t0 = time.monotonic() + 0.2
@@ -169,6 +173,8 @@ def cmd_push(args):
                     attempts += 1
                     if attempts > 600 or time.monotonic() > deadline:
                         raise RuntimeError(f"batch {k}: gave up after {attempts - 1} attempts")
+                    if attempts == 1:
+                        sends[k] = time.time()
                     try:
                         conn.request("POST", path, body, {"Content-Type": "application/x-ndjson"})
                         r = conn.getresponse()
@@ -212,6 +218,9 @@ def cmd_push(args):
     stats["secs"] = round(elapsed, 3)
     stats["offered_per_s"] = round(n / elapsed, 1) if elapsed > 0 else None
     stats["late_s_max"] = round(stats["late_s_max"], 3)
+    if args.sends:
+        with open(args.sends, "w") as f:
+            json.dump({"batch": batch, "sends": sends}, f)
     print(json.dumps(stats))
     return 1 if stats["errors"] else 0
 
@@ -296,12 +305,22 @@ def percentile(sorted_values, p):
 
 
 SENT_AT = re.compile(rb"sentAt[^0-9]*([0-9]+(?:\.[0-9]+)?)")
+# The event number in the body (the template's `"alert": "{{ alertId }}"`), raw or with
+# nginx's JSON escaping: which batch it came in.
+ALERT_ID = re.compile(rb'"alert\\?"\s*:\s*\\?"([0-9]+)')
 
 
 def cmd_count(args):
     ok = bad = 0
     first = last = None
     lat = []
+    # Latency from the batch's actual send (push --sends), when given.
+    sends = batch = None
+    ingest = []
+    if args.sends:
+        with open(args.sends) as f:
+            data = json.load(f)
+        sends, batch = data["sends"], data["batch"]
     with open(args.log, "rb") as f:
         for line in f:
             parts = line.rstrip(b"\n").split(b" ", 2)
@@ -318,6 +337,11 @@ def cmd_count(args):
                 m = SENT_AT.search(parts[2] if len(parts) > 2 else b"")
                 if m:
                     lat.append((t - float(m.group(1))) * 1000.0)
+                if sends is not None:
+                    m = ALERT_ID.search(parts[2] if len(parts) > 2 else b"")
+                    k = int(m.group(1)) // batch if m else None
+                    if k is not None and k < len(sends) and sends[k] is not None:
+                        ingest.append((t - sends[k]) * 1000.0)
     out = {"delivered": ok, "non_204": bad}
     if ok > 1 and last > first:
         out["span_s"] = round(last - first, 3)
@@ -329,6 +353,13 @@ def cmd_count(args):
             v = percentile(lat, p)
             out[f"p{p}_ms"] = round(v, 1) if v is not None else None
         out["max_ms"] = round(lat[-1], 1) if lat else None
+    if sends is not None:
+        ingest.sort()
+        out["ingest_n"] = len(ingest)
+        for p in (50, 99):
+            v = percentile(ingest, p)
+            out[f"ingest_p{p}_ms"] = round(v, 2) if v is not None else None
+        out["ingest_max_ms"] = round(ingest[-1], 1) if ingest else None
     print(json.dumps(out))
 
 
@@ -400,12 +431,13 @@ def cmd_record(args):
     if args.error:
         rec["error"] = args.error
         # A failed run's numbers are kept in the file but not in the table.
-        for k in ("rate", "cpu_us", "rss_mb", "p50_ms", "p90_ms", "p99_ms", "max_ms"):
+        for k in ("rate", "cpu_us", "rss_mb", "p50_ms", "p90_ms", "p99_ms", "max_ms", "ingest_p50_ms", "ingest_p99_ms"):
             if k in rec:
                 rec["failed_" + k] = rec.pop(k)
     with open(args.results, "a") as f:
         f.write(json.dumps(rec) + "\n")
-    shown = {k: rec[k] for k in ("delivered", "rate", "cpu_us", "switches_per_event", "rss_mb", "raw_mb", "p50_ms", "p99_ms", "offered",
+    shown = {k: rec[k] for k in ("delivered", "rate", "cpu_us", "switches_per_event", "rss_mb", "raw_mb", "p50_ms", "p99_ms",
+                                 "ingest_p50_ms", "ingest_p99_ms", "late_s_max", "offered",
                                  "conc", "template", "body_bytes", "client_rate", "error") if k in rec}
     print(f"  {args.config} run {args.run}: {json.dumps(shown)}", file=sys.stderr)
 
@@ -496,12 +528,16 @@ def cmd_report(args):
     lat_rows = [(c, label) for c, label in lat_rows if values(c, "p50_ms")]
     if lat_rows:
         out.append("")
-        out.append("latency, event due at the client -> webhook logged by nginx (paced, open loop;")
-        out.append("medians, p50/p99 with (min..max)):")
+        out.append("latency, paced open loop, to the webhook logged by the receiver; medians, (min..max):")
+        out.append("  from due:    from the time the client's schedule set for the batch (its `sentAt`),")
+        out.append("               so the client's own lateness counts too (late max: the most it was late)")
+        out.append("  from ingest: from the moment the client handed the batch to its connection")
         header = ["load", "runs", "target ev/s", "sent ev/s", "delivered ev/s",
-                  "p50 ms", "p99 ms", "peak RSS MB"]
+                  "p50 ms from due", "p99 ms from due", "p50 ms from ingest", "p99 ms from ingest",
+                  "late max ms", "peak RSS MB"]
         table = [header]
         for c, label in lat_rows:
+            late = med(c, "late_s_max")
             table.append([
                 label,
                 str(len(values(c, "p50_ms"))),
@@ -510,6 +546,9 @@ def cmd_report(args):
                 fmt(med(c, "rate"), 0),
                 cell(c, "p50_ms", 1),
                 cell(c, "p99_ms", 1),
+                cell(c, "ingest_p50_ms", 2),
+                cell(c, "ingest_p99_ms", 2),
+                fmt(late * 1000.0 if late is not None else None, 0),
                 fmt(med(c, "rss_mb"), 1),
             ])
         emit_table(out, table)
@@ -637,6 +676,7 @@ def main():
     s.add_argument("--conns", type=int, default=2)
     s.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as possible")
     s.add_argument("--timeout", type=float, default=300.0)
+    s.add_argument("--sends", default="", help="write each batch's actual send time here (JSON)")
     s.set_defaults(f=cmd_push)
     s = sub.add_parser("proc")
     s.add_argument("pid")
@@ -651,6 +691,7 @@ def main():
     s = sub.add_parser("count")
     s.add_argument("log")
     s.add_argument("latency", nargs="?", default="")
+    s.add_argument("--sends", default="", help="push --sends output: also latency from each batch's send")
     s.set_defaults(f=cmd_count)
     s = sub.add_parser("record")
     s.add_argument("results")

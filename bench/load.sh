@@ -38,7 +38,11 @@
 #   CURVE_WRK [1]     also run wrk at each concurrency point of the sweep
 #   BIN [$CARGO_TARGET_DIR or target]/release/webhook-sink
 #   HYPER_BIN [$CARGO_TARGET_DIR or target]/release/examples/hyper_loop
-#   SKIP_BUILD [0]    1 = do not run cargo build --release (nor --example hyper_loop)
+#   LAT_RECEIVER_BIN [$CARGO_TARGET_DIR or target]/release/examples/latency_receiver: the
+#                     receiver of the latency passes (µs time stamps; nginx's are ms). Without
+#                     it they use nginx, with a note
+#   SKIP_BUILD [0]    1 = do not run cargo build --release (nor the examples hyper_loop and
+#                     latency_receiver)
 #   KEEP [0]          1 = keep the temp dir (configs, nginx logs, stderr of every process)
 #   TMPDIR [/tmp]     where the temp dir (and the disk buffer) goes
 set -uo pipefail
@@ -84,6 +88,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 [[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
 BIN=${BIN:-$TARGET_DIR/release/webhook-sink}
 HYPER_BIN=${HYPER_BIN:-$TARGET_DIR/release/examples/hyper_loop}
+LAT_RECEIVER_BIN=${LAT_RECEIVER_BIN:-$TARGET_DIR/release/examples/latency_receiver}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 
@@ -284,6 +289,22 @@ if [[ $HYPER == 1 || $CURVE == 1 ]]; then
     fi
 fi
 
+# The receiver of the latency passes (examples/latency_receiver.rs): it stamps each
+# request in microseconds. Without it the passes use nginx (millisecond stamps).
+HAVE_LAT_RECEIVER=0
+if [[ $LAT == 1 ]]; then
+    if [[ $SKIP_BUILD != 1 ]]; then
+        log "cargo build --release --example latency_receiver"
+        (cd "$ROOT" && cargo build --release --quiet --example latency_receiver) ||
+            log "cargo build --release --example latency_receiver failed"
+    fi
+    if [[ -x $LAT_RECEIVER_BIN ]]; then
+        HAVE_LAT_RECEIVER=1
+    else
+        log "no $LAT_RECEIVER_BIN: the latency passes use nginx, whose time stamps are in milliseconds"
+    fi
+fi
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/webhook-sink-bench.XXXXXX")
 # nginx's worker runs as `nobody`: it must reach the (empty) document root.
 chmod 711 "$TMP"
@@ -310,6 +331,23 @@ start_nginx() { # NAME -> NGX_DIR NGX_PORT NGX_LOG NGX_PID
     fi
 }
 
+# The latency passes' receiver in nginx's place: the same variables, the same log format
+# (with microseconds), and QUIT makes it write out its log and stop, as it does nginx.
+start_latency_receiver() { # NAME -> NGX_DIR NGX_PORT NGX_LOG NGX_PID
+    NGX_DIR=$TMP/$1/receiver
+    mkdir -p "$NGX_DIR"
+    NGX_PORT=$("${PY[@]}" port)
+    NGX_LOG=$NGX_DIR/access.log
+    start_bg "$NGX_DIR/stdout" "$NGX_DIR/stderr" \
+        "$LAT_RECEIVER_BIN" --port "$NGX_PORT" --auth "$AUTH" --log "$NGX_LOG"
+    NGX_PID=$LAST_PID
+    if ! run_wait /dev/null "$NGX_DIR/waitport.stderr" 20 "${PY[@]}" waitport "$NGX_PORT" 10; then
+        log "the latency receiver did not start: $(tail -3 "$NGX_DIR/stderr" 2>/dev/null)"
+        stop_pid "$NGX_PID"
+        return 1
+    fi
+}
+
 # Graceful stop (QUIT): nginx finishes its requests and flushes the log buffer.
 stop_nginx() {
     stop_pid "$NGX_PID" QUIT
@@ -329,9 +367,9 @@ TEMPLATE_large=$(<"$HERE/templates/large.json")
 
 # The end of a sender's run: unless ERR is already set, wait until nginx has logged N
 # answers; then read the sender's CPU, stop it and nginx, and count nginx's log (COUNT_ARG
-# "latency" for the latency log). NAME is the sender, and its stderr file in DIR.
-# Sets FIN_ERR, FIN_PROC1 and FIN_COUNT.
-finish_run() { # DIR PID N NAME ERR [COUNT_ARG]
+# "latency" for the latency log; SENDS, the client's send times for it). NAME is the
+# sender, and its stderr file in DIR. Sets FIN_ERR, FIN_PROC1 and FIN_COUNT.
+finish_run() { # DIR PID N NAME ERR [COUNT_ARG] [SENDS]
     local dir=$1 pid=$2 n=$3 name=$4
     FIN_ERR=$5 FIN_PROC1=""
     if [[ -z $FIN_ERR ]]; then
@@ -342,7 +380,9 @@ finish_run() { # DIR PID N NAME ERR [COUNT_ARG]
     alive "$pid" && FIN_PROC1=$("${PY[@]}" proc "$pid")
     stop_pid "$pid" TERM
     stop_nginx
-    FIN_COUNT=$("${PY[@]}" count "$NGX_LOG" "${6:-}")
+    local count_args=("$NGX_LOG" "${6:-}")
+    [[ -n ${7:-} && -s ${7:-} ]] && count_args+=(--sends "$7")
+    FIN_COUNT=$("${PY[@]}" count "${count_args[@]}")
     [[ -z $FIN_ERR && -z $FIN_PROC1 ]] && FIN_ERR="$name exited early: $(tail -c 300 "$dir/$name.stderr")"
     return 0
 }
@@ -447,7 +487,7 @@ run_ours() { # RUN MODE [RATE]
             config=$mode path=/lat buffer=$LAT_BUFFER
             batch=$LAT_BATCH
             n=$(python3 -c "import math; print(max($batch, math.ceil($rate * $LAT_SECS / $batch) * $batch))")
-            push_args=(--rate "$rate")
+            push_args=(--rate "$rate" --sends "$TMP/$mode-$run/sends.json")
             extra=(--extra "offered=$rate")
             ;;
     esac
@@ -455,8 +495,10 @@ run_ours() { # RUN MODE [RATE]
     [[ $mode == curve ]] && name=$config-c$OURS_CONC-$TEMPLATE-$run
     dir=$TMP/$name
     mkdir -p "$dir/data"
-    start_nginx "$name" || {
-        "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --error "nginx did not start"
+    local receiver=start_nginx
+    [[ $path == /lat ]] && ((HAVE_LAT_RECEIVER)) && receiver=start_latency_receiver
+    $receiver "$name" || {
+        "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --error "the receiver did not start"
         return 1
     }
     src_port=$("${PY[@]}" port)
@@ -475,7 +517,7 @@ run_ours() { # RUN MODE [RATE]
             err="push failed: $(tail -c 300 "$dir/push.json" "$dir/push.stderr")"
         push=$(cat "$dir/push.json" 2>/dev/null)
     fi
-    finish_run "$dir" "$pid" "$n" webhook-sink "$err" "$([[ $path == /lat ]] && echo latency)"
+    finish_run "$dir" "$pid" "$n" webhook-sink "$err" "$([[ $path == /lat ]] && echo latency)" "$dir/sends.json"
     "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --count "$FIN_COUNT" --push "$push" \
         --proc0 "$proc0" --proc1 "$FIN_PROC1" --expect "$n" --error "$FIN_ERR" "${extra[@]}"
 }
@@ -694,6 +736,7 @@ NOTE="load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)
 SETTINGS="$VERSIONS; N=$N events, BATCH=$BATCH, CONC=$CONC, client connections=$PUSH_CONNS"
 [[ $DISK == 1 ]] && SETTINGS+="; disk buffer on $(df -T "$TMP" | awk 'NR == 2 {print $2 " (" $1 ")"}')"
 ((HAVE_HYPER)) && SETTINGS+="; hyper loop: $([[ $HYPER_THREADS == 0 ]] && echo "tokio default runtime ($(nproc) workers)" || echo "$HYPER_THREADS tokio thread(s)")"
+[[ $LAT == 1 ]] && SETTINGS+="; latency receiver: $( ((HAVE_LAT_RECEIVER)) && echo "examples/latency_receiver (µs stamps)" || echo "nginx (ms stamps)")"
 [[ $CURVE == 1 ]] && SETTINGS+="; sweep: N_CURVE=$N_CURVE events, concurrency $CURVE_CONC, $CURVE_RUNS run(s) per point"
 "${PY[@]}" report "$RESULTS" --machine "$MACHINE" --cmd "$COMMAND" --settings "$SETTINGS" \
     --note "$NOTE" --conc "$CONC"
