@@ -670,7 +670,7 @@ mod tests {
         let sender = SourceSender::new(vec![input("small", &small, WhenFull::Reject, None)]);
         let mut events = batch(5);
         for (i, decoded) in events.iter_mut().enumerate() {
-            decoded.incident.id = Some(i.to_string());
+            decoded.incident.id = Some(i.to_string().into());
         }
         let sending = {
             let sender = sender.clone();

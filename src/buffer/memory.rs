@@ -219,7 +219,7 @@ mod tests {
             let events: Vec<Event> = (0..100)
                 .map(|i| {
                     let mut incident = sample.clone();
-                    incident.id = Some(format!("{}", chunk * 100 + i));
+                    incident.id = Some(format!("{}", chunk * 100 + i).into());
                     Event::new(incident, 7)
                 })
                 .collect();

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::Text;
+
 /// What happened to an alert. Legacy `incident-*` names mean the same as their `alert-*` twins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
@@ -148,7 +150,7 @@ pub enum EventType {
         legacy: bool,
     },
     /// A name this version does not know.
-    Unknown(String),
+    Unknown(Text),
 }
 
 impl EventType {
@@ -180,7 +182,7 @@ impl From<&str> for EventType {
     fn from(name: &str) -> Self {
         match EventKind::from_name(name) {
             Some((kind, legacy)) => EventType::Known { kind, legacy },
-            None => EventType::Unknown(name.to_string()),
+            None => EventType::Unknown(name.into()),
         }
     }
 }
@@ -199,8 +201,13 @@ impl Serialize for EventType {
 
 impl<'de> Deserialize<'de> for EventType {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        Ok(EventType::from(name.as_ref()))
+        // Straight into a `Text`: no allocation for a name of up to 24 bytes (a `Cow<str>`
+        // always deserializes as an owned `String`); an unknown name is kept as it came.
+        let name = Text::deserialize(deserializer)?;
+        Ok(match EventKind::from_name(&name) {
+            Some((kind, legacy)) => EventType::Known { kind, legacy },
+            None => EventType::Unknown(name),
+        })
     }
 }
 

@@ -21,6 +21,12 @@ pub use field::{lookup, EventView, FieldPath, FieldRef, InvalidFieldPath, KnownF
 pub use finalize::{AckGroup, AckToken, Finalizer, Outcome};
 pub use sample::{minimal_sample, sample_event};
 
+/// The text of an event's fields: a string kept inline up to 24 bytes (the size of a
+/// `String`), on the heap beyond. A typical event's ids, keys, times and names then need
+/// no allocation of their own when it is decoded, nor a free when it is delivered
+/// (measured in docs/performance.md, round 4). Derefs to `str`; serializes as a plain string.
+pub type Text = compact_str::CompactString;
+
 /// One incident event, as the default webhook payload shows it.
 ///
 /// Only `eventType` is required: it is what `triggers` match. Absent optional fields are
@@ -30,19 +36,19 @@ pub use sample::{minimal_sample, sample_event};
 pub struct IncidentEvent {
     /// Id of the alert, e.g. `"2983781"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<Text>,
     /// `PENDING`, `ACCEPTED` or `RESOLVED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<AlertStatus>,
     /// One-line summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<String>,
+    pub summary: Option<Text>,
     /// Free text, may be long and multi-line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<String>,
+    pub details: Option<Text>,
     /// ISO-8601 report time, kept as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report_time: Option<String>,
+    pub report_time: Option<Text>,
     /// What happened (the trigger).
     pub event_type: EventType,
     /// `HIGH` or `LOW`.
@@ -50,10 +56,10 @@ pub struct IncidentEvent {
     pub priority: Option<Priority>,
     /// Id of the first event that created the alert, e.g. `"zabbix-12345"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alert_key: Option<String>,
+    pub alert_key: Option<Text>,
     /// Link to the alert in the incident tool (the `alertUrl` template variable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alert_url: Option<String>,
+    pub alert_url: Option<Text>,
     /// The alert source that raised the alert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_source: Option<AlertSource>,
@@ -80,7 +86,7 @@ pub struct AlertSource {
     pub id: Option<Value>,
     /// Display name, e.g. `"Nagios Network and Hosts"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// The source's escalation policy (`escalationPolicyId` / `escalationPolicyName`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation_policy: Option<EscalationPolicy>,
@@ -97,7 +103,7 @@ pub struct EscalationPolicy {
     pub id: Option<Value>,
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// Fields this version does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -109,16 +115,16 @@ pub struct EscalationPolicy {
 pub struct User {
     /// Login name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
+    pub username: Option<Text>,
     /// E-mail address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub email: Option<Text>,
     /// First name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<String>,
+    pub first_name: Option<Text>,
     /// Last name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<String>,
+    pub last_name: Option<Text>,
     /// Fields this version does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -128,10 +134,10 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Link {
     /// Target address.
-    pub href: String,
+    pub href: Text,
     /// Link text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
+    pub text: Option<Text>,
     /// Fields this version does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -163,7 +169,7 @@ macro_rules! open_string_enum {
         pub enum $name {
             $($(#[$vmeta])* $variant,)+
             /// A value this version does not know, kept as it came.
-            Other(String),
+            Other(Text),
         }
 
         impl $name {
@@ -183,7 +189,7 @@ macro_rules! open_string_enum {
             fn from(text: &str) -> Self {
                 match text {
                     $($text => $name::$variant,)+
-                    other => $name::Other(other.to_string()),
+                    other => $name::Other(other.into()),
                 }
             }
         }
@@ -196,8 +202,13 @@ macro_rules! open_string_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                Ok($name::from(text.as_ref()))
+                // Straight into a `Text`: short values need no allocation (a `Cow<str>`
+                // always deserializes as an owned `String`), and an unknown one is kept as is.
+                let text = Text::deserialize(d)?;
+                Ok(match text.as_str() {
+                    $($text => $name::$variant,)+
+                    _ => $name::Other(text),
+                })
             }
         }
     };
@@ -402,6 +413,38 @@ mod tests {
         let out = event.to_json();
         let input: Value = serde_json::from_str(REFERENCE).unwrap();
         assert_eq!(out, input, "every field, known or not, is written back as it came");
+    }
+
+    #[test]
+    fn short_texts_are_decoded_inline_and_long_ones_kept_whole() {
+        let event: IncidentEvent = serde_json::from_str(REFERENCE).unwrap();
+        let source = event.alert_source.as_ref().unwrap();
+        let user = event.assigned_to.as_ref().unwrap();
+        let link = &event.links.as_ref().unwrap()[0];
+        for short in [&event.id, &event.report_time, &event.alert_key, &user.username, &user.email, &link.text] {
+            let short = short.as_ref().unwrap();
+            assert!(!short.is_heap_allocated(), "{short} (up to 24 bytes) is kept inline");
+        }
+        assert!(!link.href.is_heap_allocated());
+        let long = event.summary.as_ref().unwrap();
+        assert_eq!(long, "PROBLEM Host Alert: app.compute is DOWN");
+        assert!(long.is_heap_allocated(), "longer than 24 bytes: on the heap");
+        assert_eq!(source.name.as_deref(), Some("Nagios Network and Hosts"));
+        // An escaped string (not borrowed from the input) decodes the same way.
+        let event: IncidentEvent = serde_json::from_str(r#"{"eventType":"alert-raised","id":"a\"b"}"#).unwrap();
+        assert_eq!(event.id.as_deref(), Some("a\"b"));
+        assert!(!event.id.unwrap().is_heap_allocated());
+    }
+
+    #[test]
+    fn unknown_event_type_status_and_priority_keep_their_text() {
+        let long = "alert-teleported-to-another-galaxy-far-away";
+        let text = format!(r#"{{"status":"SNOOZED","eventType":"{long}","priority":"{long}"}}"#);
+        let event: IncidentEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(event.event_type, EventType::Unknown(long.into()));
+        assert_eq!(event.status, Some(AlertStatus::Other("SNOOZED".into())));
+        assert_eq!(event.priority, Some(Priority::Other(long.into())));
+        assert_eq!(serde_json::to_string(&event).unwrap(), text, "written back as they came");
     }
 
     #[test]

@@ -304,7 +304,7 @@ mod tests {
     use crate::event::Event;
 
     fn ids(events: &[Event]) -> Vec<String> {
-        events.iter().map(|e| e.incident.id.clone().unwrap_or_default()).collect()
+        events.iter().map(|e| e.incident.id.as_deref().unwrap_or_default().to_string()).collect()
     }
 
     async fn drain(rx: &mut EventReceiver) -> Vec<Event> {

@@ -161,7 +161,7 @@ mod tests {
     fn event(summary: &str) -> IncidentEvent {
         let mut event = IncidentEvent::new(EventKind::Created);
         event.summary = Some(summary.into());
-        event.alert_key = Some(format!("key-{summary}"));
+        event.alert_key = Some(format!("key-{summary}").into());
         event
     }
 

@@ -13,10 +13,10 @@ fn catalog_and_legacy_names_render_json_safely() {
     .unwrap();
     let event = sample_event();
     let out: serde_json::Value = serde_json::from_slice(&body.render(&event).unwrap()).unwrap();
-    let summary = event.summary.clone().unwrap();
+    let summary = event.summary.as_deref().unwrap();
     assert_eq!(out["text"], format!("{summary} is PENDING"));
     assert_eq!(out["old"], summary);
-    assert_eq!(out["d"], event.details.clone().unwrap());
+    assert_eq!(out["d"], event.details.as_deref().unwrap());
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn text_and_form_bodies() {
     let form = BodyTemplate::custom("summary={{alertSummary}}&p={{alertPriority}}", Escape::Form).unwrap();
     let rendered = form.render(&event).unwrap();
     let pairs: Vec<(String, String)> = form_urlencoded::parse(&rendered).into_owned().collect();
-    assert_eq!(pairs[0], ("summary".into(), event.summary.clone().unwrap()));
+    assert_eq!(pairs[0], ("summary".into(), event.summary.as_deref().unwrap().to_string()));
     assert_eq!(pairs[1], ("p".into(), "HIGH".into()));
 }
 
@@ -171,9 +171,9 @@ mod properties {
                 r#"{"id": {{{alertSourceId}}}, "s": "{{alertSourceId}} \\ {{event.labels}}", "l": [{{{event.labels}}}, {{{event.alertSource}}}], "x": {{{ event }}}}"#,
             ];
             let mut event = sample_event();
-            event.summary = Some(summary);
+            event.summary = Some(summary.into());
             let source = event.alert_source.as_mut().unwrap();
-            source.name = Some(source_name);
+            source.name = Some(source_name.into());
             source.id = Some(source_id);
             event.extra.insert("sentAt".into(), custom);
             event.extra.insert("labels".into(), labels);
@@ -200,8 +200,8 @@ mod properties {
             prop_assert!(body.is_err());
             let body = json_template(r#"{"s": "{{alertSummary}}", "raw": {{{alertDetails}}}, "t": "{{event.team}}"}"#).unwrap();
             let mut event = sample_event();
-            event.summary = Some(summary.clone());
-            event.details = Some(details.clone());
+            event.summary = Some(summary.as_str().into());
+            event.details = Some(details.as_str().into());
             event.extra.insert("team".into(), serde_json::Value::String(team.clone()));
             let rendered = body.render(&event).unwrap();
             let out: serde_json::Value = serde_json::from_slice(&rendered).unwrap();

@@ -127,7 +127,7 @@ async fn recv_ids(rx: &mut EventReceiver, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..count {
         let event = timeout(WAIT, rx.recv()).await.expect("an event in time").expect("an open channel");
-        ids.push(event.incident.id.clone().unwrap_or_default());
+        ids.push(event.incident.id.as_deref().unwrap_or_default().to_string());
     }
     ids
 }

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 
 use super::error::{json_kind, DecodeError};
 use crate::error::FieldError;
-use crate::event::{AlertSource, AlertStatus, Decoded, EventKind, IncidentEvent, Link, Priority};
+use crate::event::{AlertSource, AlertStatus, Decoded, EventKind, IncidentEvent, Link, Priority, Text};
 
 /// Alertmanager's way of writing "no time" (Go's zero `time.Time`), e.g. the `endsAt` of
 /// an alert that is still firing.
@@ -202,15 +202,15 @@ impl AlertmanagerDecoder {
 
         let label = |name: &str| labels.get(name);
         let annotation = |name: &str| annotations.get(name);
-        let summary = match (annotation("summary"), label("alertname")) {
-            (Some(summary), _) => summary.to_string(),
+        let summary: Text = match (annotation("summary"), label("alertname")) {
+            (Some(summary), _) => summary.into(),
             (None, Some(name)) => match label("instance") {
-                Some(instance) => format!("{name} on {instance}"),
-                None => name.to_string(),
+                Some(instance) => format!("{name} on {instance}").into(),
+                None => name.into(),
             },
-            (None, None) => format!("Alertmanager alert {fingerprint}"),
+            (None, None) => format!("Alertmanager alert {fingerprint}").into(),
         };
-        let details = annotation("description").map_or_else(|| summary.clone(), str::to_string);
+        let details = annotation("description").map_or_else(|| summary.clone(), Text::from);
         let priority = match label(&self.priority_label) {
             Some(value) if self.high_priority_values.contains(&value.to_lowercase()) => Priority::High,
             _ => Priority::Low,
@@ -220,25 +220,25 @@ impl AlertmanagerDecoder {
         } else {
             (EventKind::Created, AlertStatus::Pending, starts_at)
         };
-        let source_name = match (&self.source_name, group.receiver) {
-            (Some(name), _) => name.clone(),
-            (None, Some(receiver)) => format!("Alertmanager ({receiver})"),
-            (None, None) => "Alertmanager".to_string(),
+        let source_name: Text = match (&self.source_name, group.receiver) {
+            (Some(name), _) => name.as_str().into(),
+            (None, Some(receiver)) => format!("Alertmanager ({receiver})").into(),
+            (None, None) => Text::const_new("Alertmanager"),
         };
 
         let mut event = IncidentEvent::new(kind);
-        event.id = Some(fingerprint.to_string());
+        event.id = Some(fingerprint.into());
         event.status = Some(status);
         event.summary = Some(summary);
         event.details = Some(details);
-        event.report_time = report_time.filter(|t| *t != ZERO_TIME).map(str::to_string);
+        event.report_time = report_time.filter(|t| *t != ZERO_TIME).map(Text::from);
         event.priority = Some(priority);
-        event.alert_key = Some(fingerprint.to_string());
-        event.alert_url = group.external_url.map(str::to_string);
+        event.alert_key = Some(fingerprint.into());
+        event.alert_url = group.external_url.map(Text::from);
         event.alert_source =
             Some(AlertSource { id: None, name: Some(source_name), escalation_policy: None, extra: Map::new() });
         event.links = generator_url.map(|href| {
-            vec![Link { href: href.to_string(), text: Some(GENERATOR_LINK_TEXT.to_string()), extra: Map::new() }]
+            vec![Link { href: href.into(), text: Some(Text::const_new(GENERATOR_LINK_TEXT)), extra: Map::new() }]
         });
         event.extra = extra_fields(alert, payload);
         let identity = alert_identity(group.receiver, fingerprint, resolved, starts_at, ends_at);

@@ -49,7 +49,9 @@ use serde_json::Value;
 
 use super::error::{json_kind, DecodeError};
 use crate::error::FieldError;
-use crate::event::{AlertSource, AlertStatus, Decoded, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority};
+use crate::event::{
+    AlertSource, AlertStatus, Decoded, EventKind, EventType, FieldPath, IncidentEvent, Link, Priority, Text,
+};
 use crate::suggest::closest;
 use crate::template::mustache::{self, Escape, Partials, Template};
 
@@ -161,7 +163,7 @@ macro_rules! mapped_fields {
             }
 
             /// Sets the field on `event` (the event type is set apart, see `decode`).
-            fn apply(self, $event: &mut IncidentEvent, $text: String) {
+            fn apply(self, $event: &mut IncidentEvent, $text: Text) {
                 match self {
                     $(MappedField::$variant => $apply,)+
                 }
@@ -287,7 +289,7 @@ impl Rule {
     }
 
     /// The text for `object`, or `None` when it is empty and there is no default.
-    fn resolve(&self, object: &Value) -> Option<String> {
+    fn resolve(&self, object: &Value) -> Option<Text> {
         let found: Option<Cow<'_, str>> = match &self.input {
             Input::Field { segments, .. } => crate::event::lookup(object, segments).map(text_of),
             Input::Template(template) => {
@@ -300,13 +302,13 @@ impl Rule {
         let found = found.filter(|text| !text.is_empty());
         let mapped = match found {
             Some(text) if !self.map.is_empty() => match self.map.get(text.as_ref()) {
-                Some(to) => Some(to.clone()),
-                None => self.default.clone().or_else(|| Some(text.into_owned())),
+                Some(to) => Some(Text::from(to)),
+                None => self.default.as_ref().map(Text::from).or_else(|| Some(Text::from(text))),
             },
-            Some(text) => Some(text.into_owned()),
+            Some(text) => Some(Text::from(text)),
             None => None,
         };
-        mapped.or_else(|| self.default.clone())
+        mapped.or_else(|| self.default.as_ref().map(Text::from))
     }
 
     /// An error about what this entry gave for an object: blamed on the incoming field
