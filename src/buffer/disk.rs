@@ -84,10 +84,10 @@ struct State {
     waiting: HashMap<u64, Finalizer>,
     /// The events of recent pushes, by sequence number, as they were pushed: handed out
     /// from here instead of reading and decoding their records again, which was about an
-    /// eighth of a disk run's CPU (docs/performance.md, round 4). The
-    /// records are stored all the same, so nothing changes for a crash. Bounded by
-    /// [`HOT_EVENTS`] and [`HOT_BYTES`]; events pushed while it is full are read from the
-    /// file when their turn comes. Every key is above `cursor`.
+    /// eighth of a disk run's CPU (docs/performance.md, round 4). The records are stored
+    /// all the same, so nothing changes for a crash. Bounded by [`HOT_EVENTS`] and
+    /// [`HOT_BYTES`]; events pushed while it is full are read from the file when their
+    /// turn comes. Every key is above `cursor`.
     hot: BTreeMap<u64, Event>,
     /// The `size` of the events in `hot`.
     hot_bytes: u64,
