@@ -235,8 +235,12 @@ impl AlertmanagerDecoder {
         event.priority = Some(priority);
         event.alert_key = Some(fingerprint.into());
         event.alert_url = group.external_url.map(Text::from);
-        event.alert_source =
-            Some(AlertSource { id: None, name: Some(source_name), escalation_policy: None, extra: Map::new() });
+        event.alert_source = Some(Box::new(AlertSource {
+            id: None,
+            name: Some(source_name),
+            escalation_policy: None,
+            extra: Map::new(),
+        }));
         event.links = generator_url.map(|href| {
             vec![Link { href: href.into(), text: Some(Text::const_new(GENERATOR_LINK_TEXT)), extra: Map::new() }]
         });

@@ -184,7 +184,7 @@ mapped_fields! { (event, text) =>
     AlertUrl: alert_url => event.alert_url = Some(text),
     SourceName: source_name => {
         event.alert_source =
-            Some(AlertSource { id: None, name: Some(text), escalation_policy: None, extra: Default::default() })
+            Some(Box::new(AlertSource { id: None, name: Some(text), escalation_policy: None, extra: Default::default() }))
     },
     Link: link => event.links = Some(vec![Link { href: text, text: None, extra: Default::default() }]),
 }
