@@ -391,6 +391,14 @@ fn write_webhook_id(buf: &mut [u8; WEBHOOK_ID_LEN]) -> &str {
 mod tests {
     use super::*;
 
+    /// An event is moved several times between the parser and its `Arc`, so its size is
+    /// copying per event: the rarely set large parts are boxed to keep it small.
+    #[test]
+    fn an_event_stays_small() {
+        let size = std::mem::size_of::<IncidentEvent>();
+        assert!(size <= 400, "an IncidentEvent takes {size} bytes");
+    }
+
     const REFERENCE: &str = r#"{
         "id": "2983781",
         "status": "ACCEPTED",
