@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,6 +29,39 @@ use rdkafka::ClientConfig;
 /// Delivered ids with their arrival time.
 type Seen = Arc<Mutex<Vec<(String, Instant)>>>;
 
+/// Why the benchmark could not run to its end.
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    /// A missing or wrong argument or environment variable.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// A file, a process or a socket.
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    /// The broker, the admin client or a producer.
+    #[error("{what}: {source}")]
+    Kafka { what: &'static str, source: rdkafka::error::KafkaError },
+    /// Something did not happen within its time limit.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// Wraps an I/O error with what was being done.
+fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.to_string();
+    move |source| BenchError::Io { what, source }
+}
+
+/// Wraps a Kafka error with what was being done.
+fn kafka(what: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> BenchError {
+    move |source| BenchError::Kafka { what, source }
+}
+
+/// The deliveries so far (a panicked receiver task leaves them as they were).
+fn deliveries(seen: &Seen) -> MutexGuard<'_, Vec<(String, Instant)>> {
+    seen.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -37,8 +70,9 @@ impl Drop for Kill {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+fn free_port() -> Result<u16, BenchError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a loopback port"))?;
+    Ok(listener.local_addr().map_err(io("binding a loopback port"))?.port())
 }
 
 fn java(libs: &Path, dir: &Path, main: &str) -> Command {
@@ -53,8 +87,8 @@ fn java(libs: &Path, dir: &Path, main: &str) -> Command {
 }
 
 /// Starts a broker in `dir`; its `host:port`.
-fn start_broker(libs: &Path, dir: &Path) -> (Kill, String) {
-    let (port, controller) = (free_port(), free_port());
+fn start_broker(libs: &Path, dir: &Path) -> Result<(Kill, String), BenchError> {
+    let (port, controller) = (free_port()?, free_port()?);
     let props = dir.join("server.properties");
     std::fs::write(
         &props,
@@ -71,7 +105,7 @@ fn start_broker(libs: &Path, dir: &Path) -> (Kill, String) {
             dir.join("data").display()
         ),
     )
-    .unwrap();
+    .map_err(io(props.display()))?;
     std::fs::write(
         dir.join("log4j2.properties"),
         format!(
@@ -81,29 +115,41 @@ fn start_broker(libs: &Path, dir: &Path) -> (Kill, String) {
             dir.join("broker.log").display()
         ),
     )
-    .unwrap();
+    .map_err(io(dir.join("log4j2.properties").display()))?;
     let started = Instant::now();
     let status = java(libs, dir, "kafka.tools.StorageTool")
         .args(["format", "-t", "webhook-sink-bench-00001", "-c"])
         .arg(&props)
         .stdout(Stdio::null())
         .status()
-        .unwrap();
-    assert!(status.success(), "StorageTool format failed");
-    let child = java(libs, dir, "kafka.Kafka").arg(&props).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        .map_err(io("running java (kafka.tools.StorageTool)"))?;
+    if !status.success() {
+        return Err(BenchError::Usage("kafka.tools.StorageTool format failed: are KAFKA_LIBS the broker's jars?"));
+    }
+    let child = java(libs, dir, "kafka.Kafka")
+        .arg(&props)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io("starting java (kafka.Kafka)"))?;
     let broker = Kill(child);
     while !std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default().contains("Kafka Server started") {
-        assert!(started.elapsed() < Duration::from_secs(120), "the broker did not start");
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(BenchError::Timeout(format!(
+                "the broker did not start in 120 s: {}",
+                dir.join("broker.log").display()
+            )));
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("broker: formatted and started in {:.1} s", started.elapsed().as_secs_f64());
-    (broker, format!("127.0.0.1:{port}"))
+    Ok((broker, format!("127.0.0.1:{port}")))
 }
 
 /// A receiver recording each delivered event's id.
-async fn receiver(seen: Seen) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+async fn receiver(seen: Seen) -> Result<SocketAddr, BenchError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(io("binding the receiver"))?;
+    let addr = listener.local_addr().map_err(io("binding the receiver"))?;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
@@ -117,7 +163,7 @@ async fn receiver(seen: Seen) -> SocketAddr {
                             .ok()
                             .and_then(|v| v["id"].as_str().map(str::to_string))
                             .unwrap_or_default();
-                        seen.lock().unwrap().push((id, Instant::now()));
+                        deliveries(&seen).push((id, Instant::now()));
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     }
                 });
@@ -126,10 +172,17 @@ async fn receiver(seen: Seen) -> SocketAddr {
             });
         }
     });
-    addr
+    Ok(addr)
 }
 
-fn pipeline(dir: &Path, name: &str, bootstrap: &str, topic: &str, url: &str, session_ms: u64) -> PathBuf {
+fn pipeline(
+    dir: &Path,
+    name: &str,
+    bootstrap: &str,
+    topic: &str,
+    url: &str,
+    session_ms: u64,
+) -> Result<PathBuf, BenchError> {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
@@ -142,26 +195,34 @@ fn pipeline(dir: &Path, name: &str, bootstrap: &str, topic: &str, url: &str, ses
             dir.join(format!("data-{name}")).display()
         ),
     )
-    .unwrap();
-    path
+    .map_err(io(path.display()))?;
+    Ok(path)
 }
 
-fn run(bin: &Path, file: &Path, log: &Path) -> Kill {
-    let log = std::fs::File::create(log).unwrap();
-    Kill(Command::new(bin).args(["run", "--config"]).arg(file).stdout(Stdio::null()).stderr(log).spawn().unwrap())
+fn run(bin: &Path, file: &Path, log: &Path) -> Result<Kill, BenchError> {
+    let log = std::fs::File::create(log).map_err(io(log.display()))?;
+    let child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(io(bin.display()))?;
+    Ok(Kill(child))
 }
 
-async fn create_topic(bootstrap: &str, topic: &str) {
+async fn create_topic(bootstrap: &str, topic: &str) -> Result<(), BenchError> {
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().map_err(kafka("the admin client"))?;
     let topics = [NewTopic::new(topic, 4, TopicReplication::Fixed(1))];
-    for result in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
-        result.unwrap();
+    for result in admin.create_topics(&topics, &AdminOptions::new()).await.map_err(kafka("creating a topic"))? {
+        result.map_err(|(_, code)| kafka("creating a topic")(rdkafka::error::KafkaError::AdminOp(code)))?;
     }
+    Ok(())
 }
 
-fn producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create().unwrap()
+fn producer(bootstrap: &str) -> Result<FutureProducer, BenchError> {
+    ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create().map_err(kafka("a producer"))
 }
 
 fn event(id: &str, key: &str) -> String {
@@ -169,19 +230,31 @@ fn event(id: &str, key: &str) -> String {
 }
 
 #[tokio::main]
-async fn main() {
-    let bin = PathBuf::from(std::env::args().nth(1).expect("usage: kafka_bench PATH/TO/webhook-sink"));
-    let libs = PathBuf::from(std::env::var("KAFKA_LIBS").expect("KAFKA_LIBS: the broker's jars"));
+async fn main() -> ExitCode {
+    match bench().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kafka_bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench() -> Result<(), BenchError> {
+    let bin =
+        PathBuf::from(std::env::args().nth(1).ok_or(BenchError::Usage("usage: kafka_bench PATH/TO/webhook-sink"))?);
+    let libs =
+        PathBuf::from(std::env::var("KAFKA_LIBS").map_err(|_| BenchError::Usage("KAFKA_LIBS: the broker's jars"))?);
     let n: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
     let session_ms: u64 = std::env::var("SESSION_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(6000);
-    let dir = tempfile::tempdir().unwrap();
-    let (_broker, bootstrap) = start_broker(&libs, dir.path());
+    let dir = tempfile::tempdir().map_err(io("a temp dir"))?;
+    let (_broker, bootstrap) = start_broker(&libs, dir.path())?;
     let seen: Seen = Arc::default();
-    let url = format!("http://{}/hook", receiver(seen.clone()).await);
+    let url = format!("http://{}/hook", receiver(seen.clone()).await?);
 
     // 1. Throughput of one instance.
-    create_topic(&bootstrap, "load").await;
-    let producer = producer(&bootstrap);
+    create_topic(&bootstrap, "load").await?;
+    let producer = producer(&bootstrap)?;
     let producing = Instant::now();
     let sends: Vec<_> =
         (0..n)
@@ -195,18 +268,20 @@ async fn main() {
             })
             .collect();
     for result in futures::future::join_all(sends).await {
-        result.map_err(|(e, _)| e).unwrap();
+        result.map_err(|(e, _)| kafka("producing the events")(e))?;
     }
     println!("produced {n} events in {:.1} s", producing.elapsed().as_secs_f64());
-    let file = pipeline(dir.path(), "one", &bootstrap, "load", &url, session_ms);
+    let file = pipeline(dir.path(), "one", &bootstrap, "load", &url, session_ms)?;
     let started = Instant::now();
-    let one = run(&bin, &file, &dir.path().join("one.log"));
-    while seen.lock().unwrap().len() < n {
-        assert!(started.elapsed() < Duration::from_secs(600), "not all delivered");
+    let one = run(&bin, &file, &dir.path().join("one.log"))?;
+    while deliveries(&seen).len() < n {
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(BenchError::Timeout(format!("{} of {n} events delivered in 600 s", deliveries(&seen).len())));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (first, last) = {
-        let seen = seen.lock().unwrap();
+        let seen = deliveries(&seen);
         (seen[0].1, seen[n - 1].1)
     };
     let span = (last - first).as_secs_f64();
@@ -219,13 +294,13 @@ async fn main() {
     drop(one);
 
     // 2. Takeover after kill -9.
-    create_topic(&bootstrap, "takeover").await;
-    seen.lock().unwrap().clear();
-    let file_a = pipeline(dir.path(), "a", &bootstrap, "takeover", &url, session_ms);
-    let file_b = pipeline(dir.path(), "b", &bootstrap, "takeover", &url, session_ms);
-    let mut a = run(&bin, &file_a, &dir.path().join("a.log"));
+    create_topic(&bootstrap, "takeover").await?;
+    deliveries(&seen).clear();
+    let file_a = pipeline(dir.path(), "a", &bootstrap, "takeover", &url, session_ms)?;
+    let file_b = pipeline(dir.path(), "b", &bootstrap, "takeover", &url, session_ms)?;
+    let mut a = run(&bin, &file_a, &dir.path().join("a.log"))?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let _b = run(&bin, &file_b, &dir.path().join("b.log"));
+    let _b = run(&bin, &file_b, &dir.path().join("b.log"))?;
     let assigned = |name: &str| {
         std::fs::read_to_string(dir.path().join(name))
             .unwrap_or_default()
@@ -234,7 +309,9 @@ async fn main() {
     };
     let waiting = Instant::now();
     while !(assigned("a.log") && assigned("b.log")) {
-        assert!(waiting.elapsed() < Duration::from_secs(60), "the two instances did not share the partitions");
+        if waiting.elapsed() > Duration::from_secs(60) {
+            return Err(BenchError::Timeout("the two instances did not share the partitions in 60 s".into()));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stream_producer = producer.clone();
@@ -260,8 +337,10 @@ async fn main() {
     let _ = a.0.wait();
     let mut recovered: HashMap<i32, Instant> = HashMap::new();
     while recovered.len() < 4 {
-        assert!(killed.elapsed() < Duration::from_secs(120), "not every partition recovered: {recovered:?}");
-        for (id, at) in seen.lock().unwrap().iter() {
+        if killed.elapsed() > Duration::from_secs(120) {
+            return Err(BenchError::Timeout(format!("not every partition recovered in 120 s: {recovered:?}")));
+        }
+        for (id, at) in deliveries(&seen).iter() {
             let Some((partition, i)) = id.strip_prefix('p').and_then(|rest| rest.split_once('-')) else { continue };
             let (Ok(partition), Ok(i)) = (partition.parse::<i32>(), i.parse::<usize>()) else { continue };
             if i > after_kill {
@@ -278,4 +357,5 @@ async fn main() {
          (session_timeout_ms = {session_ms})",
         takeover.as_secs_f64()
     );
+    Ok(())
 }
