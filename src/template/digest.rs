@@ -18,8 +18,8 @@ use bytes::Bytes;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use super::mustache::{self, Escape, NameUse, Partials, TagKind, Template};
-use super::{catalog, check_json, check_name, RenderError, TemplateError};
+use super::mustache::{Escape, NameUse, Partials, TagKind, Template};
+use super::{catalog, check_json, check_name, parse_checked, RenderError, TemplateError};
 use crate::event::{minimal_sample, sample_event, FieldRef, IncidentEvent};
 
 /// The names a digest template has at its top level.
@@ -42,12 +42,7 @@ pub enum DigestTemplate {
 impl DigestTemplate {
     /// Compiles and checks a custom digest template.
     pub fn custom(source: &str, escape: Escape) -> Result<DigestTemplate, Vec<TemplateError>> {
-        let template = mustache::parse(source)
-            .map_err(|e| vec![TemplateError::Syntax { line: e.line, column: e.column, message: e.message }])?;
-        let errors: Vec<TemplateError> = template.names().iter().filter_map(check_digest_name).collect();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let template = parse_checked(source, check_digest_name)?;
         let digest = DigestTemplate::Custom { template, escape };
         if escape == Escape::Json {
             let (full, minimal) = (sample_event(), minimal_sample());

@@ -94,12 +94,7 @@ pub enum BodyTemplate {
 impl BodyTemplate {
     /// Compiles and checks a custom template.
     pub fn custom(source: &str, escape: Escape) -> Result<BodyTemplate, Vec<TemplateError>> {
-        let template = mustache::parse(source)
-            .map_err(|e| vec![TemplateError::Syntax { line: e.line, column: e.column, message: e.message }])?;
-        let errors: Vec<TemplateError> = template.names().iter().filter_map(check_name).collect();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let template = parse_checked(source, check_name)?;
         let fixed_shape = escape == Escape::Json && template.json_shape_is_fixed();
         let body = BodyTemplate::Custom { template, escape, fixed_shape };
         if escape == Escape::Json {
@@ -141,6 +136,22 @@ fn check_json(sample: &'static str, rendered: &[u8]) -> Result<(), Vec<TemplateE
 }
 
 /// Checks one name use against the catalog.
+/// Parses `source` and checks each name it uses with `check`: every error found, or the
+/// template (a body template and a digest template differ only in the names they allow).
+fn parse_checked(
+    source: &str,
+    check: fn(&NameUse) -> Option<TemplateError>,
+) -> Result<Template, Vec<TemplateError>> {
+    let template = mustache::parse(source)
+        .map_err(|e| vec![TemplateError::Syntax { line: e.line, column: e.column, message: e.message }])?;
+    let errors: Vec<TemplateError> = template.names().iter().filter_map(check).collect();
+    if errors.is_empty() {
+        Ok(template)
+    } else {
+        Err(errors)
+    }
+}
+
 fn check_name(use_: &NameUse) -> Option<TemplateError> {
     let (line, column) = (use_.line, use_.column);
     if use_.kind == TagKind::Partial {
