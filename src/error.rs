@@ -1,6 +1,13 @@
 //! The errors every layer reports config and build problems with: a leaf module (it
 //! imports nothing of ours), so config checks anywhere can name the field at fault.
 
+/// `secs` as a `Duration` when it is a number of seconds above 0 and at most `max`, the
+/// check every `*_secs` setting with an upper bound makes (NaN, infinite, 0, negative and
+/// too large give `None`, so `Duration::from_secs_f64` cannot panic on what passes).
+pub fn positive_secs(secs: f64, max: f64) -> Option<std::time::Duration> {
+    (secs.is_finite() && secs > 0.0 && secs <= max).then(|| std::time::Duration::from_secs_f64(secs))
+}
+
 /// A problem with one field of a component's config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", if .field.is_empty() { String::new() } else { format!("{}: ", .field) })]

@@ -80,7 +80,7 @@ use super::decode::{CappedDecodeError, DecodeCap, Decoder, DecodingConfig};
 use super::validated::ValidatedSource;
 use crate::buffer::{SendError, SourceSender};
 use crate::component::{Source, SourceConfig, SourceContext};
-use crate::error::{BuildError, FieldError};
+use crate::error::{positive_secs, BuildError, FieldError};
 use crate::event::{AckGroup, Decoded, Outcome};
 use crate::stats::SourceStats;
 
@@ -254,7 +254,7 @@ impl HttpServerSourceConfig {
             errors.push(FieldError::new("max_connections", "must be at least 1"));
         }
         let timeout = self.body_timeout_secs;
-        if !(timeout.is_finite() && timeout > 0.0 && timeout <= MAX_BODY_TIMEOUT_SECS) {
+        if positive_secs(timeout, MAX_BODY_TIMEOUT_SECS).is_none() {
             errors.push(FieldError::new(
                 "body_timeout_secs",
                 format!("must be a number of seconds above 0 and at most {MAX_BODY_TIMEOUT_SECS}, got {timeout}"),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::FieldError;
+use crate::error::{positive_secs, FieldError};
 use crate::event::{stable_webhook_id, Event};
 
 /// Most events one digest may be set to carry: a digest is one request body, built in
@@ -53,17 +53,18 @@ impl BatchConfig {
         if !(1..=MAX_EVENTS_LIMIT).contains(&self.max_events) {
             errors.push(FieldError::new("batch.max_events", format!("must be from 1 to {MAX_EVENTS_LIMIT}")));
         }
-        // Above a day is a mistake, and `Duration::from_secs_f64` panics on huge values.
-        if !(self.timeout_secs.is_finite() && self.timeout_secs > 0.0 && self.timeout_secs <= 86_400.0) {
+        // Above a day is a mistake.
+        let timeout = positive_secs(self.timeout_secs, 86_400.0);
+        if timeout.is_none() {
             errors.push(FieldError::new(
                 "batch.timeout_secs",
                 "must be a positive number of seconds, at most 86400 (a day)",
             ));
         }
-        if !errors.is_empty() {
-            return Err(errors);
+        match timeout {
+            Some(timeout) if errors.is_empty() => Ok(Batching { max_events: self.max_events, timeout }),
+            _ => Err(errors),
         }
-        Ok(Batching { max_events: self.max_events, timeout: Duration::from_secs_f64(self.timeout_secs) })
     }
 }
 

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
-use crate::error::FieldError;
+use crate::error::{positive_secs, FieldError};
 
 /// The longest `dedupe.window_secs` accepted: 7 days.
 pub const MAX_WINDOW_SECS: f64 = 7.0 * 24.0 * 3600.0;
@@ -99,8 +99,7 @@ impl DedupeConfig {
     /// A new, empty window for a sink; `None` when `window_secs` is 0 (off). Call only on
     /// a config that [`DedupeConfig::validate`] passed.
     pub fn build(&self) -> Option<Dedupe> {
-        let valid = self.window_secs.is_finite() && self.window_secs > 0.0 && self.window_secs <= MAX_WINDOW_SECS;
-        valid.then(|| Dedupe::new(Duration::from_secs_f64(self.window_secs), self.max_entries.max(1)))
+        positive_secs(self.window_secs, MAX_WINDOW_SECS).map(|window| Dedupe::new(window, self.max_entries.max(1)))
     }
 }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::positive_secs;
+
 /// `circuit` table of a webhook sink: the circuit breaker.
 ///
 /// After `failures` failed attempts in a row (no answer, or a 5xx without `Retry-After`),
@@ -42,7 +44,7 @@ impl CircuitConfig {
     /// empty when all is well.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut errors = Vec::new();
-        if !(self.cooldown_secs.is_finite() && self.cooldown_secs > 0.0 && self.cooldown_secs <= MAX_SECS) {
+        if positive_secs(self.cooldown_secs, MAX_SECS).is_none() {
             errors.push((
                 "circuit.cooldown_secs",
                 format!(
@@ -77,7 +79,7 @@ pub fn check_rate_limit(num: Option<u64>, duration_secs: f64) -> Vec<(&'static s
             "must be at least 1 (requests per `rate_limit_duration_secs`); leave it out for no limit".to_string(),
         ));
     }
-    if !(duration_secs.is_finite() && duration_secs > 0.0 && duration_secs <= MAX_SECS) {
+    if positive_secs(duration_secs, MAX_SECS).is_none() {
         errors.push((
             "request.rate_limit_duration_secs",
             format!("must be a number of seconds above 0 and at most {MAX_SECS} (got {duration_secs})"),
