@@ -5,6 +5,7 @@
 //! newer senders' fields are carried through, never rejected.
 
 mod de;
+mod depth;
 mod event_type;
 mod field;
 mod finalize;

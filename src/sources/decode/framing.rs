@@ -1,5 +1,6 @@
 //! Framing: splitting a body into its top-level JSON values, with where each starts, and
-//! refusing nesting deeper than the configured limit before anything is parsed.
+//! refusing nesting deeper than the configured limit before anything is parsed (the
+//! `incident` codec's single pass checks each decoded event instead: `IncidentEvent::nests_deeper_than`).
 //!
 //! A body is one JSON value, a JSON array of values, or NDJSON (values separated by
 //! whitespace/newlines).

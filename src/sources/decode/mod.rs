@@ -68,7 +68,7 @@ pub struct DecodingConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapping: Option<MappingConfig>,
     /// Deepest nesting of arrays and objects accepted in one value; deeper bodies are
-    /// refused (400) before parsing. Default: 32.
+    /// refused (400), none of their events taken. Default: 32.
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
 }
@@ -196,7 +196,7 @@ impl Decoder {
     /// Stops with [`Stream::OverCap`] once the events read pass `cap`.
     fn decode_incident_stream(&self, body: &[u8], cap: DecodeCap) -> Stream {
         let Some(start) = body.iter().position(|b| !b.is_ascii_whitespace()) else { return Stream::Other };
-        if body[start] == b'[' || framing::check_depth(body, self.max_depth).is_err() {
+        if body[start] == b'[' {
             return Stream::Other;
         }
         // Checked as UTF-8 once, whole: parsing from a `str` then skips the check string by
@@ -208,7 +208,15 @@ impl Decoder {
         let mut end = 0;
         let mut bytes = 0u64;
         while let Some(next) = stream.next() {
+            // The depth limit is checked on each event as it comes out of the parser (a
+            // walk of its few untyped values) rather than by a pass over every byte before:
+            // that pass was an eighth of the cost of decoding. serde_json's own limit (128)
+            // keeps the parse itself within the stack; an event deeper than `max_depth` goes
+            // to the framed path, which refuses the body and says where.
             let Ok(event) = next else { return Stream::Other };
+            if event.nests_deeper_than(self.max_depth) {
+                return Stream::Other;
+            }
             // The value's own bytes, without the white space before it (as framing counts).
             let value_start = end + body[end..].iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
             end = stream.byte_offset();
@@ -296,6 +304,8 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<IncidentEvent>, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -339,6 +349,96 @@ mod tests {
                 (Some(fast), Ok(slow)) => assert_eq!(fast, slow, "{}", String::from_utf8_lossy(body)),
                 (None, _) => assert!(body.trim_ascii_start().starts_with(b"[") || decoder.decode_sized(body).is_err()),
                 (Some(_), Err(e)) => panic!("fast path took a body the framed path refuses: {e}"),
+            }
+        }
+    }
+
+    /// Any JSON value, a few levels deep.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\\[{\"]{0,3}".prop_map(Value::from)
+        ];
+        leaf.prop_recursive(5, 24, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,2}", inner, 0..3)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An event with a nesting value in every place that takes one, each there or not.
+    fn nesting_event() -> impl Strategy<Value = String> {
+        use serde_json::{json, Value};
+        let some = || prop::option::of(json());
+        (
+            some(),
+            prop::option::of((some(), some(), some())),
+            some(),
+            prop::option::of(prop::collection::vec(some(), 0..3)),
+            prop::option::of(prop::collection::vec(json(), 0..3)),
+        )
+            .prop_map(|(custom, source, user, links, responders)| {
+                let mut event = json!({"eventType": "alert-created"});
+                if let Some(x) = custom {
+                    event["custom"] = x;
+                }
+                if let Some((id, policy_more, source_more)) = source {
+                    let mut policy = json!({"name": "p"});
+                    if let Some(x) = policy_more {
+                        policy["more"] = x;
+                    }
+                    let mut source = json!({"escalationPolicy": policy});
+                    if let Some(x) = id {
+                        source["id"] = x;
+                    }
+                    if let Some(x) = source_more {
+                        source["more"] = x;
+                    }
+                    event["alertSource"] = source;
+                }
+                if let Some(x) = user {
+                    event["assignedTo"] = json!({"username": "u", "more": x});
+                }
+                if let Some(links) = links {
+                    let link =
+                        |x: Option<Value>| x.map_or_else(|| json!({"href": "h"}), |x| json!({"href": "h", "more": x}));
+                    event["links"] = links.into_iter().map(link).collect();
+                }
+                if let Some(responders) = responders {
+                    event["responders"] = Value::Array(responders);
+                }
+                event.to_string()
+            })
+    }
+
+    proptest! {
+        /// The depth limit checked on the decoded events (the single pass) refuses exactly
+        /// the bodies that the count on the bytes (the framed path) refuses, at every limit
+        /// around a body's depth, and names the same place.
+        #[test]
+        fn the_depth_limit_holds_on_the_single_pass_as_on_the_bytes(first in nesting_event(), second in nesting_event()) {
+            let body = format!("{first}\n{second}\n");
+            let depth = (1..200).find(|&max| framing::check_depth(body.as_bytes(), max).is_ok()).unwrap_or(200);
+            for max_depth in depth.saturating_sub(2).max(1)..depth + 2 {
+                let decoder = Decoder { max_depth, ..Decoder::default() };
+                let framed = framing::check_depth(body.as_bytes(), max_depth);
+                match decoder.decode_incident_stream(body.as_bytes(), DecodeCap::NONE) {
+                    Stream::Done(events) => {
+                        prop_assert!(framed.is_ok(), "{} taken at {}", body, max_depth);
+                        prop_assert_eq!(events.len(), 2);
+                    }
+                    Stream::Other => prop_assert!(framed.is_err(), "{} left to the framed path at {}", body, max_depth),
+                    Stream::OverCap(e) => prop_assert!(false, "no cap, yet {}", e),
+                }
+                match (decoder.decode_sized(body.as_bytes()), framed) {
+                    (Ok(_), Ok(())) => {}
+                    (Err(got), Err(expected)) => prop_assert_eq!(got, expected),
+                    (got, expected) => prop_assert!(false, "{:?} against {:?} for {} at {}", got, expected, body, max_depth),
+                }
             }
         }
     }
