@@ -227,27 +227,28 @@ def cmd_push(args):
 
 # ---------------------------------------------------------------------------
 def cmd_proc(args):
-    pid = args.pid
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    ticks = int(fields[11]) + int(fields[12])
-    hwm = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1])
-    # Context switches of all the process's threads (a thread that parks and is woken
-    # again costs a switch; many per event means many wake-ups per event).
-    switches = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                        switches += int(line.split()[1])
-        except OSError:
-            pass  # the thread ended meanwhile
+    """CPU time, peak RSS and context switches of one process, or of several side by side
+    (the PROCS run): their CPU and switches summed, the largest peak RSS of any of them."""
+    ticks = hwm = switches = 0
+    for pid in args.pid:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+        ticks += int(fields[11]) + int(fields[12])
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = max(hwm, int(line.split()[1]))
+        # Context switches of all the process's threads (a thread that parks and is woken
+        # again costs a switch; many per event means many wake-ups per event).
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                            switches += int(line.split()[1])
+            except OSError:
+                pass  # the thread ended meanwhile
     print(json.dumps({"ticks_s": ticks / os.sysconf("SC_CLK_TCK"), "hwm_kb": hwm, "switches": switches}))
 
 
@@ -496,6 +497,7 @@ def cmd_report(args):
     configs = [
         ("ours", "ours: webhook-sink, memory buffer"),
         ("ours_1t", "ours: the same, run --threads 1"),
+        ("ours_procs", f"ours: {args.procs} processes side by side (bound of a pipeline per core)"),
         ("ours_disk", "ours: webhook-sink, disk buffer"),
         ("ceiling", "ceiling: wrk -> nginx"),
         ("hyper", "bare client: hyper-util loop -> nginx"),
@@ -564,6 +566,7 @@ def cmd_report(args):
     ratio(ours, med("hyper", "rate"), "ours / bare hyper loop (deliveries/s)")
     if ours is not None and med("hyper", "rate"):
         out[-1] += "   (target >= 0.80)"
+    ratio(med("ours_procs", "rate"), med("hyper", "rate"), f"{args.procs} processes / bare hyper loop")
     ratio(med("ours", "cpu_us"), med("hyper", "cpu_us"), "ours / bare hyper loop (CPU per event)")
     ratio(ours, med("peer", "rate"), "ours / peer (deliveries/s)")
     ratio(med("ours", "cpu_us"), med("peer", "cpu_us"), "ours / peer (CPU per event)")
@@ -679,7 +682,7 @@ def main():
     s.add_argument("--sends", default="", help="write each batch's actual send time here (JSON)")
     s.set_defaults(f=cmd_push)
     s = sub.add_parser("proc")
-    s.add_argument("pid")
+    s.add_argument("pid", nargs="+")
     s.set_defaults(f=cmd_proc)
     s = sub.add_parser("wait")
     s.add_argument("log")
@@ -718,6 +721,7 @@ def main():
     s.add_argument("--settings", default="")
     s.add_argument("--note", default="")
     s.add_argument("--conc", type=int, help="CONC: the in-flight count of the template sweep")
+    s.add_argument("--procs", type=int, default=2, help="PROCS: processes side by side in the ours_procs run")
     s.set_defaults(f=cmd_report)
     args = p.parse_args()
     sys.exit(args.f(args) or 0)

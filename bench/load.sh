@@ -11,6 +11,9 @@
 #   RUNS [3]          rounds; each round runs every configuration once, interleaved
 #   DISK [1]          also run webhook-sink with buffer.type = "disk"
 #   ONE_THREAD [1]    also run ours (memory buffer) with `run --threads 1`
+#   PROCS [2]         also run that many webhook-sink processes side by side, one thread
+#                     each, the client split between them (the bound of a pipeline per
+#                     core); 0 skips it
 #   DEAD [1]          also run webhook-sink with a dead receiver: DEAD_N [100000] events
 #                     buffered in memory, peak RSS against their raw JSON size
 #   BUFFER_EVENTS []  buffer.max_events of the throughput runs (default: the sink's default)
@@ -64,6 +67,7 @@ RUNS=${RUNS:-3}
 DISK=${DISK:-1}
 DEAD=${DEAD:-1}
 ONE_THREAD=${ONE_THREAD:-1}
+PROCS=${PROCS:-2}
 DEAD_N=${DEAD_N:-100000}
 LAT=${LAT:-1}
 LAT_SECS=${LAT_SECS:-5}
@@ -102,6 +106,10 @@ if [[ $LAT_BUFFER != memory && $LAT_BUFFER != disk ]]; then
     echo "load.sh: LAT_BUFFER must be memory or disk, got '$LAT_BUFFER'" >&2
     exit 2
 fi
+if ! [[ $PROCS =~ ^[0-9]+$ ]] || ((PROCS == 1)); then
+    echo "load.sh: PROCS must be 0 (no such run) or 2 or more, got '$PROCS'" >&2
+    exit 2
+fi
 if ! [[ $HYPER_THREADS =~ ^[0-9]+$ ]]; then
     echo "load.sh: HYPER_THREADS must be a number (0 = tokio's default), got '$HYPER_THREADS'" >&2
     exit 2
@@ -121,6 +129,7 @@ if [[ $CURVE == 1 ]]; then
 fi
 
 COMMAND="QUICK=$QUICK N=$N BATCH=$BATCH CONC=$CONC RUNS=$RUNS DISK=$DISK ONE_THREAD=$ONE_THREAD DEAD=$DEAD DEAD_N=$DEAD_N LAT=$LAT LAT_BATCH=$LAT_BATCH LAT_SECS=$LAT_SECS WRK_SECS=$WRK_SECS PUSH_CONNS=$PUSH_CONNS HYPER=$HYPER"
+[[ $PROCS != 2 ]] && COMMAND+=" PROCS=$PROCS"
 [[ $CEILING != 1 ]] && COMMAND+=" CEILING=$CEILING"
 [[ $PEER != 1 ]] && COMMAND+=" PEER=$PEER"
 [[ $LAT_BUFFER != memory ]] && COMMAND+=" LAT_BUFFER=$LAT_BUFFER"
@@ -522,6 +531,62 @@ run_ours() { # RUN MODE [RATE]
         --proc0 "$proc0" --proc1 "$FIN_PROC1" --expect "$n" --error "$FIN_ERR" "${extra[@]}"
 }
 
+# The bound of a pipeline per core: PROCS webhook-sink processes side by side, each on one
+# thread with its own source port, buffer and CONC/PROCS of the requests in flight, and a
+# client of its own pushing N/PROCS events (PUSH_CONNS connections each), all to one nginx.
+# Nothing is shared between them, not even per-alert order: what a design with a pipeline
+# per thread could reach at most. CPU per event is the processes' sum; peak RSS the
+# largest of them.
+run_procs() { # RUN
+    local run=$1 config=ours_procs name dir k src_port pids=() ports=() pushers=() err="" proc0="" push=""
+    local share=$((N / PROCS))
+    name=$config-$run
+    dir=$TMP/$name
+    start_nginx "$name" || {
+        "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --error "nginx did not start"
+        return 1
+    }
+    for ((k = 1; k <= PROCS; k++)); do
+        mkdir -p "$dir/$k/data"
+        src_port=$("${PY[@]}" port)
+        OURS_CONC=$((CONC / PROCS)) write_ours_config "$dir/$k/pipeline.toml" "$src_port" /hook memory "$dir/$k/data" "$share"
+        start_bg "$dir/$k/webhook-sink.stdout" "$dir/$k/webhook-sink.stderr" \
+            env WEBHOOK_SINK_LOG=warn "$BIN" run --config "$dir/$k/pipeline.toml" --threads 1
+        pids+=("$LAST_PID") ports+=("$src_port")
+    done
+    for ((k = 1; k <= PROCS; k++)); do
+        if [[ -z $err ]] && ! run_wait /dev/null "$dir/$k/health.stderr" 30 \
+            "${PY[@]}" health "http://127.0.0.1:${ports[k - 1]}/health" 20 "${pids[k - 1]}"; then
+            err="webhook-sink $k did not start: $(tail -c 300 "$dir/$k/webhook-sink.stderr")"
+        fi
+    done
+    if [[ -z $err ]]; then
+        proc0=$("${PY[@]}" proc "${pids[@]}")
+        for ((k = 1; k <= PROCS; k++)); do
+            start_bg "$dir/$k/push.json" "$dir/$k/push.stderr" timeout "$RUN_TIMEOUT" "${PY[@]}" push \
+                --url "http://127.0.0.1:${ports[k - 1]}/events" --n "$share" --batch "$BATCH" \
+                --conns "$PUSH_CONNS" --timeout "$RUN_TIMEOUT"
+            pushers+=("$LAST_PID")
+        done
+        for ((k = 1; k <= PROCS; k++)); do
+            wait "${pushers[k - 1]}" || err="push $k failed: $(tail -c 300 "$dir/$k/push.json" "$dir/$k/push.stderr")"
+            forget_pid "${pushers[k - 1]}"
+        done
+        push=$(cat "$dir/1/push.json" 2>/dev/null)
+        run_wait /dev/null "$dir/wait.stderr" $((RUN_TIMEOUT + 30)) \
+            "${PY[@]}" wait "$NGX_LOG" "$((share * PROCS))" --timeout "$RUN_TIMEOUT" --stall 20 ||
+            err="${err:-$(cat "$dir/wait.stderr")}"
+    fi
+    local proc1=""
+    for pid in "${pids[@]}"; do alive "$pid" || err="${err:-a webhook-sink process exited early}"; done
+    [[ -z $err ]] && proc1=$("${PY[@]}" proc "${pids[@]}")
+    for pid in "${pids[@]}"; do stop_pid "$pid" TERM; done
+    stop_nginx
+    "${PY[@]}" record "$RESULTS" --config "$config" --run "$run" --count "$("${PY[@]}" count "$NGX_LOG")" \
+        --push "$push" --proc0 "$proc0" --proc1 "$proc1" --expect "$((share * PROCS))" --error "$err" \
+        --extra "procs=$PROCS"
+}
+
 # The ceiling: wrk sends the body webhook-sink renders for a benchmark event, with the
 # same Authorization header, over CONC connections, to the same nginx location.
 # CONFIG (default `ceiling`) and IN_FLIGHT (default CONC) are for the sweep.
@@ -661,6 +726,10 @@ for ((run = 1; run <= RUNS; run++)); do
         log "round $run/$RUNS: ours (memory buffer, --threads 1), N=$N"
         run_ours "$run" memory1
     fi
+    if ((PROCS > 1)); then
+        log "round $run/$RUNS: ours, $PROCS processes side by side, N=$N"
+        run_procs "$run"
+    fi
     if ((HAVE_WRK)); then
         log "round $run/$RUNS: ceiling (wrk, ${WRK_SECS}s)"
         run_ceiling "$run"
@@ -739,7 +808,7 @@ SETTINGS="$VERSIONS; N=$N events, BATCH=$BATCH, CONC=$CONC, client connections=$
 [[ $LAT == 1 ]] && SETTINGS+="; latency receiver: $( ((HAVE_LAT_RECEIVER)) && echo "examples/latency_receiver (µs stamps)" || echo "nginx (ms stamps)")"
 [[ $CURVE == 1 ]] && SETTINGS+="; sweep: N_CURVE=$N_CURVE events, concurrency $CURVE_CONC, $CURVE_RUNS run(s) per point"
 "${PY[@]}" report "$RESULTS" --machine "$MACHINE" --cmd "$COMMAND" --settings "$SETTINGS" \
-    --note "$NOTE" --conc "$CONC"
+    --note "$NOTE" --conc "$CONC" --procs "$PROCS"
 if [[ $STORM == 1 ]]; then
     # At one request per second the CPU is not what limits: the same binary as above.
     python3 "$HERE/storm.py" --bin "$BIN" || exit 1
