@@ -228,17 +228,23 @@ impl DiskBuffer {
             return Err(BufferError::Closed);
         }
         let mut finalizers = Vec::with_capacity(events.len());
-        let mut records = Vec::with_capacity(events.len());
         let mut copies = Vec::with_capacity(events.len());
         for mut event in events {
-            let record = RecordRef { id: &event.id, size: event.size, event: &event.incident };
-            // Serializing plain data into bytes cannot fail.
-            records.push(serde_json::to_vec(&record).unwrap_or_default());
             finalizers.push(std::mem::take(&mut event.finalizer));
             copies.push(event);
         }
         let (queue, state, items) = (self.queue.clone(), self.state.clone(), self.items.clone());
         tokio::task::spawn_blocking(move || {
+            // Serialized here, off the runtime's thread, which a disk run keeps busy with
+            // taking batches in and delivering (docs/performance.md, round 4).
+            let records = copies
+                .iter()
+                .map(|event| {
+                    let record = RecordRef { id: &event.id, size: event.size, event: &event.incident };
+                    // Serializing plain data into bytes cannot fail.
+                    serde_json::to_vec(&record).unwrap_or_default()
+                })
+                .collect();
             // Pushes made while another one's commit is in progress share the next commit (and
             // its fsync); each returns only once the commit holding its records is durable.
             let seqs = queue.append(records)?;
@@ -330,24 +336,36 @@ impl DiskBuffer {
     async fn fetch(&self, cursor: Option<u64>, max: usize) -> Result<(Option<u64>, Vec<(u64, Event)>), StorageError> {
         let queue = self.queue.clone();
         let path = self.queue.path().to_path_buf();
-        let mut raw = tokio::task::spawn_blocking(move || queue.read_after(cursor, max))
-            .await
-            .map_err(|e| StorageError::Io { path: path.clone(), message: e.to_string() })??;
+        // Read and decoded off the runtime's thread, which a disk run keeps busy with taking
+        // batches in and delivering (docs/performance.md, round 4).
+        let mut read = tokio::task::spawn_blocking(move || {
+            let raw = queue.read_after(cursor, max)?;
+            Ok::<_, StorageError>(
+                raw.into_iter()
+                    .map(|(seq, bytes)| match serde_json::from_slice::<Record>(&bytes) {
+                        Ok(record) => (seq, Ok(Event::with_id(record.event, record.id.into(), record.size))),
+                        Err(error) => (seq, Err((bytes, error.to_string()))),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .map_err(|e| StorageError::Io { path: path.clone(), message: e.to_string() })??;
         {
             let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let unregistered =
-                raw.iter().position(|(seq, _)| *seq >= self.pushed_from && !state.waiting.contains_key(seq));
+                read.iter().position(|(seq, _)| *seq >= self.pushed_from && !state.waiting.contains_key(seq));
             if let Some(at) = unregistered {
-                raw.truncate(at);
+                read.truncate(at);
             }
         }
-        let last = raw.last().map(|(seq, _)| *seq);
-        let mut events = Vec::with_capacity(raw.len());
+        let last = read.last().map(|(seq, _)| *seq);
+        let mut events = Vec::with_capacity(read.len());
         let mut corrupt = Vec::new();
-        for (seq, bytes) in raw {
-            match serde_json::from_slice::<Record>(&bytes) {
-                Ok(record) => events.push((seq, Event::with_id(record.event, record.id.into(), record.size))),
-                Err(error) => corrupt.push((seq, bytes, error.to_string())),
+        for (seq, decoded) in read {
+            match decoded {
+                Ok(event) => events.push((seq, event)),
+                Err((bytes, error)) => corrupt.push((seq, bytes, error)),
             }
         }
         if !corrupt.is_empty() {
