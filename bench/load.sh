@@ -533,13 +533,14 @@ run_ours() { # RUN MODE [RATE]
 
 # The bound of a pipeline per core: PROCS webhook-sink processes side by side, each on one
 # thread with its own source port, buffer and CONC/PROCS of the requests in flight, and a
-# client of its own pushing N/PROCS events (PUSH_CONNS connections each), all to one nginx.
+# client of its own pushing N/PROCS events over PUSH_CONNS/PROCS connections (at least
+# one; the client's connections are split as the requests in flight are), to one nginx.
 # Nothing is shared between them, not even per-alert order: what a design with a pipeline
 # per thread could reach at most. CPU per event is the processes' sum; peak RSS the
 # largest of them.
 run_procs() { # RUN
     local run=$1 config=ours_procs name dir k src_port pids=() ports=() pushers=() err="" proc0="" push=""
-    local share=$((N / PROCS))
+    local share=$((N / PROCS)) conns=$(((PUSH_CONNS + PROCS - 1) / PROCS))
     name=$config-$run
     dir=$TMP/$name
     start_nginx "$name" || {
@@ -565,7 +566,7 @@ run_procs() { # RUN
         for ((k = 1; k <= PROCS; k++)); do
             start_bg "$dir/$k/push.json" "$dir/$k/push.stderr" timeout "$RUN_TIMEOUT" "${PY[@]}" push \
                 --url "http://127.0.0.1:${ports[k - 1]}/events" --n "$share" --batch "$BATCH" \
-                --conns "$PUSH_CONNS" --timeout "$RUN_TIMEOUT"
+                --conns "$conns" --timeout "$RUN_TIMEOUT"
             pushers+=("$LAST_PID")
         done
         for ((k = 1; k <= PROCS; k++)); do
