@@ -40,7 +40,7 @@ exec "$REAL" "\$@"
 WRAPPER
 chmod +x "$OUT/bin.sh"
 
-QUICK=1 N=$N DISK=0 DEAD=0 LAT=0 HYPER=0 CEILING=0 PEER=0 ONE_THREAD=1 SKIP_BUILD=1 \
+QUICK=1 N=$N DISK=0 DEAD=0 LAT=0 HYPER=0 CEILING=0 PEER=0 ONE_THREAD=1 PROCS=0 SKIP_BUILD=1 \
     RUN_TIMEOUT=${RUN_TIMEOUT:-900} BIN="$OUT/bin.sh" bash "$HERE/load.sh" >"$OUT/load.log" 2>&1 || {
     echo "callgrind.sh: the load run failed; its log:" >&2
     tail -20 "$OUT/load.log" >&2
