@@ -21,7 +21,7 @@ use super::{BufferError, Counters, Limits};
 use crate::dead_letters::DeadLetters;
 use crate::event::{Event, Finalizer, IncidentEvent, Outcome};
 use crate::storage::dead_letters::NewDeadLetter;
-use crate::storage::queue::DiskQueue;
+use crate::storage::queue::{DiskQueue, FIRST_SEQ};
 use crate::storage::StorageError;
 
 /// Records read from disk at a time.
@@ -117,11 +117,9 @@ impl State {
 
     /// How many records to read after `cursor`: up to the first one in `hot`.
     fn to_read(&self) -> usize {
-        match (self.cursor, self.hot.first_key_value()) {
-            (Some(cursor), Some((&first, _))) if first > cursor.saturating_add(1) => {
-                PREFETCH.min((first - cursor - 1) as usize)
-            }
-            (None, Some((&first, _))) if first > 1 => PREFETCH.min((first - 1) as usize),
+        let next = self.cursor.map_or(FIRST_SEQ, |cursor| cursor.saturating_add(1));
+        match self.hot.first_key_value() {
+            Some((&first, _)) if first > next => PREFETCH.min((first - next) as usize),
             _ => PREFETCH,
         }
     }
@@ -334,40 +332,33 @@ impl DiskBuffer {
     /// Reading stops before the first record pushed since the buffer opened whose push has
     /// not registered its finalizers yet (see `pushed_from`).
     async fn fetch(&self, cursor: Option<u64>, max: usize) -> Result<(Option<u64>, Vec<(u64, Event)>), StorageError> {
-        let queue = self.queue.clone();
+        let (queue, state, pushed_from) = (self.queue.clone(), self.state.clone(), self.pushed_from);
         let path = self.queue.path().to_path_buf();
         // Read and decoded off the runtime's thread, which a disk run keeps busy with taking
         // batches in and delivering (docs/performance.md, round 4).
-        let mut read = tokio::task::spawn_blocking(move || {
-            let raw = queue.read_after(cursor, max)?;
-            Ok::<_, StorageError>(
-                raw.into_iter()
-                    .map(|(seq, bytes)| match serde_json::from_slice::<Record>(&bytes) {
-                        Ok(record) => (seq, Ok(Event::with_id(record.event, record.id.into(), record.size))),
-                        Err(error) => (seq, Err((bytes, error.to_string()))),
-                    })
-                    .collect::<Vec<_>>(),
-            )
+        let (last, events, corrupt) = tokio::task::spawn_blocking(move || {
+            let mut raw = queue.read_after(cursor, max)?;
+            {
+                let state = state.lock().unwrap_or_else(|p| p.into_inner());
+                let unregistered =
+                    raw.iter().position(|(seq, _)| *seq >= pushed_from && !state.waiting.contains_key(seq));
+                if let Some(at) = unregistered {
+                    raw.truncate(at);
+                }
+            }
+            let last = raw.last().map(|(seq, _)| *seq);
+            let mut events = Vec::with_capacity(raw.len());
+            let mut corrupt = Vec::new();
+            for (seq, bytes) in raw {
+                match serde_json::from_slice::<Record>(&bytes) {
+                    Ok(record) => events.push((seq, Event::with_id(record.event, record.id.into(), record.size))),
+                    Err(error) => corrupt.push((seq, bytes, error.to_string())),
+                }
+            }
+            Ok::<_, StorageError>((last, events, corrupt))
         })
         .await
-        .map_err(|e| StorageError::Io { path: path.clone(), message: e.to_string() })??;
-        {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let unregistered =
-                read.iter().position(|(seq, _)| *seq >= self.pushed_from && !state.waiting.contains_key(seq));
-            if let Some(at) = unregistered {
-                read.truncate(at);
-            }
-        }
-        let last = read.last().map(|(seq, _)| *seq);
-        let mut events = Vec::with_capacity(read.len());
-        let mut corrupt = Vec::new();
-        for (seq, decoded) in read {
-            match decoded {
-                Ok(event) => events.push((seq, event)),
-                Err((bytes, error)) => corrupt.push((seq, bytes, error)),
-            }
-        }
+        .map_err(|e| StorageError::Io { path, message: e.to_string() })??;
         if !corrupt.is_empty() {
             self.quarantine(corrupt).await;
         }
@@ -566,13 +557,20 @@ mod tests {
         assert!(buffer.state.lock().unwrap().hot.is_empty());
     }
 
-    #[tokio::test]
-    async fn records_from_before_the_open_go_out_before_new_pushes() {
+    /// A buffer opened on a file that already holds one record, event `n` (the directory
+    /// is returned to keep it alive).
+    fn opened_over_a_stored_record(n: usize) -> (tempfile::TempDir, DiskBuffer, Event) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
-        let stored = event(1);
+        let stored = event(n);
         DiskQueue::open(&path).unwrap().append(vec![record(&stored)]).unwrap();
         let buffer = DiskBuffer::open(&path, LIMITS).unwrap();
+        (dir, buffer, stored)
+    }
+
+    #[tokio::test]
+    async fn records_from_before_the_open_go_out_before_new_pushes() {
+        let (_dir, buffer, stored) = opened_over_a_stored_record(1);
         let pushed = events(2, 2);
         let mut expected = vec![stored.id.clone()];
         expected.extend(pushed.iter().map(|event| event.id.clone()));
@@ -586,11 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_from_before_the_open_need_no_registration() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("q.redb");
-        let stored = event(2);
-        DiskQueue::open(&path).unwrap().append(vec![record(&stored)]).unwrap();
-        let buffer = DiskBuffer::open(&path, LIMITS).unwrap();
+        let (_dir, buffer, stored) = opened_over_a_stored_record(2);
         assert_eq!(buffer.pushed_from, 2);
         let popped = tokio::time::timeout(Duration::from_secs(10), buffer.pop()).await.unwrap().unwrap();
         assert_eq!((popped.id.clone(), popped.size), (stored.id.clone(), stored.size));

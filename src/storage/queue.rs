@@ -35,7 +35,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
 
 /// The first sequence number of a new queue.
-const FIRST_SEQ: u64 = 1;
+pub const FIRST_SEQ: u64 = 1;
 
 /// A removal made this long after the last durable commit is itself committed durably, so that
 /// a queue that only drains (no appends) does not replay more than this much delivery after a

@@ -135,7 +135,6 @@ fn check_json(sample: &'static str, rendered: &[u8]) -> Result<(), Vec<TemplateE
         .map_err(|e| vec![TemplateError::InvalidJson { sample, message: e.to_string(), excerpt: excerpt(rendered, &e) }])
 }
 
-/// Checks one name use against the catalog.
 /// Parses `source` and checks each name it uses with `check`: every error found, or the
 /// template (a body template and a digest template differ only in the names they allow).
 fn parse_checked(
@@ -152,6 +151,7 @@ fn parse_checked(
     }
 }
 
+/// Checks one name use against the catalog.
 fn check_name(use_: &NameUse) -> Option<TemplateError> {
     let (line, column) = (use_.line, use_.column);
     if use_.kind == TagKind::Partial {
