@@ -121,6 +121,9 @@ pub struct Pipeline {
     /// Cancelled when the shutdown deadline passes: sources still running are dropped.
     sources_deadline: CancellationToken,
     generation: u64,
+    /// The runtime the sources are built and run on, when they have one of their own
+    /// (`run --runtime split`); `None`: the one the pipeline runs on.
+    sources_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The addresses a source config listens on (for releasing sockets no source uses).
@@ -161,6 +164,18 @@ impl Pipeline {
     /// Builds every sink and opens its buffer, then builds every source (binding their
     /// sockets). Healthchecks start in the background and only log.
     pub async fn build(config: &PipelineConfig, shutdown: CancellationToken) -> Result<Pipeline, TopologyError> {
+        Self::build_on(config, shutdown, None).await
+    }
+
+    /// As [`Pipeline::build`], with every source (those of later reloads too) built and run
+    /// on `sources_runtime` when given: their sockets, requests and decoding then take
+    /// none of the sinks' thread. Events cross to the sinks' side at the buffers, a batch
+    /// at a time.
+    pub async fn build_on(
+        config: &PipelineConfig,
+        shutdown: CancellationToken,
+        sources_runtime: Option<tokio::runtime::Handle>,
+    ) -> Result<Pipeline, TopologyError> {
         let mut pipeline = Pipeline {
             config: config.clone(),
             dead_letters: Arc::new(DeadLetters::new(&config.data_dir)),
@@ -171,6 +186,7 @@ impl Pipeline {
             shutdown,
             sources_deadline: CancellationToken::new(),
             generation: 0,
+            sources_runtime,
         };
         for (name, spec) in &config.sinks {
             let slot = pipeline.build_sink(name, spec, None).await?;
@@ -285,11 +301,17 @@ impl Pipeline {
             stats: stats.clone(),
             listeners: self.listeners.clone(),
         };
-        let source = spec.as_config().build(cx).await.map_err(|source| TopologyError {
-            kind: "source",
-            name: name.to_string(),
-            source,
-        })?;
+        let built = match &self.sources_runtime {
+            // Built there, so that its sockets are registered with that runtime's reactor.
+            Some(runtime) => {
+                let spec = spec.clone();
+                runtime.spawn(async move { spec.as_config().build(cx).await }).await.unwrap_or_else(|e| {
+                    Err(BuildError::Other { message: format!("the sources' runtime stopped while building it: {e}") })
+                })
+            }
+            None => spec.as_config().build(cx).await,
+        };
+        let source = built.map_err(|source| TopologyError { kind: "source", name: name.to_string(), source })?;
         Ok(SourceSlot {
             name: name.to_string(),
             spec: spec.clone(),
@@ -342,6 +364,7 @@ impl Pipeline {
             if let Some(source) = slot.pending.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
                 live.insert((slot.name.clone(), slot.generation));
                 spawn_source(
+                    self.sources_runtime.as_ref(),
                     slot.name.clone(),
                     slot.generation,
                     source,
@@ -498,7 +521,8 @@ impl Pipeline {
                     if let Some(source) = slot.pending.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
                         live.insert((name.clone(), slot.generation));
                         let deadline = self.sources_deadline.clone();
-                        spawn_source(name.clone(), slot.generation, source, done_tx.clone(), deadline);
+                        let runtime = self.sources_runtime.as_ref();
+                        spawn_source(runtime, name.clone(), slot.generation, source, done_tx.clone(), deadline);
                     }
                     if let Some(i) = found {
                         let old = self.sources.remove(i);
@@ -650,16 +674,18 @@ impl Pipeline {
     }
 }
 
-/// Runs a source until it ends, or until `deadline` is cancelled (the shutdown deadline
-/// passed while it was still finishing requests: it is dropped, and with it those requests).
+/// Runs a source on `runtime` (else on the current one) until it ends, or until `deadline`
+/// is cancelled (the shutdown deadline passed while it was still finishing requests: it is
+/// dropped, and with it those requests).
 fn spawn_source(
+    runtime: Option<&tokio::runtime::Handle>,
     name: String,
     generation: u64,
     source: Source,
     done: mpsc::UnboundedSender<(String, u64)>,
     deadline: CancellationToken,
 ) {
-    tokio::spawn(async move {
+    let running = async move {
         tokio::select! {
             result = source => if result.is_err() {
                 error!(source = %name, "source stopped with an error");
@@ -669,5 +695,9 @@ fn spawn_source(
             }
         }
         let _ = done.send((name, generation));
-    });
+    };
+    match runtime {
+        Some(runtime) => drop(runtime.spawn(running)),
+        None => drop(tokio::spawn(running)),
+    }
 }

@@ -3,6 +3,7 @@
 
 mod dead_letters;
 mod reload;
+mod runtime;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,11 +52,14 @@ pub enum Command {
         /// The pipeline file (.toml, .yaml or .yml).
         #[arg(long, short)]
         config: PathBuf,
-        /// Worker threads of the async runtime. `1` runs the whole pipeline on one thread
-        /// (tokio's current-thread runtime): nothing is handed off between threads. Default:
-        /// one thread on a host with 2 cores or fewer (where it delivered 1.5 times as much
-        /// at 0.57 times the CPU per event), else one worker per core (see the README's
-        /// Performance section).
+        /// How the pipeline is spread over threads. `split`: the sources on one thread, the
+        /// sinks on another (the default on a host with 2 cores or fewer); `one-thread`: all
+        /// on one; `multi-thread`: tokio's work-stealing runtime, `--threads` workers (the
+        /// default above 2 cores). See the README's Performance section.
+        #[arg(long, value_enum, default_value_t = runtime::RuntimeKind::Auto)]
+        runtime: runtime::RuntimeKind,
+        /// Worker threads of `--runtime multi-thread` (default: one per core). Given alone,
+        /// `--threads 1` means `--runtime one-thread`.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
         /// Reload the pipeline file when it changes (it is also reloaded on SIGHUP).
@@ -110,45 +114,35 @@ pub enum Command {
     Demo,
 }
 
-/// Cores at or below which `run` uses one thread by default: on 2 cores the multi-thread
-/// runtime's hand-offs between workers cost more than the second worker brings
-/// (docs/performance.md, round 4).
-const SMALL_HOST_CORES: usize = 2;
-
-/// Whether this host has [`SMALL_HOST_CORES`] or fewer (also when that cannot be told).
-fn small_host() -> bool {
-    std::thread::available_parallelism().map_or(true, |n| n.get() <= SMALL_HOST_CORES)
-}
-
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    // One thread: tokio's current-thread scheduler, which needs no synchronisation between
-    // workers at all: asked for, or by default on a small host. Otherwise the multi-thread
-    // one, one worker per core by default.
-    let mut builder = match &cli.command {
-        Command::Run { threads: Some(1), .. } => tokio::runtime::Builder::new_current_thread(),
-        Command::Run { threads: None, .. } if small_host() => tokio::runtime::Builder::new_current_thread(),
-        Command::Run { threads: Some(threads), .. } => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(usize::from(*threads));
-            builder
-        }
-        _ => tokio::runtime::Builder::new_multi_thread(),
+    // `run` spreads over the threads `--runtime` says; the other commands use tokio's
+    // default runtime.
+    let layout = match &cli.command {
+        Command::Run { runtime, threads, .. } => match runtime::resolve(*runtime, *threads, runtime::cores()) {
+            Ok(layout) => layout,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => runtime::Layout::MultiThread(None),
     };
-    builder.enable_all();
-    let runtime = match builder.build() {
-        Ok(runtime) => runtime,
+    let runtimes = match runtime::Runtimes::build(layout) {
+        Ok(runtimes) => runtimes,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(dispatch(cli.command));
+    let sources = runtimes.sources.as_ref().map(runtime::SourcesThread::handle);
+    let result = runtimes.main.block_on(dispatch(cli.command, layout, sources));
     // The stdin source reads on a blocking thread that may still wait for input; don't
     // let it hold the exit.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    runtimes.main.shutdown_timeout(std::time::Duration::from_millis(200));
+    drop(runtimes.sources);
     match result {
         Ok(code) => code,
         Err(message) => {
@@ -183,9 +177,14 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn dispatch(command: Command) -> Result<ExitCode, String> {
+/// Runs `command`; a `run` spawns its sources on `sources` when given ([`runtime::Layout`]).
+async fn dispatch(
+    command: Command,
+    layout: runtime::Layout,
+    sources: Option<tokio::runtime::Handle>,
+) -> Result<ExitCode, String> {
     match command {
-        Command::Run { config, watch, .. } => run(&config, watch).await,
+        Command::Run { config, watch, .. } => run(&config, watch, layout, sources).await,
         Command::Validate { config } => validate(&config),
         Command::Test { config, sink, event, source } => {
             test(&config, &sink, event.as_deref(), source.as_deref()).await
@@ -212,7 +211,12 @@ fn load(path: &Path) -> Result<PipelineConfig, String> {
     })
 }
 
-async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
+async fn run(
+    path: &Path,
+    watch: bool,
+    layout: runtime::Layout,
+    sources: Option<tokio::runtime::Handle>,
+) -> Result<ExitCode, String> {
     let config = load(path)?;
     let shutdown = CancellationToken::new();
     for warning in &config.warnings {
@@ -225,10 +229,16 @@ async fn run(path: &Path, watch: bool) -> Result<ExitCode, String> {
         Some(api) => Some(crate::api::serve(api.address, api_state.clone(), api_stop.clone()).await?),
         None => None,
     };
-    let pipeline = Pipeline::build(&config, shutdown.clone()).await.map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::build_on(&config, shutdown.clone(), sources).await.map_err(|e| e.to_string())?;
     pipeline.open_dead_letters().await.map_err(|e| e.to_string())?;
     api_state.set_pipeline(pipeline.view());
-    info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), "webhook-sink started");
+    info!(
+        config = %path.display(),
+        sources = config.sources.len(),
+        sinks = config.sinks.len(),
+        runtime = layout.name(),
+        "webhook-sink started"
+    );
     // What a forced exit (a second SIGINT/SIGTERM) counts as left; kept current across reloads.
     let current = Arc::new(std::sync::Mutex::new(pipeline.view()));
     tokio::spawn(stop_on_signals(shutdown.clone(), current.clone()));

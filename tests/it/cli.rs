@@ -729,6 +729,13 @@ async fn stdin_source_runs_to_end_of_input_on_one_thread() {
     stdin_run(&["--threads", "1"]).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_source_runs_to_end_of_input_on_the_sources_thread() {
+    // `--runtime split`: stdin is read on a blocking thread of the sources' runtime, which
+    // stops once the pipeline has, so the process still ends by itself.
+    stdin_run(&["--runtime", "split"]).await;
+}
+
 async fn stdin_run(extra_args: &[&str]) {
     let receiver = Receiver::http().await;
     let dir = Dir::new();

@@ -28,6 +28,7 @@ mod peer_kafka;
 mod peer_syslog_ng;
 mod redirects;
 mod reload;
+mod runtime_split;
 mod schema;
 mod signals;
 mod signing;

@@ -68,7 +68,7 @@ impl Running {
 /// POSTs `body`, as a sender would: a connection that the replaced source had just
 /// accepted when it stopped is closed before its request is read (nothing of it taken),
 /// and the sender sends it again; once, here.
-async fn post(url: &str, body: String) -> u16 {
+pub(crate) async fn post(url: &str, body: String) -> u16 {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let send = || {
         let request = http::Request::post(url).body(Full::new(Bytes::from(body.clone()))).unwrap();
@@ -86,7 +86,8 @@ async fn post(url: &str, body: String) -> u16 {
     status
 }
 
-fn batch(from: usize, n: usize) -> String {
+/// `n` incident events (ids `from`..), NDJSON, spread over 7 alerts.
+pub(crate) fn batch(from: usize, n: usize) -> String {
     (from..from + n)
         .map(|i| format!("{{\"eventType\":\"alert-created\",\"id\":\"{i}\",\"alertKey\":\"alert-{}\"}}\n", i % 7))
         .collect()

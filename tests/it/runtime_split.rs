@@ -1,0 +1,92 @@
+//! `run --runtime split` (the default on hosts of 2 cores or fewer): the sources run on a
+//! thread of their own, and a reload builds the new sources there too; events still reach
+//! the receiver, the process still stops cleanly, and a `--threads` that does not apply is
+//! refused.
+
+use crate::reload::{batch, post};
+use crate::support;
+use support::binary::Binary;
+use support::{free_addr, Receiver};
+
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The `webhook-sources` thread's CPU time so far (user + system, in clock ticks), from
+/// `/proc`; `None` if the process has no such thread.
+#[cfg(target_os = "linux")]
+fn sources_thread_ticks(pid: u32) -> Option<u64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == "webhook-sources" {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the `(comm)`: state is the 3rd field, utime the 14th, stime the 15th.
+            let after = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = after.split(' ').collect();
+            return Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?);
+        }
+    }
+    None
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn split_runs_sources_on_their_own_thread_through_a_reload_and_a_clean_stop() {
+    let receiver = Receiver::http().await;
+    let (first, second) = (free_addr(), free_addr());
+    let dir = support::Dir::new();
+    let text = |address| {
+        format!(
+            "data_dir = '{}'\n[sources.alerts]\ntype = \"http_server\"\naddress = \"{address}\"\n\n\
+             [sinks.hook]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\n",
+            dir.0.path().display(),
+            receiver.url("/hook")
+        )
+    };
+    let file = dir.write("split.toml", &text(first));
+    let mut binary = Binary::start(&["run", "--runtime", "split", "--watch"], &file);
+    binary.wait_log("webhook-sink started").await;
+    assert!(binary.log().contains("runtime=\"split\"") || binary.log().contains("runtime=split"), "{}", binary.log());
+    let pid = binary.child.0.id();
+    let before = sources_thread_ticks(pid).expect("a thread named webhook-sources");
+
+    // Enough events that decoding them shows in the sources thread's CPU time (a clock
+    // tick is 10 ms; this debug build decodes a few thousand events in that).
+    let mut sent = 0;
+    for _ in 0..20 {
+        assert_eq!(post(&format!("http://{first}/"), batch(sent, 500)).await, 200);
+        sent += 500;
+    }
+    receiver.wait_for(sent, WAIT).await;
+    let after = sources_thread_ticks(pid).expect("the thread is still there");
+    assert!(after > before, "the sources thread did the decoding: {before} -> {after} ticks");
+
+    // A reload that moves the source to another port: the new one is built and run on the
+    // sources thread as well, and the old port is closed.
+    std::fs::write(&file, text(second)).unwrap();
+    binary.wait_log("reloaded").await;
+    assert_eq!(post(&format!("http://{second}/"), batch(sent, 10)).await, 200);
+    sent += 10;
+    receiver.wait_for(sent, WAIT).await;
+    assert!(tokio::net::TcpStream::connect(first).await.is_err(), "the old port is released");
+
+    binary.signal("TERM");
+    let status = binary.exit_within(WAIT).await.expect("exits after SIGTERM");
+    assert!(status.success(), "{status}; log:\n{}", binary.log());
+    assert_eq!(receiver.requests().len(), sent, "each event delivered once");
+    assert!(binary.log().contains(&format!("delivered={sent}")), "{}", binary.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn threads_with_a_layout_of_fixed_threads_is_refused() {
+    let dir = support::Dir::new();
+    let file = dir.write("any.toml", "[sources.in]\ntype = \"stdin\"\n");
+    let mut binary = Binary::start(&["run", "--runtime", "split", "--threads", "3"], &file);
+    let status = binary.exit_within(WAIT).await.expect("exits at once");
+    assert!(!status.success());
+    assert!(
+        binary.log().contains("`--threads 3` sets the workers of `--runtime multi-thread`"),
+        "the reason is given:\n{}",
+        binary.log()
+    );
+}
