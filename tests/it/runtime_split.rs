@@ -1,7 +1,7 @@
 //! `run --runtime split` (the default on hosts of 2 cores or fewer): the sources run on a
 //! thread of their own, and a reload builds the new sources there too; events still reach
-//! the receiver, the process still stops cleanly, and a `--threads` that does not apply is
-//! refused.
+//! the receiver through a memory and a disk buffer, the process still stops cleanly, and a
+//! `--threads` that does not apply is refused.
 
 use crate::reload::{batch, post};
 use crate::support;
@@ -35,12 +35,17 @@ async fn split_runs_sources_on_their_own_thread_through_a_reload_and_a_clean_sto
     let receiver = Receiver::http().await;
     let (first, second) = (free_addr(), free_addr());
     let dir = support::Dir::new();
+    // Room for every event in the memory buffer: a copy that does not fit while the disk
+    // buffer takes it would be dead-lettered (buffer/fanout.rs), which is not what this tests.
+    let template = "template = '{\"id\": \"{{ event.id }}\"}'";
     let text = |address| {
         format!(
             "data_dir = '{}'\n[sources.alerts]\ntype = \"http_server\"\naddress = \"{address}\"\n\n\
-             [sinks.hook]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\n",
+             [sinks.hook]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\nbuffer.max_events = 20000\n{template}\n\n\
+             [sinks.stored]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{}\"\nbuffer.type = \"disk\"\n{template}\n",
             dir.0.path().display(),
-            receiver.url("/hook")
+            receiver.url("/hook"),
+            receiver.url("/stored")
         )
     };
     let file = dir.write("split.toml", &text(first));
@@ -54,10 +59,10 @@ async fn split_runs_sources_on_their_own_thread_through_a_reload_and_a_clean_sto
     // tick is 10 ms; this debug build decodes a few thousand events in that).
     let mut sent = 0;
     for _ in 0..20 {
-        assert_eq!(post(&format!("http://{first}/"), batch(sent, 500)).await, 200);
-        sent += 500;
+        assert_eq!(post(&format!("http://{first}/"), batch(sent, 250)).await, 200);
+        sent += 250;
     }
-    receiver.wait_for(sent, WAIT).await;
+    receiver.wait_for(2 * sent, WAIT).await;
     let after = sources_thread_ticks(pid).expect("the thread is still there");
     assert!(after > before, "the sources thread did the decoding: {before} -> {after} ticks");
 
@@ -67,14 +72,28 @@ async fn split_runs_sources_on_their_own_thread_through_a_reload_and_a_clean_sto
     binary.wait_log("reloaded").await;
     assert_eq!(post(&format!("http://{second}/"), batch(sent, 10)).await, 200);
     sent += 10;
-    receiver.wait_for(sent, WAIT).await;
+    receiver.wait_for(2 * sent, WAIT).await;
     assert!(tokio::net::TcpStream::connect(first).await.is_err(), "the old port is released");
 
     binary.signal("TERM");
     let status = binary.exit_within(WAIT).await.expect("exits after SIGTERM");
     assert!(status.success(), "{status}; log:\n{}", binary.log());
-    assert_eq!(receiver.requests().len(), sent, "each event delivered once");
-    assert!(binary.log().contains(&format!("delivered={sent}")), "{}", binary.log());
+    // Each event once to each sink: the memory-buffered one and the disk-buffered one, whose
+    // records the sources' thread writes and the sinks' thread reads.
+    for path in ["/hook", "/stored"] {
+        let mut ids: Vec<String> = receiver
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query == path)
+            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let all = receiver.requests().iter().filter(|r| r.path_and_query == path).count();
+        assert_eq!(ids.len(), sent, "{path}: each event delivered once ({all} requests); log:\n{}", binary.log());
+    }
+    assert_eq!(receiver.requests().len(), 2 * sent, "nothing sent twice");
+    assert_eq!(binary.log().matches(&format!("delivered={sent}")).count(), 2, "{}", binary.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]
