@@ -35,8 +35,9 @@ async fn split_runs_sources_on_their_own_thread_through_a_reload_and_a_clean_sto
     let receiver = Receiver::http().await;
     let (first, second) = (free_addr(), free_addr());
     let dir = support::Dir::new();
-    // Room for every event in the memory buffer: a copy that does not fit while the disk
-    // buffer takes it would be dead-lettered (buffer/fanout.rs), which is not what this tests.
+    // Two sinks, a memory and a disk buffer. The memory buffer has room for every event: a
+    // copy that does not fit while the disk buffer takes it would be dead-lettered
+    // (buffer/fanout.rs), which is not what this tests.
     let template = "template = '{\"id\": \"{{ event.id }}\"}'";
     let text = |address| {
         format!(
@@ -73,7 +74,12 @@ async fn split_runs_sources_on_their_own_thread_through_a_reload_and_a_clean_sto
     assert_eq!(post(&format!("http://{second}/"), batch(sent, 10)).await, 200);
     sent += 10;
     receiver.wait_for(2 * sent, WAIT).await;
-    assert!(tokio::net::TcpStream::connect(first).await.is_err(), "the old port is released");
+    // The old source lets go of its socket once it has stopped, on its own thread: bounded wait.
+    let deadline = std::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(first).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the old port is still open after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     binary.signal("TERM");
     let status = binary.exit_within(WAIT).await.expect("exits after SIGTERM");
