@@ -16,7 +16,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
-use super::{BufferError, Limits, MemoryBuffer, SinkBuffer, WhenFull};
+use super::{BufferError, Limits, MemoryBuffer, RoomFreed, SinkBuffer, WhenFull};
 use crate::dead_letters::{self, DeadLetters};
 use crate::event::{AckGroup, Decoded, Event, Outcome};
 use crate::stats::{DeadLetterReason, SinkStats, SourceStats};
@@ -296,7 +296,8 @@ impl SourceSender {
         let mut events = events;
         loop {
             // Register interest in freed room before trying, so a give-back in between is
-            // seen. A sender is woken once some sink has room for the whole batch.
+            // seen. A sender is woken once one of the sinks that refused it has room for the
+            // whole batch.
             let count = events.len();
             let bytes: u64 = events.iter().map(|decoded| decoded.size as u64).sum();
             // A reload may leave the source with no sink at all: nothing to wait for then.
@@ -308,11 +309,12 @@ impl SourceSender {
             if let Some(error) = Self::too_large_for(&outputs, count, bytes, false) {
                 return Err((error, events));
             }
-            let waits = futures::future::select_all(outputs.iter().map(|o| o.buffer.room_for(count, bytes)));
+            let waits: Vec<_> = outputs.iter().map(|o| o.buffer.room_for(count, bytes)).collect();
             match self.try_send_inner(events, ack).await {
                 Ok(report) => return Ok(report),
                 Err((full @ SendError::Full { .. }, back)) => {
                     events = back;
+                    let waits = Self::waits_for_full(&outputs, waits, &full);
                     // Bounded wait: re-check now and then even if a notification was missed.
                     let mut until = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
                     if let Some(deadline) = deadline {
@@ -321,11 +323,26 @@ impl SourceSender {
                         }
                         until = until.min(deadline);
                     }
-                    let _ = tokio::time::timeout_at(until, waits).await;
+                    let _ = tokio::time::timeout_at(until, futures::future::select_all(waits)).await;
                 }
                 Err(refused) => return Err(refused),
             }
         }
+    }
+
+    /// Of `waits` (one per output, in order), those of the sinks `full` names: only room
+    /// there lets the batch in. Waiting on a sink that had room would wake the sender at
+    /// once (giving back the room it had reserved there counts as room freed), then at
+    /// every event that sink delivers, each time to be refused again: a busy loop that, on
+    /// one thread, kept the full sink from ever delivering. All of them if none is named
+    /// (a reload changed the sinks in between).
+    fn waits_for_full(outputs: &[SinkInput], waits: Vec<RoomFreed>, full: &SendError) -> Vec<RoomFreed> {
+        let SendError::Full { sinks } = full else { return waits };
+        let named = |output: &SinkInput| sinks.contains(&output.name);
+        if !outputs.iter().any(named) {
+            return waits;
+        }
+        outputs.iter().zip(waits).filter(|(output, _)| named(output)).map(|(_, wait)| wait).collect()
     }
 
     /// Sends a batch now, or says why not. A batch larger than a sink's whole buffer is
@@ -716,6 +733,49 @@ mod tests {
         full.pop().await.unwrap().finish(Outcome::Delivered);
         assert_eq!(waiting.await.unwrap().unwrap().events, 1);
         assert_eq!(full.usage(), (1, 10));
+    }
+
+    /// Counts the wake-ups of the task that polls with it.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl futures::task::ArcWake for Wakes {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_for_a_full_sink_is_not_woken_by_another_sinks_deliveries() {
+        use std::future::Future;
+        let (roomy, full) = (buffer(100), buffer(1));
+        let sender = SourceSender::new(vec![
+            input("roomy", &roomy, WhenFull::Reject, None),
+            input("full", &full, WhenFull::Reject, None),
+        ]);
+        sender.try_send(batch(1), None).await.unwrap();
+        SourceSender::to_buffers(vec![roomy.clone()]).try_send(batch(10), None).await.unwrap();
+
+        let wakes = Arc::new(Wakes::default());
+        let waker = futures::task::waker(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut waiting = Box::pin(sender.send_within(batch(1), None, Some(Duration::from_secs(5))));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending(), "`full` has no room");
+
+        // `roomy` delivers all it holds: room there, none in `full`, so no reason to wake.
+        for _ in 0..11 {
+            roomy.pop().await.unwrap().finish(Outcome::Delivered);
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "woken by the deliveries of a sink that had room");
+
+        // Room in `full`: woken, and the batch goes in.
+        full.pop().await.unwrap().finish(Outcome::Delivered);
+        assert!(wakes.0.load(Ordering::SeqCst) >= 1);
+        match waiting.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(report) => assert_eq!(report.unwrap().events, 1),
+            std::task::Poll::Pending => panic!("room in both sinks, yet the batch waits"),
+        }
+        assert_eq!((roomy.usage().0, full.usage().0), (1, 1));
     }
 
     #[tokio::test]

@@ -661,6 +661,40 @@ async fn when_full_reject_refuses_the_batch_for_every_sink() {
     assert!(dead_letters(data.path()).await.is_empty(), "refused batches are not dead-lettered");
 }
 
+/// On one thread (as `run --runtime one-thread`): a batch waiting for room in a full,
+/// rejecting sink must not keep the thread busy. It once spun there, woken by its own
+/// reservation in the other sink being given back, and nothing else on the thread ran:
+/// not the other sink's deliveries, not the full sink's, until `full_wait_ms` ran out.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_waiting_for_a_full_rejecting_sink_lets_the_other_sinks_deliver_on_one_thread() {
+    let down = Faulty::start().await;
+    down.down().await;
+    let healthy = Faulty::start().await;
+    let sinks = sink("a", &down.url("/a"), "buffer.max_events = 20\nbuffer.when_full = \"reject\"\n")
+        + &sink("b", &healthy.url("/b"), "");
+    let running = start("shutdown_timeout_secs = 0.5", "full_wait_ms = 10000", &sinks).await;
+    let events: Vec<Value> = (0..30).map(|n| numbered(&format!("e{n}"), "alert-created", n)).collect();
+    for batch in events[..20].chunks(10) {
+        assert_eq!(post(running.source, &ndjson(batch)).await.status, 200);
+    }
+    // `a` is full: the third batch waits for room, on the same thread as everything else.
+    let third = {
+        let (source, body) = (running.source, ndjson(&events[20..]));
+        tokio::spawn(async move { post(source, &body).await })
+    };
+    let got = healthy.wait_delivered(20, WAIT).await;
+    assert_eq!(got.len(), 20, "b delivers the first two batches while the third waits for a");
+    assert!(!third.is_finished(), "the third batch still waits: a has no room yet");
+
+    // `a`'s endpoint comes back: it delivers, gives room back, and the third batch goes in.
+    down.up().await;
+    let answer = tokio::time::timeout(WAIT, third).await.expect("the waiting batch is answered").unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(healthy.wait_delivered(30, WAIT).await.len(), 30);
+    assert_eq!(down.wait_delivered(30, WAIT).await.len(), 30);
+    running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refusing_endpoint_gets_everything_once_it_is_back() {
     let rx = Faulty::start().await;
