@@ -27,7 +27,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let stats = Arc::new(SinkStats::default());
     let dead_letters = Arc::new(DeadLetters::new(Path::new("webhook-sink-data")));
-    let cx = SinkContext { name: "embedded".into(), config_dir: ".".into(), stats: stats.clone(), dead_letters };
+    // No runtimes of other threads to shard deliveries over: all on the sink's own task.
+    let cx = SinkContext {
+        name: "embedded".into(),
+        config_dir: ".".into(),
+        stats: stats.clone(),
+        dead_letters,
+        shard_runtimes: Vec::new(),
+    };
     let (sink, healthcheck) = config.build(cx).await?;
     if let Err(error) = healthcheck.await {
         eprintln!("healthcheck: {error}");

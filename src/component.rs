@@ -36,6 +36,10 @@ pub struct SinkContext {
     pub stats: Arc<SinkStats>,
     /// Where events that can never be delivered are kept.
     pub dead_letters: Arc<DeadLetters>,
+    /// Runtimes on other threads (`run --runtime split`'s delivery threads) that the sink
+    /// may spread its deliveries over, besides the one it runs on, each alert's events on
+    /// one thread. Empty: everything on the sink's own task.
+    pub shard_runtimes: Vec<tokio::runtime::Handle>,
 }
 
 /// A sink's configuration.

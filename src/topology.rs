@@ -121,9 +121,20 @@ pub struct Pipeline {
     /// Cancelled when the shutdown deadline passes: sources still running are dropped.
     sources_deadline: CancellationToken,
     generation: u64,
-    /// The runtime the sources are built and run on, when they have one of their own
-    /// (`run --runtime split`); `None`: the one the pipeline runs on.
-    sources_runtime: Option<tokio::runtime::Handle>,
+    /// The runtimes of other threads the pipeline's parts run on (`run --runtime split`).
+    threads: Threads,
+}
+
+/// The runtimes on other threads that parts of a pipeline run on, besides the one the
+/// pipeline itself runs on (`run --runtime split`). The default: none, everything on the
+/// pipeline's own runtime.
+#[derive(Debug, Clone, Default)]
+pub struct Threads {
+    /// The runtime the sources are built and run on; `None`: the pipeline's own.
+    pub sources: Option<tokio::runtime::Handle>,
+    /// Runtimes each sink may spread its deliveries over, besides the pipeline's own, each
+    /// alert's events on one of them ([`SinkContext::shard_runtimes`]).
+    pub delivery: Vec<tokio::runtime::Handle>,
 }
 
 /// The addresses a source config listens on (for releasing sockets no source uses).
@@ -164,17 +175,18 @@ impl Pipeline {
     /// Builds every sink and opens its buffer, then builds every source (binding their
     /// sockets). Healthchecks start in the background and only log.
     pub async fn build(config: &PipelineConfig, shutdown: CancellationToken) -> Result<Pipeline, TopologyError> {
-        Self::build_on(config, shutdown, None).await
+        Self::build_on(config, shutdown, Threads::default()).await
     }
 
     /// As [`Pipeline::build`], with every source (those of later reloads too) built and run
-    /// on `sources_runtime` when given: their sockets, requests and decoding then take
+    /// on `threads.sources` when given: their sockets, requests and decoding then take
     /// none of the sinks' thread. Events cross to the sinks' side at the buffers, a batch
-    /// at a time.
+    /// at a time. Every sink (those of later reloads too) may shard its deliveries over
+    /// `threads.delivery`.
     pub async fn build_on(
         config: &PipelineConfig,
         shutdown: CancellationToken,
-        sources_runtime: Option<tokio::runtime::Handle>,
+        threads: Threads,
     ) -> Result<Pipeline, TopologyError> {
         let mut pipeline = Pipeline {
             config: config.clone(),
@@ -186,7 +198,7 @@ impl Pipeline {
             shutdown,
             sources_deadline: CancellationToken::new(),
             generation: 0,
-            sources_runtime,
+            threads,
         };
         for (name, spec) in &config.sinks {
             let slot = pipeline.build_sink(name, spec, None).await?;
@@ -252,6 +264,7 @@ impl Pipeline {
             config_dir: self.config.dir.clone(),
             stats: stats.clone(),
             dead_letters: self.dead_letters.clone(),
+            shard_runtimes: self.threads.delivery.clone(),
         };
         let (sink, healthcheck) = sink_config.build(cx).await.map_err(sink_error)?;
         let sink_name = name.to_string();
@@ -301,7 +314,7 @@ impl Pipeline {
             stats: stats.clone(),
             listeners: self.listeners.clone(),
         };
-        let built = match &self.sources_runtime {
+        let built = match &self.threads.sources {
             // Built there, so that its sockets are registered with that runtime's reactor.
             Some(runtime) => {
                 let spec = spec.clone();
@@ -364,7 +377,7 @@ impl Pipeline {
             if let Some(source) = slot.pending.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
                 live.insert((slot.name.clone(), slot.generation));
                 spawn_source(
-                    self.sources_runtime.as_ref(),
+                    self.threads.sources.as_ref(),
                     slot.name.clone(),
                     slot.generation,
                     source,
@@ -521,7 +534,7 @@ impl Pipeline {
                     if let Some(source) = slot.pending.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
                         live.insert((name.clone(), slot.generation));
                         let deadline = self.sources_deadline.clone();
-                        let runtime = self.sources_runtime.as_ref();
+                        let runtime = self.threads.sources.as_ref();
                         spawn_source(runtime, name.clone(), slot.generation, source, done_tx.clone(), deadline);
                     }
                     if let Some(i) = found {

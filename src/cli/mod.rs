@@ -3,7 +3,10 @@
 
 mod dead_letters;
 mod reload;
-mod runtime;
+internal_mod!(
+    /// The threads and runtimes `run` spreads the pipeline over.
+    runtime
+);
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,7 +23,7 @@ use crate::dead_letters::DeadLetters;
 use crate::escape::Escaped;
 use crate::event::{sample_event, IncidentEvent};
 use crate::sources::decode::Decoder;
-use crate::topology::{Pipeline, PipelineView};
+use crate::topology::{Pipeline, PipelineView, Threads};
 
 /// Turns incident events into webhooks.
 #[derive(Debug, Parser)]
@@ -62,6 +65,11 @@ pub enum Command {
         /// `--threads 1` means `--runtime one-thread`.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
+        /// Threads of `--runtime split` that each sink's deliveries are spread over by
+        /// alert key, the main one included, each with its own connections (default: one
+        /// per core, at most 2). `1`: all of a sink's deliveries on the main thread.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        delivery_threads: Option<u16>,
         /// Reload the pipeline file when it changes (it is also reloaded on SIGHUP).
         #[arg(long)]
         watch: bool,
@@ -121,13 +129,15 @@ pub fn main() -> ExitCode {
     // `run` spreads over the threads `--runtime` says; the other commands use tokio's
     // default runtime.
     let layout = match &cli.command {
-        Command::Run { runtime, threads, .. } => match runtime::resolve(*runtime, *threads, runtime::cores()) {
-            Ok(layout) => layout,
-            Err(message) => {
-                eprintln!("error: {message}");
-                return ExitCode::FAILURE;
+        Command::Run { runtime, threads, delivery_threads, .. } => {
+            match runtime::resolve(*runtime, *threads, *delivery_threads, runtime::cores()) {
+                Ok(layout) => layout,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
         _ => runtime::Layout::MultiThread(None),
     };
     let runtimes = match runtime::Runtimes::build(layout) {
@@ -137,12 +147,16 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sources = runtimes.sources.as_ref().map(runtime::SourcesThread::handle);
-    let result = runtimes.main.block_on(dispatch(cli.command, layout, sources));
+    let threads = Threads {
+        sources: runtimes.sources.as_ref().map(runtime::RuntimeThread::handle),
+        delivery: runtimes.delivery.iter().map(runtime::RuntimeThread::handle).collect(),
+    };
+    let result = runtimes.main.block_on(dispatch(cli.command, layout, threads));
     // The stdin source reads on a blocking thread that may still wait for input; don't
     // let it hold the exit.
     runtimes.main.shutdown_timeout(std::time::Duration::from_millis(200));
     drop(runtimes.sources);
+    drop(runtimes.delivery);
     match result {
         Ok(code) => code,
         Err(message) => {
@@ -177,14 +191,10 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Runs `command`; a `run` spawns its sources on `sources` when given ([`runtime::Layout`]).
-async fn dispatch(
-    command: Command,
-    layout: runtime::Layout,
-    sources: Option<tokio::runtime::Handle>,
-) -> Result<ExitCode, String> {
+/// Runs `command`; a `run` spreads its pipeline over `threads` ([`runtime::Layout`]).
+async fn dispatch(command: Command, layout: runtime::Layout, threads: Threads) -> Result<ExitCode, String> {
     match command {
-        Command::Run { config, watch, .. } => run(&config, watch, layout, sources).await,
+        Command::Run { config, watch, .. } => run(&config, watch, layout, threads).await,
         Command::Validate { config } => validate(&config),
         Command::Test { config, sink, event, source } => {
             test(&config, &sink, event.as_deref(), source.as_deref()).await
@@ -211,12 +221,7 @@ fn load(path: &Path) -> Result<PipelineConfig, String> {
     })
 }
 
-async fn run(
-    path: &Path,
-    watch: bool,
-    layout: runtime::Layout,
-    sources: Option<tokio::runtime::Handle>,
-) -> Result<ExitCode, String> {
+async fn run(path: &Path, watch: bool, layout: runtime::Layout, threads: Threads) -> Result<ExitCode, String> {
     let config = load(path)?;
     let shutdown = CancellationToken::new();
     for warning in &config.warnings {
@@ -229,7 +234,7 @@ async fn run(
         Some(api) => Some(crate::api::serve(api.address, api_state.clone(), api_stop.clone()).await?),
         None => None,
     };
-    let pipeline = Pipeline::build_on(&config, shutdown.clone(), sources).await.map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::build_on(&config, shutdown.clone(), threads).await.map_err(|e| e.to_string())?;
     pipeline.open_dead_letters().await.map_err(|e| e.to_string())?;
     api_state.set_pipeline(pipeline.view());
     info!(
@@ -237,6 +242,7 @@ async fn run(
         sources = config.sources.len(),
         sinks = config.sinks.len(),
         runtime = layout.name(),
+        delivery_threads = layout.delivery_threads(),
         "webhook-sink started"
     );
     // What a forced exit (a second SIGINT/SIGTERM) counts as left; kept current across reloads.
@@ -347,8 +353,13 @@ async fn build_sink(
     dead_letters: Arc<DeadLetters>,
 ) -> Result<Box<dyn StreamSink>, String> {
     let spec = sink_spec(config, name)?;
-    let cx =
-        SinkContext { name: name.to_string(), config_dir: config.dir.clone(), stats: Arc::default(), dead_letters };
+    let cx = SinkContext {
+        name: name.to_string(),
+        config_dir: config.dir.clone(),
+        stats: Arc::default(),
+        dead_letters,
+        shard_runtimes: Vec::new(),
+    };
     let (sink, _healthcheck) = spec.as_config().build(cx).await.map_err(|e| format!("sink `{name}`: {e}"))?;
     Ok(sink)
 }

@@ -1,5 +1,6 @@
 //! How `run` spreads the pipeline over threads: the tokio runtimes it builds from
-//! `--runtime` and `--threads` (see the README's `run` options and docs/decisions.md).
+//! `--runtime`, `--threads` and `--delivery-threads` (see the README's `run` options and
+//! docs/decisions.md).
 
 use std::time::Duration;
 
@@ -14,9 +15,11 @@ pub enum RuntimeKind {
     /// The whole pipeline on one thread (tokio's current-thread runtime): nothing is
     /// handed off between threads.
     OneThread,
-    /// Two threads, each a current-thread runtime: the sources on one (connections,
-    /// requests, decoding), the sinks and everything else on the other. Events cross
-    /// between them at the sinks' buffers, a batch at a time.
+    /// Current-thread runtimes on threads of their own: the sources on one (connections,
+    /// requests, decoding), the sinks and everything else on the main one. Events cross
+    /// between them at the sinks' buffers, a batch at a time. Each sink's deliveries are
+    /// spread by alert key over the main thread and `--delivery-threads` − 1 more, each
+    /// with its own connections.
     Split,
     /// tokio's work-stealing runtime: `--threads` workers (default one per core), any task
     /// on any of them.
@@ -28,8 +31,9 @@ pub enum RuntimeKind {
 pub enum Layout {
     /// See [`RuntimeKind::OneThread`].
     OneThread,
-    /// See [`RuntimeKind::Split`].
-    Split,
+    /// See [`RuntimeKind::Split`]: the threads the sinks' deliveries are spread over,
+    /// the main one included (at least 1).
+    Split(usize),
     /// See [`RuntimeKind::MultiThread`]; `None`: one worker per core.
     MultiThread(Option<usize>),
 }
@@ -39,8 +43,18 @@ impl Layout {
     pub fn name(self) -> &'static str {
         match self {
             Layout::OneThread => "one-thread",
-            Layout::Split => "split",
+            Layout::Split(_) => "split",
             Layout::MultiThread(_) => "multi-thread",
+        }
+    }
+
+    /// The threads a sink's deliveries are spread over (`split`); `None`: not fixed (a
+    /// sink's deliveries run wherever its tasks do).
+    pub fn delivery_threads(self) -> Option<usize> {
+        match self {
+            Layout::OneThread => Some(1),
+            Layout::Split(threads) => Some(threads),
+            Layout::MultiThread(_) => None,
         }
     }
 }
@@ -50,19 +64,41 @@ impl Layout {
 /// the second worker brings (docs/performance.md, round 4).
 const SMALL_HOST_CORES: usize = 2;
 
-/// Resolves `--runtime` and `--threads` on a host with `cores` cores. `--threads` sets the
-/// workers of `multi-thread`; given alone (with `auto`), `--threads 1` means `one-thread`
-/// and more means `multi-thread`, as before `--runtime` existed.
-pub fn resolve(kind: RuntimeKind, threads: Option<u16>, cores: usize) -> Result<Layout, String> {
+/// Delivery threads of `split` unless `--delivery-threads` says: one per core, at most
+/// this many. Two measured on the 2-core benchmark host: +4 to +12% deliveries per second
+/// over one (docs/performance.md, sixth session); more than the cores would only add
+/// hand-offs.
+const DEFAULT_DELIVERY_THREADS: usize = 2;
+
+/// Resolves `--runtime`, `--threads` and `--delivery-threads` on a host with `cores`
+/// cores. `--threads` sets the workers of `multi-thread`; given alone (with `auto`),
+/// `--threads 1` means `one-thread` and more means `multi-thread`, as before `--runtime`
+/// existed. `--delivery-threads` is for `split` only.
+pub fn resolve(
+    kind: RuntimeKind,
+    threads: Option<u16>,
+    delivery_threads: Option<u16>,
+    cores: usize,
+) -> Result<Layout, String> {
     let threads = threads.map(usize::from);
-    match (kind, threads) {
-        (RuntimeKind::Auto, None) if cores <= SMALL_HOST_CORES => Ok(Layout::Split),
-        (RuntimeKind::Auto, None) => Ok(Layout::MultiThread(None)),
-        (RuntimeKind::Auto | RuntimeKind::OneThread, Some(1)) | (RuntimeKind::OneThread, None) => Ok(Layout::OneThread),
-        (RuntimeKind::Auto | RuntimeKind::MultiThread, threads) => Ok(Layout::MultiThread(threads)),
-        (RuntimeKind::Split, None) => Ok(Layout::Split),
-        (RuntimeKind::OneThread, Some(n)) => Err(fixed_threads(n, Layout::OneThread)),
-        (RuntimeKind::Split, Some(n)) => Err(fixed_threads(n, Layout::Split)),
+    let layout = match (kind, threads) {
+        (RuntimeKind::Auto, None) if cores <= SMALL_HOST_CORES => Layout::Split(0),
+        (RuntimeKind::Auto, None) => Layout::MultiThread(None),
+        (RuntimeKind::Auto | RuntimeKind::OneThread, Some(1)) | (RuntimeKind::OneThread, None) => Layout::OneThread,
+        (RuntimeKind::Auto | RuntimeKind::MultiThread, threads) => Layout::MultiThread(threads),
+        (RuntimeKind::Split, None) => Layout::Split(0),
+        (RuntimeKind::OneThread, Some(n)) => return Err(fixed_threads(n, Layout::OneThread)),
+        (RuntimeKind::Split, Some(n)) => return Err(fixed_threads(n, Layout::Split(0))),
+    };
+    match (layout, delivery_threads) {
+        (Layout::Split(_), Some(n)) => Ok(Layout::Split(usize::from(n).max(1))),
+        (Layout::Split(_), None) => Ok(Layout::Split(cores.clamp(1, DEFAULT_DELIVERY_THREADS))),
+        (layout, Some(n)) => Err(format!(
+            "`--delivery-threads {n}` spreads the sinks' deliveries under `--runtime split`; \
+             `--runtime {}` does not take it",
+            layout.name()
+        )),
+        (layout, None) => Ok(layout),
     }
 }
 
@@ -79,19 +115,22 @@ pub fn cores() -> usize {
 }
 
 /// The runtimes of one command: the main one, which runs everything but the sources of a
-/// split `run`, and the sources' thread of a split `run`.
+/// split `run`, and the sources' thread and delivery threads of a split `run`.
 pub struct Runtimes {
-    /// Runs the command (for a split `run`, everything but the sources).
+    /// Runs the command (for a split `run`, everything but the sources and the other
+    /// delivery threads' shares of the deliveries).
     pub main: Runtime,
     /// The sources' thread of [`Layout::Split`].
-    pub sources: Option<SourcesThread>,
+    pub sources: Option<RuntimeThread>,
+    /// The delivery threads of [`Layout::Split`] besides the main one.
+    pub delivery: Vec<RuntimeThread>,
 }
 
 impl Runtimes {
     /// Builds the runtimes of `layout`.
     pub fn build(layout: Layout) -> std::io::Result<Runtimes> {
         let mut builder = match layout {
-            Layout::OneThread | Layout::Split => Builder::new_current_thread(),
+            Layout::OneThread | Layout::Split(_) => Builder::new_current_thread(),
             Layout::MultiThread(workers) => {
                 let mut builder = Builder::new_multi_thread();
                 if let Some(workers) = workers {
@@ -101,18 +140,22 @@ impl Runtimes {
             }
         };
         let main = builder.enable_all().build()?;
-        let sources = match layout {
-            Layout::Split => Some(SourcesThread::start()?),
-            Layout::OneThread | Layout::MultiThread(_) => None,
+        let (sources, delivery) = match layout {
+            Layout::Split(delivery) => {
+                let others = (1..delivery).map(|i| RuntimeThread::start(format!("{DELIVERY_THREAD_NAME}-{i}")));
+                (Some(RuntimeThread::start(SOURCES_THREAD_NAME.into())?), others.collect::<Result<_, _>>()?)
+            }
+            Layout::OneThread | Layout::MultiThread(_) => (None, Vec::new()),
         };
-        Ok(Runtimes { main, sources })
+        Ok(Runtimes { main, sources, delivery })
     }
 }
 
-/// A thread of its own running a current-thread runtime for the sources. Dropping it stops
-/// the runtime: what still runs there is dropped (by then the pipeline has stopped its
-/// sources), and a blocking read of stdin is left behind rather than waited for.
-pub struct SourcesThread {
+/// A thread of its own running a current-thread runtime (for the sources, or for a share
+/// of the sinks' deliveries). Dropping it stops the runtime: what still runs there is
+/// dropped (by then the pipeline has stopped), and a blocking read of stdin is left behind
+/// rather than waited for.
+pub struct RuntimeThread {
     handle: Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -121,27 +164,31 @@ pub struct SourcesThread {
 /// The sources' thread's name (`top -H`, `/proc/PID/task/*/comm`; at most 15 bytes).
 pub const SOURCES_THREAD_NAME: &str = "webhook-sources";
 
-impl SourcesThread {
-    /// Starts the thread and its runtime.
-    pub fn start() -> std::io::Result<SourcesThread> {
+/// The delivery threads' names, numbered from 1 (the main thread is the first):
+/// `webhook-deliv-1`, … (15 bytes up to 9).
+pub const DELIVERY_THREAD_NAME: &str = "webhook-deliv";
+
+impl RuntimeThread {
+    /// Starts the thread `name` and its runtime.
+    pub fn start(name: String) -> std::io::Result<RuntimeThread> {
         let runtime = Builder::new_current_thread().enable_all().build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name(SOURCES_THREAD_NAME.into()).spawn(move || {
-            // Drives the sources' tasks until told to stop (or until the sender is dropped).
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            // Drives its tasks until told to stop (or until the sender is dropped).
             let _ = runtime.block_on(stopped);
             runtime.shutdown_timeout(Duration::from_millis(200));
         })?;
-        Ok(SourcesThread { handle, stop: Some(stop), thread: Some(thread) })
+        Ok(RuntimeThread { handle, stop: Some(stop), thread: Some(thread) })
     }
 
-    /// Where the sources are spawned.
+    /// Where its tasks are spawned.
     pub fn handle(&self) -> Handle {
         self.handle.clone()
     }
 }
 
-impl Drop for SourcesThread {
+impl Drop for RuntimeThread {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -159,33 +206,62 @@ mod tests {
 
     #[test]
     fn auto_splits_on_small_hosts_and_uses_workers_on_larger_ones() {
-        assert_eq!(resolve(RuntimeKind::Auto, None, 1), Ok(Layout::Split));
-        assert_eq!(resolve(RuntimeKind::Auto, None, 2), Ok(Layout::Split));
-        assert_eq!(resolve(RuntimeKind::Auto, None, 3), Ok(Layout::MultiThread(None)));
+        assert_eq!(resolve(RuntimeKind::Auto, None, None, 1), Ok(Layout::Split(1)));
+        assert_eq!(resolve(RuntimeKind::Auto, None, None, 2), Ok(Layout::Split(2)));
+        assert_eq!(resolve(RuntimeKind::Auto, None, None, 3), Ok(Layout::MultiThread(None)));
     }
 
     #[test]
     fn threads_alone_keeps_its_old_meaning() {
-        assert_eq!(resolve(RuntimeKind::Auto, Some(1), 2), Ok(Layout::OneThread));
-        assert_eq!(resolve(RuntimeKind::Auto, Some(4), 2), Ok(Layout::MultiThread(Some(4))));
-        assert_eq!(resolve(RuntimeKind::MultiThread, Some(1), 8), Ok(Layout::MultiThread(Some(1))));
-        assert_eq!(resolve(RuntimeKind::MultiThread, None, 2), Ok(Layout::MultiThread(None)));
-        assert_eq!(resolve(RuntimeKind::OneThread, None, 8), Ok(Layout::OneThread));
-        assert_eq!(resolve(RuntimeKind::OneThread, Some(1), 8), Ok(Layout::OneThread));
-        assert_eq!(resolve(RuntimeKind::Split, None, 8), Ok(Layout::Split));
+        assert_eq!(resolve(RuntimeKind::Auto, Some(1), None, 2), Ok(Layout::OneThread));
+        assert_eq!(resolve(RuntimeKind::Auto, Some(4), None, 2), Ok(Layout::MultiThread(Some(4))));
+        assert_eq!(resolve(RuntimeKind::MultiThread, Some(1), None, 8), Ok(Layout::MultiThread(Some(1))));
+        assert_eq!(resolve(RuntimeKind::MultiThread, None, None, 2), Ok(Layout::MultiThread(None)));
+        assert_eq!(resolve(RuntimeKind::OneThread, None, None, 8), Ok(Layout::OneThread));
+        assert_eq!(resolve(RuntimeKind::OneThread, Some(1), None, 8), Ok(Layout::OneThread));
+        assert_eq!(resolve(RuntimeKind::Split, None, None, 8), Ok(Layout::Split(2)));
     }
 
     #[test]
     fn threads_with_a_fixed_layout_is_refused_with_the_reason() {
-        let error = resolve(RuntimeKind::Split, Some(4), 2).unwrap_err();
+        let error = resolve(RuntimeKind::Split, Some(4), None, 2).unwrap_err();
         assert!(error.contains("--threads 4") && error.contains("--runtime split"), "{error}");
-        let error = resolve(RuntimeKind::OneThread, Some(2), 2).unwrap_err();
+        let error = resolve(RuntimeKind::OneThread, Some(2), None, 2).unwrap_err();
         assert!(error.contains("--runtime one-thread"), "{error}");
     }
 
     #[test]
+    fn delivery_threads_are_for_split_only() {
+        assert_eq!(resolve(RuntimeKind::Split, None, Some(3), 2), Ok(Layout::Split(3)));
+        assert_eq!(resolve(RuntimeKind::Auto, None, Some(1), 2), Ok(Layout::Split(1)));
+        let error = resolve(RuntimeKind::OneThread, None, Some(2), 2).unwrap_err();
+        assert!(error.contains("--delivery-threads 2") && error.contains("--runtime one-thread"), "{error}");
+        let error = resolve(RuntimeKind::Auto, None, Some(2), 8).unwrap_err();
+        assert!(error.contains("--runtime multi-thread"), "{error}");
+    }
+
+    #[test]
+    fn split_starts_the_sources_thread_and_the_other_delivery_threads() {
+        let runtimes = Runtimes::build(Layout::Split(3)).unwrap();
+        assert!(runtimes.sources.is_some());
+        let names: Vec<String> = runtimes
+            .delivery
+            .iter()
+            .map(|thread| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                thread.handle().spawn(async move {
+                    let _ = tx.send(std::thread::current().name().map(str::to_string));
+                });
+                rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(names, ["webhook-deliv-1", "webhook-deliv-2"]);
+        assert!(Runtimes::build(Layout::OneThread).unwrap().delivery.is_empty());
+    }
+
+    #[test]
     fn the_sources_thread_runs_what_is_spawned_there_and_stops_when_dropped() {
-        let thread = SourcesThread::start().unwrap();
+        let thread = RuntimeThread::start(SOURCES_THREAD_NAME.into()).unwrap();
         let name = std::sync::Arc::new(std::sync::Mutex::new(None));
         let seen = name.clone();
         let (tx, rx) = std::sync::mpsc::channel();

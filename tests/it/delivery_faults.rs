@@ -30,7 +30,7 @@ use webhook_sink::dead_letters::store_path;
 use webhook_sink::stats::SinkStats;
 use webhook_sink::storage::dead_letters::{DeadLetter, DeadLetterStore};
 use webhook_sink::storage::StorageError;
-use webhook_sink::topology::{Pipeline, RunReport, TopologyError};
+use webhook_sink::topology::{Pipeline, RunReport, Threads, TopologyError};
 
 /// Upper bound of every wait.
 const WAIT: Duration = Duration::from_secs(10);
@@ -38,21 +38,21 @@ const WAIT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------
 // harness
 
-struct Running {
+pub(crate) struct Running {
     data: tempfile::TempDir,
-    source: SocketAddr,
+    pub(crate) source: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<RunReport>,
     stats: Vec<(String, Arc<SinkStats>)>,
 }
 
 impl Running {
-    fn stats(&self, sink: &str) -> Arc<SinkStats> {
+    pub(crate) fn stats(&self, sink: &str) -> Arc<SinkStats> {
         self.stats.iter().find(|(n, _)| n == sink).expect("sink exists").1.clone()
     }
 
     /// Cancels, waits (bounded) for the run to end; the data dir stays for inspection.
-    async fn stop(self) -> (RunReport, tempfile::TempDir) {
+    pub(crate) async fn stop(self) -> (RunReport, tempfile::TempDir) {
         self.shutdown.cancel();
         let report = tokio::time::timeout(WAIT, self.task)
             .await
@@ -64,8 +64,14 @@ impl Running {
 
 /// A pipeline with `top` (top-level keys), an `http_server` source `alerts` (plus
 /// `source_extra`) and `sinks`, its data in a fresh temporary directory.
-async fn start(top: &str, source_extra: &str, sinks: &str) -> Running {
+pub(crate) async fn start(top: &str, source_extra: &str, sinks: &str) -> Running {
     start_in(tempfile::tempdir().unwrap(), top, source_extra, sinks).await
+}
+
+/// As [`start`], the pipeline's parts spread over `threads` (as `run --runtime split` does).
+pub(crate) async fn start_on(threads: Threads, top: &str, source_extra: &str, sinks: &str) -> Running {
+    let data = tempfile::tempdir().unwrap();
+    try_start_on(threads, data, top, source_extra, sinks).await.unwrap_or_else(|(e, _)| panic!("{e}"))
 }
 
 async fn start_in(data: tempfile::TempDir, top: &str, source_extra: &str, sinks: &str) -> Running {
@@ -73,6 +79,16 @@ async fn start_in(data: tempfile::TempDir, top: &str, source_extra: &str, sinks:
 }
 
 async fn try_start_in(
+    data: tempfile::TempDir,
+    top: &str,
+    source_extra: &str,
+    sinks: &str,
+) -> Result<Running, (TopologyError, tempfile::TempDir)> {
+    try_start_on(Threads::default(), data, top, source_extra, sinks).await
+}
+
+async fn try_start_on(
+    threads: Threads,
     data: tempfile::TempDir,
     top: &str,
     source_extra: &str,
@@ -86,7 +102,7 @@ async fn try_start_in(
     let config = load_str(Path::new("delivery_faults.toml"), &text, &|_| None)
         .unwrap_or_else(|e| panic!("{e}\n--- config:\n{text}"));
     let shutdown = CancellationToken::new();
-    let pipeline = match Pipeline::build(&config, shutdown.clone()).await {
+    let pipeline = match Pipeline::build_on(&config, shutdown.clone(), threads).await {
         Ok(pipeline) => pipeline,
         Err(e) => return Err((e, data)),
     };
@@ -98,7 +114,7 @@ async fn try_start_in(
 /// A webhook sink reading `alerts`, healthcheck off, short backoffs and the circuit breaker
 /// off (these tests are about retries; `storm_gate.rs` tests the circuit) unless `extra`
 /// sets them.
-fn sink(name: &str, url: &str, extra: &str) -> String {
+pub(crate) fn sink(name: &str, url: &str, extra: &str) -> String {
     let mut text = format!(
         "[sinks.{name}]\ntype = \"webhook\"\ninputs = [\"alerts\"]\nurl = \"{url}\"\nhealthcheck.enabled = false\n"
     );
@@ -116,8 +132,8 @@ fn sink(name: &str, url: &str, extra: &str) -> String {
     text
 }
 
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: http::HeaderMap,
     body: String,
 }
@@ -128,7 +144,7 @@ impl Answer {
     }
 }
 
-async fn post(source: SocketAddr, body: &str) -> Answer {
+pub(crate) async fn post(source: SocketAddr, body: &str) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let request =
         http::Request::post(format!("http://{source}/")).body(Full::new(Bytes::from(body.to_string()))).unwrap();
@@ -142,7 +158,7 @@ async fn post(source: SocketAddr, body: &str) -> Answer {
     Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
 }
 
-fn event(id: &str, event_type: &str) -> Value {
+pub(crate) fn event(id: &str, event_type: &str) -> Value {
     json!({"id": id, "eventType": event_type, "status": "PENDING", "priority": "HIGH",
            "summary": format!("summary of {id}"), "alertSource": {"id": 1, "name": "Nagios Hosts"}})
 }
@@ -154,7 +170,7 @@ fn numbered(alert: &str, event_type: &str, n: usize) -> Value {
     e
 }
 
-fn ndjson(events: &[Value]) -> String {
+pub(crate) fn ndjson(events: &[Value]) -> String {
     events.iter().map(|e| format!("{e}\n")).collect()
 }
 
@@ -170,7 +186,7 @@ async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
+pub(crate) fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
     SinkStats::get(counter)
 }
 
@@ -195,7 +211,7 @@ async fn dead_letters(data_dir: &Path) -> Vec<DeadLetter> {
 }
 
 /// Hits grouped by the receiver's key (the body's `id`), in arrival order.
-fn by_key(hits: &[Hit]) -> BTreeMap<String, Vec<Hit>> {
+pub(crate) fn by_key(hits: &[Hit]) -> BTreeMap<String, Vec<Hit>> {
     let mut map: BTreeMap<String, Vec<Hit>> = BTreeMap::new();
     for hit in hits {
         map.entry(hit.key.clone().expect("every body has an id")).or_default().push(hit.clone());

@@ -50,6 +50,7 @@ fn build(dir: &Path, sink: &ValidatedWebhookSink) -> (Box<dyn StreamSink>, Healt
         config_dir: dir.to_path_buf(),
         stats: Arc::default(),
         dead_letters: Arc::new(DeadLetters::new(&dir.join("data"))),
+        shard_runtimes: Vec::new(),
     };
     let (sink, healthcheck) = sink.build(cx).unwrap_or_else(|e| panic!("build: {e}"));
     (Box::new(sink), healthcheck)

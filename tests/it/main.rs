@@ -11,6 +11,7 @@ mod dedupe;
 mod delivery_connections;
 mod delivery_faults;
 mod delivery_proxy;
+mod delivery_shards;
 mod delivery_target;
 mod delivery_tls;
 mod digests;

@@ -1,7 +1,8 @@
 //! `run --runtime split` (the default on hosts of 2 cores or fewer): the sources run on a
-//! thread of their own, and a reload builds the new sources there too; events still reach
+//! thread of their own, and a reload builds the new sources there too; each sink's
+//! deliveries are spread over the main thread and a delivery thread; events still reach
 //! the receiver through a memory and a disk buffer, the process still stops cleanly, and a
-//! `--threads` that does not apply is refused.
+//! `--threads` or `--delivery-threads` that does not apply is refused.
 
 use crate::reload::{batch, post};
 use crate::support;
@@ -12,13 +13,13 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The `webhook-sources` thread's CPU time so far (user + system, in clock ticks), from
-/// `/proc`; `None` if the process has no such thread.
+/// The CPU time so far (user + system, in clock ticks) of the process's thread `name`,
+/// from `/proc`; `None` if the process has no such thread.
 #[cfg(target_os = "linux")]
-fn sources_thread_ticks(pid: u32) -> Option<u64> {
+fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == "webhook-sources" {
+        if comm.trim_end() == name {
             let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
             // Fields after the `(comm)`: state is the 3rd field, utime the 14th, stime the 15th.
             let after = &stat[stat.rfind(')')? + 2..];
@@ -50,11 +51,13 @@ async fn split_runs_sources_on_their_own_thread_through_a_reload_and_a_clean_sto
         )
     };
     let file = dir.write("split.toml", &text(first));
-    let mut binary = Binary::start(&["run", "--runtime", "split", "--watch"], &file);
+    let mut binary = Binary::start(&["run", "--runtime", "split", "--delivery-threads", "2", "--watch"], &file);
     binary.wait_log("webhook-sink started").await;
     assert!(binary.log().contains("runtime=\"split\"") || binary.log().contains("runtime=split"), "{}", binary.log());
+    assert!(binary.log().contains("delivery_threads=2"), "{}", binary.log());
     let pid = binary.child.0.id();
-    let before = sources_thread_ticks(pid).expect("a thread named webhook-sources");
+    let before = thread_ticks(pid, "webhook-sources").expect("a thread named webhook-sources");
+    let delivery_before = thread_ticks(pid, "webhook-deliv-1").expect("a thread named webhook-deliv-1");
 
     // Enough events that decoding them shows in the sources thread's CPU time (a clock
     // tick is 10 ms; this debug build decodes a few thousand events in that).
@@ -64,8 +67,13 @@ async fn split_runs_sources_on_their_own_thread_through_a_reload_and_a_clean_sto
         sent += 250;
     }
     receiver.wait_for(2 * sent, WAIT).await;
-    let after = sources_thread_ticks(pid).expect("the thread is still there");
+    let after = thread_ticks(pid, "webhook-sources").expect("the thread is still there");
     assert!(after > before, "the sources thread did the decoding: {before} -> {after} ticks");
+    let delivery_after = thread_ticks(pid, "webhook-deliv-1").expect("the thread is still there");
+    assert!(
+        delivery_after > delivery_before,
+        "the delivery thread delivered its share: {delivery_before} -> {delivery_after} ticks"
+    );
 
     // A reload that moves the source to another port: the new one is built and run on the
     // sources thread as well, and the old port is closed.
@@ -111,6 +119,20 @@ async fn threads_with_a_layout_of_fixed_threads_is_refused() {
     assert!(!status.success());
     assert!(
         binary.log().contains("`--threads 3` sets the workers of `--runtime multi-thread`"),
+        "the reason is given:\n{}",
+        binary.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_threads_without_split_is_refused() {
+    let dir = support::Dir::new();
+    let file = dir.write("any.toml", "[sources.in]\ntype = \"stdin\"\n");
+    let mut binary = Binary::start(&["run", "--runtime", "one-thread", "--delivery-threads", "2"], &file);
+    let status = binary.exit_within(WAIT).await.expect("exits at once");
+    assert!(!status.success());
+    assert!(
+        binary.log().contains("`--delivery-threads 2` spreads the sinks' deliveries under `--runtime split`"),
         "the reason is given:\n{}",
         binary.log()
     );

@@ -24,6 +24,7 @@ use super::proxy::{process_env, ProxyConfig};
 use super::request_builder::RequestBuilder;
 use super::retry::{RetryConfig, RetryPolicy};
 use super::service::WebhookService;
+use super::shard::Shard;
 pub use super::signing::SigningConfig;
 use super::sink::WebhookSink;
 use super::target::Target;
@@ -553,26 +554,46 @@ impl ValidatedWebhookSink {
     /// what lies outside the config can fail here (the TLS set-up).
     pub fn build(&self, cx: SinkContext) -> Result<(WebhookSink, Healthcheck), BuildError> {
         let connector = build_connector(&self.tls, &self.dial).map_err(|e| BuildError::other(e.to_string()))?;
-        let service = WebhookService::new(connector.clone(), self.config.request.concurrency, self.timeout);
         let healthcheck = super::healthcheck::healthcheck(
             self.request_builder.target().clone(),
-            connector,
+            connector.clone(),
             self.config.healthcheck.enabled,
         );
         let gate =
             Gate::new(&cx.name, self.request_builder.target(), &GateSettings::of(&self.config), cx.stats.clone());
+        let (gate, dedupe) = (Arc::new(gate), self.config.dedupe.as_ref().and_then(DedupeConfig::build).map(Arc::new));
+        let request_builder = Arc::new(self.request_builder.clone());
+        let concurrency = self.config.request.concurrency.max(1);
+        // A digest gathers alerts together, so a batching sink delivers on one shard; and
+        // a shard needs a request slot of its own.
+        let runtimes = match self.batching {
+            Some(_) => &[][..],
+            None => &cx.shard_runtimes[..cx.shard_runtimes.len().min(concurrency - 1)],
+        };
+        let shards = 1 + runtimes.len();
+        let shard = |index: usize| {
+            // `request.concurrency` divided between the shards, the first ones taking the
+            // remainder: the sink's total stays what the config says.
+            let slots = concurrency / shards + usize::from(index < concurrency % shards);
+            Arc::new(Shard {
+                name: cx.name.clone(),
+                request_builder: request_builder.clone(),
+                service: WebhookService::new(connector.clone(), slots, self.timeout),
+                stats: cx.stats.clone(),
+                order: Default::default(),
+                retry: self.retry.clone(),
+                dead_letters: cx.dead_letters.clone(),
+                dedupe: dedupe.clone(),
+                gate: gate.clone(),
+            })
+        };
         let sink = WebhookSink {
-            gate,
-            name: cx.name,
+            name: cx.name.clone(),
             filter: self.filter.clone(),
-            request_builder: Arc::new(self.request_builder.clone()),
-            service,
-            stats: cx.stats,
-            order: Default::default(),
-            retry: self.retry.clone(),
-            dead_letters: cx.dead_letters,
+            stats: cx.stats.clone(),
             batching: self.batching,
-            dedupe: self.config.dedupe.as_ref().and_then(DedupeConfig::build),
+            first: shard(0),
+            others: runtimes.iter().enumerate().map(|(i, runtime)| (runtime.clone(), shard(i + 1))).collect(),
         };
         Ok((sink, healthcheck))
     }
@@ -610,6 +631,41 @@ impl SinkConfig for WebhookSinkConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shards `config` builds into with `runtimes` runtimes of other threads offered,
+    /// as the request slots of each.
+    fn shard_slots(config: WebhookSinkConfig, runtimes: usize) -> Vec<usize> {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let cx = SinkContext {
+            name: "shards".into(),
+            config_dir: dir.path().to_path_buf(),
+            stats: Arc::default(),
+            dead_letters: Arc::new(crate::dead_letters::DeadLetters::new(dir.path())),
+            shard_runtimes: vec![runtime.handle().clone(); runtimes],
+        };
+        let (sink, _) = config.validate(dir.path()).unwrap().build(cx).unwrap();
+        let others = sink.others.iter().map(|(_, shard)| shard.service.concurrency());
+        std::iter::once(sink.first.service.concurrency()).chain(others).collect()
+    }
+
+    #[test]
+    fn request_slots_are_divided_between_the_shards_and_digests_stay_on_one() {
+        let with = |concurrency: usize, batch: Option<BatchConfig>| WebhookSinkConfig {
+            url: SecretUrl("http://127.0.0.1:9/hook".into()),
+            request: RequestConfig { concurrency, ..Default::default() },
+            batch,
+            ..Default::default()
+        };
+        assert_eq!(shard_slots(with(32, None), 1), [16, 16]);
+        assert_eq!(shard_slots(with(5, None), 1), [3, 2], "the first shards take the remainder");
+        assert_eq!(shard_slots(with(5, None), 2), [2, 2, 1]);
+        assert_eq!(shard_slots(with(2, None), 3), [1, 1], "a shard needs a slot of its own");
+        assert_eq!(shard_slots(with(1, None), 1), [1]);
+        assert_eq!(shard_slots(with(32, None), 0), [32], "no other threads: one shard");
+        let batch = BatchConfig { max_events: 10, timeout_secs: 1.0 };
+        assert_eq!(shard_slots(with(32, Some(batch)), 1), [32], "a digest gathers alerts: one shard");
+    }
 
     #[test]
     fn default_matches_the_file_defaults() {

@@ -1,5 +1,6 @@
 //! The `webhook` sink, split as Vector's http sink is: `config` (fields and build) →
-//! `sink` (consumes the event stream) → `request_builder` (event → request) → `service`
+//! `sink` (consumes the event stream, routes it to its shards by alert key) → `shard`
+//! (delivers with retries) → `request_builder` (event → request) → `service`
 //! (sends, over `connections`, one kept-alive connection per request slot, opened by
 //! `client`, over `dial`: direct or through a `proxy`, with the SSRF guard; TLS from `tls`).
 //! `target` turns the URL into a request target and credentials;
@@ -44,6 +45,10 @@ pub mod retry;
 internal_mod!(
     /// Sends one request and reads the answer.
     service
+);
+internal_mod!(
+    /// One shard of a sink's deliveries: its connections, alert order and retries.
+    shard
 );
 internal_mod!(
     /// Standard Webhooks signatures.
