@@ -41,7 +41,7 @@ pub struct WebhookSink {
     /// The shard that runs on the sink's own task; it also answers `probe` and `replay`.
     pub first: Arc<Shard>,
     /// The other shards, each with the runtime (of a delivery thread) it runs on. Empty
-    /// for a sink with `batch` or with `request.concurrency = 1`.
+    /// without delivery threads, and for a sink with `batch` or `request.concurrency = 1`.
     pub others: Vec<(Handle, Arc<Shard>)>,
 }
 
