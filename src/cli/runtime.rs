@@ -65,9 +65,9 @@ impl Layout {
 const SMALL_HOST_CORES: usize = 2;
 
 /// Delivery threads of `split` unless `--delivery-threads` says: one per core, at most
-/// this many. Two measured on the 2-core benchmark host: +4 to +12% deliveries per second
-/// over one (docs/performance.md, sixth session); more than the cores would only add
-/// hand-offs.
+/// this many. Two measured on the 2-core benchmark host: +6 to +10% deliveries per second
+/// over one, and three no better than two (docs/performance.md, sixth session); more
+/// than the cores would only add hand-offs.
 const DEFAULT_DELIVERY_THREADS: usize = 2;
 
 /// Resolves `--runtime`, `--threads` and `--delivery-threads` on a host with `cores`
