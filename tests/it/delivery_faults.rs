@@ -64,7 +64,7 @@ impl Running {
 
 /// A pipeline with `top` (top-level keys), an `http_server` source `alerts` (plus
 /// `source_extra`) and `sinks`, its data in a fresh temporary directory.
-pub(crate) async fn start(top: &str, source_extra: &str, sinks: &str) -> Running {
+async fn start(top: &str, source_extra: &str, sinks: &str) -> Running {
     start_in(tempfile::tempdir().unwrap(), top, source_extra, sinks).await
 }
 
@@ -211,7 +211,7 @@ async fn dead_letters(data_dir: &Path) -> Vec<DeadLetter> {
 }
 
 /// Hits grouped by the receiver's key (the body's `id`), in arrival order.
-pub(crate) fn by_key(hits: &[Hit]) -> BTreeMap<String, Vec<Hit>> {
+fn by_key(hits: &[Hit]) -> BTreeMap<String, Vec<Hit>> {
     let mut map: BTreeMap<String, Vec<Hit>> = BTreeMap::new();
     for hit in hits {
         map.entry(hit.key.clone().expect("every body has an id")).or_default().push(hit.clone());
@@ -527,33 +527,31 @@ async fn no_event_vanishes_under_a_mixed_fault_script() {
 // ---------------------------------------------------------------------------------------
 // 5. per-alert order under retries
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn each_alert_stays_in_order_under_retries_while_alerts_go_concurrently() {
-    const ALERTS: usize = 12;
-    const CONCURRENCY: usize = 8;
-    let rx = Faulty::start().await;
-    // The first attempt of every `created` fails; everything else takes 40 ms, so
-    // requests of different alerts overlap.
-    rx.set_rule(|info| {
-        let created = info.json.as_ref()?.get("eventType")? == "alert-created";
-        Some(if created && info.attempt == 1 { Fault::Status(503) } else { Fault::Delay(40) })
-    });
-    let running = start("", "", &sink("hook", &rx.url("/"), &format!("request.concurrency = {CONCURRENCY}\n"))).await;
-    let lifecycle = ["alert-created", "alert-acknowledged", "alert-resolved"];
-    // Alert by alert, each one's events in lifecycle order.
-    let events: Vec<Value> =
-        (0..ALERTS).flat_map(|a| lifecycle.iter().map(move |t| event(&format!("alert-{a}"), t))).collect();
-    assert_eq!(post(running.source, &ndjson(&events)).await.status, 200);
-    let delivered = rx.wait_delivered(ALERTS * lifecycle.len(), WAIT).await;
-    assert_eq!(delivered.len(), ALERTS * lifecycle.len());
-    let hits = rx.hits();
-    running.stop().await;
+/// An alert's events, in the order they happen.
+pub(crate) const LIFECYCLE: [&str; 3] = ["alert-created", "alert-acknowledged", "alert-resolved"];
 
+/// The events of `alerts` alerts (`alert-0`, …), alert by alert, each one's in
+/// [`LIFECYCLE`] order.
+pub(crate) fn lifecycles(alerts: usize) -> Vec<Value> {
+    (0..alerts).flat_map(|a| LIFECYCLE.iter().map(move |t| event(&format!("alert-{a}"), t))).collect()
+}
+
+/// The first attempt of every `created` fails with 503; every other request is answered
+/// after `delay_ms`, so requests of different alerts overlap.
+pub(crate) fn fail_each_created_once(rx: &Faulty, delay_ms: u64) {
+    rx.set_rule(move |info| {
+        let created = info.json.as_ref()?.get("eventType")? == "alert-created";
+        Some(if created && info.attempt == 1 { Fault::Status(503) } else { Fault::Delay(delay_ms) })
+    });
+}
+
+/// Checks that every alert in `hits` was delivered in [`LIFECYCLE`] order after one retry
+/// of its `created`, one request at a time.
+pub(crate) fn assert_each_alert_in_order(hits: &[Hit]) {
     let event_type = |h: &Hit| h.field("eventType").unwrap();
-    let grouped = by_key(&hits);
-    for (alert, attempts) in &grouped {
+    for (alert, attempts) in &by_key(hits) {
         let order: Vec<String> = attempts.iter().filter(|h| h.delivered()).map(event_type).collect();
-        assert_eq!(order, lifecycle, "{alert}: delivered in order despite the failed first attempt");
+        assert_eq!(order, LIFECYCLE, "{alert}: delivered in order despite the failed first attempt");
         assert_eq!(attempts.len(), 4, "{alert}: one retry (the created), three deliveries");
         // One request of an alert at a time: each starts after the previous one ended.
         for pair in attempts.windows(2) {
@@ -566,6 +564,22 @@ async fn each_alert_stays_in_order_under_retries_while_alerts_go_concurrently() 
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_alert_stays_in_order_under_retries_while_alerts_go_concurrently() {
+    const ALERTS: usize = 12;
+    const CONCURRENCY: usize = 8;
+    let rx = Faulty::start().await;
+    fail_each_created_once(&rx, 40);
+    let running = start("", "", &sink("hook", &rx.url("/"), &format!("request.concurrency = {CONCURRENCY}\n"))).await;
+    assert_eq!(post(running.source, &ndjson(&lifecycles(ALERTS))).await.status, 200);
+    let delivered = rx.wait_delivered(ALERTS * LIFECYCLE.len(), WAIT).await;
+    assert_eq!(delivered.len(), ALERTS * LIFECYCLE.len());
+    let hits = rx.hits();
+    running.stop().await;
+
+    assert_each_alert_in_order(&hits);
     // Different alerts were in flight at the same time.
     let overlapping = hits.iter().any(|a| {
         hits.iter().any(|b| a.key != b.key && a.arrived <= b.arrived && a.answered.is_some_and(|end| b.arrived < end))

@@ -8,13 +8,15 @@
 //! Time is only checked from below, where a wait is the behaviour under test (the rate
 //! limit); every wait is bounded.
 
-use crate::delivery_faults::{by_key, event, get, ndjson, post, sink, start_on};
+use crate::delivery_faults::{
+    assert_each_alert_in_order, event, fail_each_created_once, get, lifecycles, ndjson, post, sink, start_on, LIFECYCLE,
+};
 use crate::support;
 
 use std::time::Duration;
 
 use serde_json::Value;
-use support::faulty::{Fault, Faulty, Hit};
+use support::faulty::{Fault, Faulty};
 use webhook_sink::cli::runtime::RuntimeThread;
 use webhook_sink::topology::Threads;
 
@@ -41,40 +43,21 @@ async fn each_alert_stays_in_order_across_the_shards_under_retries() {
     let (thread, threads) = delivery_thread();
     assert_eq!(tasks_on(&thread), 0);
     let rx = Faulty::start().await;
-    // The first attempt of every `created` fails; everything else takes 20 ms, so requests
-    // of different alerts overlap.
-    rx.set_rule(|info| {
-        let created = info.json.as_ref()?.get("eventType")? == "alert-created";
-        Some(if created && info.attempt == 1 { Fault::Status(503) } else { Fault::Delay(20) })
-    });
+    fail_each_created_once(&rx, 20);
     let extra = format!("request.concurrency = {CONCURRENCY}\n");
     let running = start_on(threads, "", "", &sink("hook", &rx.url("/"), &extra)).await;
-    let lifecycle = ["alert-created", "alert-acknowledged", "alert-resolved"];
-    // Alert by alert, each one's events in lifecycle order.
-    let events: Vec<Value> =
-        (0..ALERTS).flat_map(|a| lifecycle.iter().map(move |t| event(&format!("alert-{a}"), t))).collect();
-    assert_eq!(post(running.source, &ndjson(&events)).await.status, 200);
-    let delivered = rx.wait_delivered(ALERTS * lifecycle.len(), WAIT).await;
-    assert_eq!(delivered.len(), ALERTS * lifecycle.len());
+    assert_eq!(post(running.source, &ndjson(&lifecycles(ALERTS))).await.status, 200);
+    let delivered = rx.wait_delivered(ALERTS * LIFECYCLE.len(), WAIT).await;
+    assert_eq!(delivered.len(), ALERTS * LIFECYCLE.len());
     // The other shard ran on the delivery thread, its kept-alive connections with it.
     assert!(tasks_on(&thread) >= 1, "the delivery thread holds the other shard's work");
     let stats = running.stats("hook");
     let hits = rx.hits();
     running.stop().await;
-    assert_eq!(get(&stats.received), (ALERTS * lifecycle.len()) as u64, "one set of counters for the sink");
-    assert_eq!(get(&stats.delivered), (ALERTS * lifecycle.len()) as u64);
+    assert_eq!(get(&stats.received), (ALERTS * LIFECYCLE.len()) as u64, "one set of counters for the sink");
+    assert_eq!(get(&stats.delivered), (ALERTS * LIFECYCLE.len()) as u64);
     assert_eq!(get(&stats.retries), ALERTS as u64);
-
-    let event_type = |h: &Hit| h.field("eventType").unwrap();
-    for (alert, attempts) in &by_key(&hits) {
-        let order: Vec<String> = attempts.iter().filter(|h| h.delivered()).map(event_type).collect();
-        assert_eq!(order, lifecycle, "{alert}: delivered in order despite the failed first attempt");
-        // One request of an alert at a time: each starts after the previous one ended.
-        for pair in attempts.windows(2) {
-            let ended = pair[0].answered.expect("answered");
-            assert!(pair[1].arrived >= ended, "{alert}: {} overlapped {}", event_type(&pair[1]), event_type(&pair[0]));
-        }
-    }
+    assert_each_alert_in_order(&hits);
     assert!(
         rx.max_in_flight() <= CONCURRENCY,
         "the shards share request.concurrency: {} in flight",
