@@ -81,24 +81,23 @@ pub fn resolve(
     cores: usize,
 ) -> Result<Layout, String> {
     let threads = threads.map(usize::from);
+    let split = Layout::Split(delivery_threads.map_or(cores.clamp(1, DEFAULT_DELIVERY_THREADS), |n| usize::from(n).max(1)));
     let layout = match (kind, threads) {
-        (RuntimeKind::Auto, None) if cores <= SMALL_HOST_CORES => Layout::Split(0),
+        (RuntimeKind::Auto, None) if cores <= SMALL_HOST_CORES => split,
         (RuntimeKind::Auto, None) => Layout::MultiThread(None),
         (RuntimeKind::Auto | RuntimeKind::OneThread, Some(1)) | (RuntimeKind::OneThread, None) => Layout::OneThread,
         (RuntimeKind::Auto | RuntimeKind::MultiThread, threads) => Layout::MultiThread(threads),
-        (RuntimeKind::Split, None) => Layout::Split(0),
+        (RuntimeKind::Split, None) => split,
         (RuntimeKind::OneThread, Some(n)) => return Err(fixed_threads(n, Layout::OneThread)),
-        (RuntimeKind::Split, Some(n)) => return Err(fixed_threads(n, Layout::Split(0))),
+        (RuntimeKind::Split, Some(n)) => return Err(fixed_threads(n, split)),
     };
     match (layout, delivery_threads) {
-        (Layout::Split(_), Some(n)) => Ok(Layout::Split(usize::from(n).max(1))),
-        (Layout::Split(_), None) => Ok(Layout::Split(cores.clamp(1, DEFAULT_DELIVERY_THREADS))),
-        (layout, Some(n)) => Err(format!(
+        (Layout::OneThread | Layout::MultiThread(_), Some(n)) => Err(format!(
             "`--delivery-threads {n}` spreads the sinks' deliveries under `--runtime split`; \
              `--runtime {}` does not take it",
             layout.name()
         )),
-        (layout, None) => Ok(layout),
+        _ => Ok(layout),
     }
 }
 

@@ -110,30 +110,31 @@ async fn split_runs_sources_on_their_own_thread_through_a_reload_and_a_clean_sto
     assert_eq!(binary.log().matches(&format!("delivered={sent}")).count(), 2, "{}", binary.log());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn threads_with_a_layout_of_fixed_threads_is_refused() {
+/// Runs the binary with `args` on a stdin pipeline: it must exit at once, unsuccessfully,
+/// saying `reason`.
+async fn refused(args: &[&str], reason: &str) {
     let dir = support::Dir::new();
     let file = dir.write("any.toml", "[sources.in]\ntype = \"stdin\"\n");
-    let mut binary = Binary::start(&["run", "--runtime", "split", "--threads", "3"], &file);
+    let mut binary = Binary::start(args, &file);
     let status = binary.exit_within(WAIT).await.expect("exits at once");
     assert!(!status.success());
-    assert!(
-        binary.log().contains("`--threads 3` sets the workers of `--runtime multi-thread`"),
-        "the reason is given:\n{}",
-        binary.log()
-    );
+    assert!(binary.log().contains(reason), "the reason is given:\n{}", binary.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn threads_with_a_layout_of_fixed_threads_is_refused() {
+    refused(
+        &["run", "--runtime", "split", "--threads", "3"],
+        "`--threads 3` sets the workers of `--runtime multi-thread`",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delivery_threads_without_split_is_refused() {
-    let dir = support::Dir::new();
-    let file = dir.write("any.toml", "[sources.in]\ntype = \"stdin\"\n");
-    let mut binary = Binary::start(&["run", "--runtime", "one-thread", "--delivery-threads", "2"], &file);
-    let status = binary.exit_within(WAIT).await.expect("exits at once");
-    assert!(!status.success());
-    assert!(
-        binary.log().contains("`--delivery-threads 2` spreads the sinks' deliveries under `--runtime split`"),
-        "the reason is given:\n{}",
-        binary.log()
-    );
+    refused(
+        &["run", "--runtime", "one-thread", "--delivery-threads", "2"],
+        "`--delivery-threads 2` spreads the sinks' deliveries under `--runtime split`",
+    )
+    .await;
 }

@@ -559,9 +559,10 @@ impl ValidatedWebhookSink {
             connector.clone(),
             self.config.healthcheck.enabled,
         );
-        let gate =
-            Gate::new(&cx.name, self.request_builder.target(), &GateSettings::of(&self.config), cx.stats.clone());
-        let (gate, dedupe) = (Arc::new(gate), self.config.dedupe.as_ref().and_then(DedupeConfig::build).map(Arc::new));
+        // One gate and one dedupe window for the whole sink, shared by its shards.
+        let settings = GateSettings::of(&self.config);
+        let gate = Arc::new(Gate::new(&cx.name, self.request_builder.target(), &settings, cx.stats.clone()));
+        let dedupe = self.config.dedupe.as_ref().and_then(DedupeConfig::build).map(Arc::new);
         let request_builder = Arc::new(self.request_builder.clone());
         let concurrency = self.config.request.concurrency.max(1);
         // A digest gathers alerts together, so a batching sink delivers on one shard; and
