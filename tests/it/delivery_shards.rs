@@ -36,6 +36,15 @@ fn tasks_on(thread: &RuntimeThread) -> usize {
     thread.handle().metrics().num_alive_tasks()
 }
 
+/// Waits (at most [`WAIT`]) until no task is left on the delivery thread.
+async fn wait_until_nothing_runs_on(thread: &RuntimeThread) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while tasks_on(thread) > 0 {
+        assert!(std::time::Instant::now() < deadline, "{} tasks left on the delivery thread", tasks_on(thread));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_alert_stays_in_order_across_the_shards_under_retries() {
     const ALERTS: usize = 24;
@@ -126,11 +135,7 @@ async fn a_stop_finishes_what_every_shard_holds() {
     assert_eq!(rx.delivered().len(), ALERTS);
     // Nothing of the sink is left on the delivery thread once its connections close
     // (bounded wait: hyper's connection tasks end when the client side is dropped).
-    let deadline = std::time::Instant::now() + WAIT;
-    while tasks_on(&thread) > 0 {
-        assert!(std::time::Instant::now() < deadline, "{} tasks left on the delivery thread", tasks_on(&thread));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_nothing_runs_on(&thread).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,9 +154,5 @@ async fn a_stop_past_the_deadline_counts_what_the_shards_held_and_leaves_nothing
     assert_eq!(report.abandoned, 6, "every event not delivered is counted, on either shard");
     assert_eq!(get(&stats.delivered), 0);
     // The sink's task was aborted at the deadline: its shard on the delivery thread goes with it.
-    let deadline = std::time::Instant::now() + WAIT;
-    while tasks_on(&thread) > 0 {
-        assert!(std::time::Instant::now() < deadline, "{} tasks left on the delivery thread", tasks_on(&thread));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_nothing_runs_on(&thread).await;
 }
