@@ -56,6 +56,10 @@ def event_line(i, sent_at):
     )
 
 
+# `sentAt` as `event_line(i, 0.0)` writes it: what the client replaces at send.
+SENT_AT_ZERO = b'"sentAt":0.000000'
+
+
 def batch_body(start, count, sent_at):
     return "".join(event_line(i, sent_at) for i in range(start, start + count)).encode()
 
@@ -133,7 +137,12 @@ def cmd_gen(args):
 # Without --rate the batches go out back to back (throughput runs). With --rate R
 # batch k is due at t0 + k*BATCH/R (open loop) and its events carry that due time as
 # `sentAt`, so a sender that falls behind does not hide the delay (no coordinated
-# omission). Without --rate, `sentAt` is the actual send time. With --sends FILE, the
+# omission). Without --rate, `sentAt` is the actual send time.
+#
+# Every body is built before the first send, and only its `sentAt` filled in at send, so
+# the client spends its CPU on sending: formatting the events on the fly took about 2 µs
+# per event of the machine's two cores, which the bare hyper loop (no client at all) does
+# not pay (docs/performance.md, seventh session). With --sends FILE, the
 # time each batch was actually handed to the connection (its first attempt) is written
 # there as JSON, for `count --sends`: latency from ingest, without the client's own
 # lateness (Python's threads may wait up to 5 ms for the interpreter lock).
@@ -147,6 +156,9 @@ def cmd_push(args):
     stats = {"retries_503": 0, "reconnects": 0, "late_s_max": 0.0, "errors": []}
     sends = [None] * nbatches
     lock = threading.Lock()
+    # Each body is built with `"sentAt":0.000000` and gets its time at send, by one
+    # byte replace (a C loop, about 0.1 µs per event).
+    bodies = [batch_body(k * batch, min(batch, n - k * batch), 0.0) for k in range(nbatches)]
     t0_wall = time.time() + 0.2
     t0 = time.monotonic() + 0.2
 
@@ -155,8 +167,6 @@ def cmd_push(args):
         late_max = 0.0
         try:
             for k in range(tid, nbatches, conns):
-                start = k * batch
-                count = min(batch, n - start)
                 if interval:
                     due = t0 + k * interval
                     now = time.monotonic()
@@ -167,7 +177,7 @@ def cmd_push(args):
                     sent_at = t0_wall + k * interval
                 else:
                     sent_at = time.time()
-                body = batch_body(start, count, sent_at)
+                body = bodies[k].replace(SENT_AT_ZERO, b'"sentAt":%.6f' % sent_at)
                 attempts = 0
                 while True:
                     attempts += 1
@@ -203,6 +213,7 @@ def cmd_push(args):
                 stats["late_s_max"] = max(stats["late_s_max"], late_max)
 
     started = time.monotonic()
+    cpu0 = os.times()
     threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(conns)]
     for t in threads:
         t.start()
@@ -212,7 +223,10 @@ def cmd_push(args):
     elapsed = time.monotonic() - (t0 if interval else started)
     if any(t.is_alive() for t in threads):
         stats["errors"].append("push timed out")
+    cpu1 = os.times()
     stats["events"] = n
+    # The client's own CPU while sending (its share of the machine), per event.
+    stats["cpu_us"] = round((cpu1.user + cpu1.system - cpu0.user - cpu0.system) / n * 1e6, 2)
     # The events' raw JSON size (NDJSON bodies minus their newlines).
     stats["json_bytes"] = sum(len(event_line(i, 0.0)) - 1 for i in range(n))
     stats["secs"] = round(elapsed, 3)
@@ -400,6 +414,7 @@ def cmd_record(args):
             rec["push"] = json.loads(args.push)
             rec["sent_rate"] = rec["push"].get("offered_per_s")
             rec["late_s_max"] = rec["push"].get("late_s_max")
+            rec["client_cpu_us"] = rec["push"].get("cpu_us")
         except ValueError:
             rec["push"] = args.push[:200]
     for kv in args.extra:
@@ -438,7 +453,7 @@ def cmd_record(args):
     with open(args.results, "a") as f:
         f.write(json.dumps(rec) + "\n")
     shown = {k: rec[k] for k in ("delivered", "rate", "cpu_us", "switches_per_event", "rss_mb", "raw_mb", "p50_ms", "p99_ms",
-                                 "ingest_p50_ms", "ingest_p99_ms", "late_s_max", "offered",
+                                 "ingest_p50_ms", "ingest_p99_ms", "late_s_max", "client_cpu_us", "offered",
                                  "conc", "template", "body_bytes", "client_rate", "error") if k in rec}
     print(f"  {args.config} run {args.run}: {json.dumps(shown)}", file=sys.stderr)
 
