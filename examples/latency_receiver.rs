@@ -22,7 +22,10 @@
 //! target/release/examples/latency_receiver --port 8080 --auth "Basic dXNlcjpwYXNz" --log access.log
 //! ```
 //!
-//! One thread (tokio's current-thread runtime), like nginx's one worker in load.sh.
+//! One thread answers (tokio's current-thread runtime), like nginx's one worker in
+//! load.sh. The file writes go to a second thread: a write of 100 ms of lines (about
+//! 1 MB at 50,000 events/s) blocked the answering thread for up to a millisecond, and
+//! the requests that queued meanwhile were stamped late, as if the sink had been slow.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -79,7 +82,9 @@ type Pending = Rc<RefCell<Vec<u8>>>;
 
 async fn serve(args: Args) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
-    let mut file = std::fs::File::create(&args.log)?;
+    let file = std::fs::File::create(&args.log)?;
+    let (to_writer, lines) = std::sync::mpsc::channel::<Vec<u8>>();
+    let writer = std::thread::Builder::new().name("log-writer".into()).spawn(move || write_lines(file, lines))?;
     let pending: Pending = Rc::default();
     let auth: Rc<str> = args.auth.into();
     let mut term = signal(SignalKind::terminate())?;
@@ -100,13 +105,14 @@ async fn serve(args: Args) -> std::io::Result<()> {
                         .await;
                 });
             }
-            _ = flush.tick() => write_out(&pending, &mut file)?,
+            _ = flush.tick() => hand_out(&pending, &to_writer)?,
             _ = term.recv() => break,
             _ = quit.recv() => break,
         }
     }
-    write_out(&pending, &mut file)?;
-    file.sync_all()
+    hand_out(&pending, &to_writer)?;
+    drop(to_writer);
+    writer.join().map_err(|_| std::io::Error::other("the log writer panicked"))?
 }
 
 /// Reads the whole body, then logs the arrival time, the status and the body.
@@ -131,10 +137,20 @@ async fn answer(
     Ok(response)
 }
 
-fn write_out(pending: &Pending, file: &mut std::fs::File) -> std::io::Result<()> {
+/// Hands the lines logged since the last turn to the writer thread.
+fn hand_out(pending: &Pending, to_writer: &std::sync::mpsc::Sender<Vec<u8>>) -> std::io::Result<()> {
     let lines = std::mem::take(&mut *pending.borrow_mut());
     if lines.is_empty() {
         return Ok(());
     }
-    file.write_all(&lines)
+    to_writer.send(lines).map_err(|_| std::io::Error::other("the log writer stopped"))
+}
+
+/// The writer thread: appends each handed-out chunk, and syncs the file once the
+/// answering side is done.
+fn write_lines(mut file: std::fs::File, lines: std::sync::mpsc::Receiver<Vec<u8>>) -> std::io::Result<()> {
+    for chunk in lines {
+        file.write_all(&chunk)?;
+    }
+    file.sync_all()
 }
