@@ -224,8 +224,9 @@ fn html(out: &mut String, s: &str) {
 }
 
 /// The bytes a JSON string escapes: `"`, `\` and the control characters U+0000..U+001F.
-/// A table, so that the bytes in between are skipped with one load and test each (a
-/// `match` per byte cost 0.6k–0.9k more instructions per event: docs/performance.md, round 4).
+/// A table, so that a byte is tested with one load (a `match` per byte cost 0.6k–0.9k
+/// more instructions per event: docs/performance.md, round 4); [`first_json_escaped`]
+/// uses it for the bytes after the last whole word.
 const JSON_ESCAPED: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
@@ -238,13 +239,46 @@ const JSON_ESCAPED: [bool; 256] = {
     table
 };
 
+/// Where the first byte of `bytes` that a JSON string escapes is, if any.
+///
+/// Hand-written, eight bytes at a time: the text between escapes is most of what a
+/// template writes, and a load and test per byte was 1.4k instructions per event of the
+/// benchmark's template (docs/performance.md, seventh session). A word's bytes below
+/// 0x20, equal to `"` or equal to `\` are found with the classic "has a byte less than n"
+/// bit trick, `(x - n·0x01…) & !x & 0x80…`, on `x` and on `x` xor-ed with each byte to
+/// find (a byte equal to it becomes 0, less than 1). A borrow only carries upwards from
+/// a byte that matched, so the lowest flagged byte is always a true match. Bytes of 0x80
+/// and above (UTF-8 beyond ASCII) are never flagged. The tail shorter than a word goes
+/// through the table.
+fn first_json_escaped(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const fn below(x: u64, n: u8) -> u64 {
+        x.wrapping_sub(ONES * n as u64) & !x
+    }
+    let mut words = bytes.chunks_exact(8);
+    for (n, chunk) in words.by_ref().enumerate() {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let found = (below(x, 0x20) | below(quote, 1) | below(backslash, 1)) & HIGHS;
+        if found != 0 {
+            return Some(n * 8 + found.trailing_zeros() as usize / 8);
+        }
+    }
+    let tail = bytes.len() - words.remainder().len();
+    words.remainder().iter().position(|&b| JSON_ESCAPED[usize::from(b)]).map(|at| tail + at)
+}
+
 /// JSON string content, escaped exactly as serde_json does: `"`, `\` and
 /// control characters U+0000..U+001F.
 fn json_string_content(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut last = 0;
-    while let Some(at) = bytes[last..].iter().position(|&b| JSON_ESCAPED[usize::from(b)]) {
+    while let Some(at) = first_json_escaped(&bytes[last..]) {
         let i = last + at;
         let b = bytes[i];
         let short = match b {
@@ -436,6 +470,17 @@ mod tests {
     }
 
     proptest! {
+        /// The word-at-a-time scan finds the byte a byte-by-byte scan finds, wherever it
+        /// is: mostly plain text, with the bytes on either side of each class's border.
+        #[test]
+        fn first_json_escaped_matches_a_byte_scan(bytes in proptest::collection::vec(prop_oneof![
+            8 => Just(b'a'),
+            1 => proptest::sample::select(vec![0x00, 0x01, 0x1f, 0x20, b'!', b'"', b'#', b'[', b'\\', b']', 0x7f, 0x80, 0xc3, 0xff]),
+        ], 0..48)) {
+            let expected = bytes.iter().position(|&b| super::JSON_ESCAPED[usize::from(b)]);
+            prop_assert_eq!(super::first_json_escaped(&bytes), expected);
+        }
+
         /// Byte for byte what serde_json writes, controls and quotes anywhere in the text.
         #[test]
         fn json_escape_matches_serde_json_with_controls(x in "[a-z\"\\\\\\x00-\\x1f\\x7fé😀]{0,40}") {
