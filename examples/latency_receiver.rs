@@ -106,12 +106,13 @@ async fn serve(args: Args) -> std::io::Result<()> {
                         .await;
                 });
             }
-            _ = flush.tick() => hand_out(&pending, &to_writer)?,
+            // A writer that stopped has failed: leave, and report its error below.
+            _ = flush.tick() => if !hand_out(&pending, &to_writer) { break },
             _ = term.recv() => break,
             _ = quit.recv() => break,
         }
     }
-    hand_out(&pending, &to_writer)?;
+    hand_out(&pending, &to_writer);
     drop(to_writer);
     writer.join().map_err(|_| std::io::Error::other("the log writer panicked"))?
 }
@@ -138,13 +139,11 @@ async fn answer(
     Ok(response)
 }
 
-/// Hands the lines logged since the last turn to the writer thread.
-fn hand_out(pending: &Pending, to_writer: &std::sync::mpsc::Sender<Vec<u8>>) -> std::io::Result<()> {
+/// Hands the lines logged since the last turn to the writer thread; false once the writer
+/// has stopped (on a write error, which joining it returns).
+fn hand_out(pending: &Pending, to_writer: &std::sync::mpsc::Sender<Vec<u8>>) -> bool {
     let lines = std::mem::take(&mut *pending.borrow_mut());
-    if lines.is_empty() {
-        return Ok(());
-    }
-    to_writer.send(lines).map_err(|_| std::io::Error::other("the log writer stopped"))
+    lines.is_empty() || to_writer.send(lines).is_ok()
 }
 
 /// The writer thread: appends each handed-out chunk, and syncs the file once the
